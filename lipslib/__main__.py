@@ -1,0 +1,5 @@
+import sys
+
+from lipslib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""`lips` — a thin argparse front over lipslib; every command calls the same functions as the notebooks."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from lipslib.errors import LipsError
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """`key=value` pairs for Ultralytics, values parsed as YAML scalars (numbers, booleans, null)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise LipsError(f"--set expects key=value, got '{pair}'")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_info(a):
+    from lipslib.engine import info
+
+    with _quiet(a.json):
+        rec = info(a.weights, a.imgsz)
+    if a.json:
+        print(json.dumps(rec, indent=2))
+        return
+    print(f"{a.weights}: {rec['gflops']:.3f} GFLOPs at {a.imgsz} (fused), {rec['params'] / 1e6:.3f} M params, "
+          f"{'with' if rec['batchnorm'] else 'no'} BatchNorm")  # fmt: skip
+    for name, (o, i) in rec["convs"].items():
+        print(f"  {name:32s} [{o:4d}, {i:4d}]")
+
+
+def cmd_prune(a):
+    import pandas as pd
+
+    from lipslib import engine
+    from lipslib.layers import default_targets
+    from lipslib.spec import read_spec
+
+    model = engine.load_model(a.weights)
+    ratios = read_spec(a.ratios, default_layers=default_targets(model))
+    res = engine.prune(model, ratios, criterion=a.criterion, round_to=a.round_to, imgsz=a.imgsz, log=bool(a.log))
+    before, after = engine.cost(model, a.imgsz), engine.cost(res.model, a.imgsz)
+    engine.save_checkpoint(res.model, a.out, meta={"base": str(a.weights), "ratios": ratios, "criterion": a.criterion,
+                                                   "round_to": a.round_to, "gflops": after.gflops})  # fmt: skip
+    if a.log:
+        pd.DataFrame(res.log, columns=engine.LOG_COLUMNS).to_csv(a.log, index=False, float_format="%.6f")
+    print(f"pruned {len(ratios)} layers: {before.gflops:.3f} → {after.gflops:.3f} GFLOPs, "
+          f"{before.params / 1e6:.3f} → {after.params / 1e6:.3f} M params; saved {a.out}")  # fmt: skip
+
+
+def cmd_finetune(a):
+    from lipslib.finetune import finetune
+
+    args = dict(epochs=a.epochs, imgsz=a.imgsz, device=a.device, **_overrides(a.set))
+    if a.batch:
+        args["batch"] = a.batch
+    rec = finetune(a.weights, a.data, a.out, recipe=a.recipe, **args)
+    print(json.dumps(rec, indent=2))
+
+
+def cmd_val(a):
+    from lipslib.evaluate import evaluate
+
+    with _quiet(a.json):
+        rec = evaluate(a.weights, a.data, imgsz=a.imgsz, batch=a.batch, device=a.device, split=a.split, out=a.out)
+    if a.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        print(f"{a.weights}: mAP50-95 {rec['map50_95']:.4f}, mAP50 {rec['map50']:.4f} on {rec['images']} images "
+              f"({rec['split']}, imgsz {a.imgsz}); {rec['gflops']:.3f} GFLOPs, {rec['params'] / 1e6:.3f} M params")
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Send library logging to stderr so that --json leaves stdout parseable."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        from ultralytics.utils import LOGGER
+
+        handlers = [(h, getattr(h, "stream", None)) for h in LOGGER.handlers]
+        for h, _ in handlers:
+            if hasattr(h, "setStream"):
+                h.setStream(sys.stderr)
+        try:
+            yield
+        finally:
+            for h, s in handlers:
+                if s is not None:
+                    h.setStream(s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lips", description="LIPS: layer-importance pruning schedules for YOLO11")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="GFLOPs, params and conv shapes of a checkpoint or model yaml")
+    s.add_argument("weights", help=".pt checkpoint or model yaml (e.g. yolo11n.yaml)")
+    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--json", action="store_true", help="print JSON (keys gflops, params, convs)")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("prune", help="structurally prune layers by {layer: ratio}")
+    s.add_argument("--weights", required=True)
+    s.add_argument("--ratios", required=True,
+                   help="YAML/JSON {layer: ratio}, the paper's prune_spec.txt, or one number (uniform on the targets)")
+    s.add_argument("--out", required=True, help="output .pt (a plain Ultralytics checkpoint)")
+    s.add_argument("--criterion", default="l1", help="channel importance: l1 (default), l2, random")
+    s.add_argument("--round-to", type=int, default=None, help="round kept channels to a multiple of N")
+    s.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs (default 640)")
+    s.add_argument("--log", default=None, help="write the per-layer prune_directed_log.csv here")
+    s.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("finetune", help="fine-tune a pruned checkpoint, keeping its architecture")
+    s.add_argument("--weights", required=True)
+    s.add_argument("--data", required=True, help="dataset yaml (looked up under $LIPS_ASSETS/datasets too)")
+    s.add_argument("--epochs", type=int, required=True)
+    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--batch", type=int, default=None)
+    s.add_argument("--device", default="cpu", help="cpu, 0, 0,1 …")
+    s.add_argument("--recipe", default="auto", help="auto (bn-free for models without BatchNorm), paper, bn-free")
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other Ultralytics train argument")
+    s.add_argument("--out", required=True, help="run folder (args.yaml, results.csv, weights/)")
+    s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("val", help="mAP (Ultralytics validator) + GFLOPs/params of a checkpoint")
+    s.add_argument("--weights", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--split", default="val")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--out", default=None, help="also write the record to this JSON file")
+    s.set_defaults(func=cmd_val)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LipsError as e:
+        print(f"lips {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lips {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

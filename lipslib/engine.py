@@ -1,0 +1,210 @@
+"""The directed pruning engine: `{layer: ratio}` → a structurally pruned copy of a YOLO detector.
+
+Rule (reproduces the authors' released checkpoints exactly): layers are processed in sorted name order,
+one torch-pruning dependency group at a time; each removes floor(n · ratio) output channels of its conv,
+chosen by a named criterion over the whole group (L1 by default), and torch-pruning propagates the cut to
+every dependent layer. Ratios are relative to the widths of the model passed in.
+
+Cost, in the paper's convention: GFLOPs = 2 × torch-pruning MACs on a BN-fused copy at imgsz × imgsz.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from copy import deepcopy
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from lipslib.assets import resolve_weights
+from lipslib.errors import LipsError
+from lipslib.layers import validate_layers
+
+CRITERIA = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+    "random": lambda: tp.importance.RandomImportance(),
+}
+LOG_COLUMNS = [
+    "layer_name", "ratio", "out_before", "out_after",
+    "GMACs_before", "GMACs_after", "MParams_before", "MParams_after",
+]  # fmt: skip
+
+
+def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
+    """A detection model in float32 eval mode: from a module, a `.pt` checkpoint or a model yaml."""
+    if isinstance(weights, nn.Module):
+        model = weights
+    elif str(weights).endswith((".yaml", ".yml")):
+        from ultralytics.nn.tasks import DetectionModel
+
+        try:
+            model = DetectionModel(str(weights), verbose=False)
+        except (FileNotFoundError, OSError) as e:
+            raise LipsError(f"model yaml '{weights}' not found; give a path or an Ultralytics yaml such as yolo11n.yaml") from None
+    else:
+        path = resolve_weights(weights)
+        from ultralytics.nn.tasks import load_checkpoint
+
+        try:
+            model, _ = load_checkpoint(str(path))
+        except Exception as e:
+            raise LipsError(
+                f"could not read checkpoint {path} ({type(e).__name__}: {' '.join(str(e).split())[:160]}…); "
+                "is it a complete Ultralytics .pt file? re-download or re-save it"
+            ) from None
+    if not hasattr(model, "model") or not isinstance(getattr(model, "model"), nn.Sequential):
+        raise LipsError(f"{weights}: not an Ultralytics YOLO model (got {type(model).__name__})")
+    from lipslib.layers import _head
+
+    _head(model)  # raises for classification/other checkpoints
+    model = model.float().eval()
+    for p in model.parameters():
+        p.requires_grad_(True)  # torch-pruning traces autograd; loaded checkpoints come frozen
+    return model
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def _flatten(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flatten(o)]
+    return []
+
+
+def build_graph(model: nn.Module, trace_size: int = 64) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph. The structure is size-independent, so a small input traces it fast."""
+    device = next(model.parameters()).device
+    example = torch.zeros(1, 3, trace_size, trace_size, device=device)
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example, output_transform=_flatten)
+
+
+def n_remove(n: int, ratio: float, round_to: int | None = None) -> int:
+    """Channels removed from a layer of n: floor(n · ratio); with round_to, the kept count is rounded to
+    the nearest multiple (at least one multiple), which hardware likes better than odd widths."""
+    k = math.floor(n * ratio)
+    if round_to and round_to > 1:
+        kept = max(round_to, int(round((n - k) / round_to)) * round_to)
+        k = max(0, n - min(kept, n))
+    return k
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module
+    ratios: dict[str, float]
+    log: list[dict] = field(default_factory=list)  # one row per layer, the authors' prune_directed_log columns
+
+
+def prune(
+    model: nn.Module,
+    ratios: dict[str, float],
+    *,
+    criterion: str = "l1",
+    round_to: int | None = None,
+    imgsz: int = 640,
+    log: bool = True,
+    inplace: bool = False,
+) -> PruneResult:
+    """Prune `ratios` out of (a copy of) `model`. With `log`, each step's cost is counted, as in the
+    authors' prune_directed_log.csv (that costs one MAC count per layer)."""
+    if criterion not in CRITERIA:
+        raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
+    model = model if inplace else deepcopy(model)
+    validate_layers(model, ratios)
+    modules = dict(model.named_modules())
+    for name, r in ratios.items():
+        if not 0.0 <= r < 1.0:
+            raise LipsError(f"ratio of {name} is {r}; it must be in [0, 1)")
+        n = modules[name].out_channels
+        if n - n_remove(n, r, round_to) < 1:
+            raise LipsError(f"ratio {r} of {name} leaves no channel of {n}; lower it")
+    graph = build_graph(model)
+    importance = CRITERIA[criterion]()
+    rows: list[dict] = []
+    before = cost(model, imgsz) if log else None
+    for name in sorted(ratios):
+        conv = modules[name]
+        n = conv.out_channels
+        k = n_remove(n, ratios[name], round_to)
+        if k:
+            group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(n)))
+            scores = importance(group)
+            idxs = torch.argsort(scores, stable=True)[:k].tolist()
+            graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=idxs).prune()
+        if log:
+            after = cost(model, imgsz) if k else before
+            rows.append(dict(zip(LOG_COLUMNS, [
+                name, ratios[name], n, conv.out_channels,
+                before.gflops / 2, after.gflops / 2, before.params / 1e6, after.params / 1e6,
+            ])))  # fmt: skip
+            before = after
+    return PruneResult(model=model, ratios=dict(ratios), log=rows)
+
+
+@dataclass
+class Cost:
+    gflops: float
+    params: int
+
+
+def cost(model: nn.Module, imgsz: int = 640) -> Cost:
+    """GFLOPs (2 × MACs) and parameters of a BN-fused copy at imgsz × imgsz, the paper's convention."""
+    fused = deepcopy(model).float().eval()
+    if has_batchnorm(fused):
+        fused = fused.fuse(verbose=False)
+    device = next(fused.parameters()).device
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(fused, torch.zeros(1, 3, imgsz, imgsz, device=device))
+    return Cost(gflops=2 * macs / 1e9, params=int(params))
+
+
+def conv_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """Every Conv2d's [out_channels, in_channels]."""
+    return {n: [m.out_channels, m.in_channels] for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def info(weights, imgsz: int = 640) -> dict:
+    model = load_model(weights)
+    c = cost(model, imgsz)
+    return {"weights": str(weights), "imgsz": imgsz, "gflops": c.gflops, "params": c.params,
+            "batchnorm": has_batchnorm(model), "convs": conv_shapes(model)}  # fmt: skip
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None, train_args=None) -> Path:
+    """Save as a plain Ultralytics checkpoint (the pickled module keeps the pruned shapes, so `YOLO(path)`
+    loads it with no lipslib code). Written atomically: a crash never leaves a half-written file."""
+    import ultralytics
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "date": datetime.now().isoformat(),
+        "version": ultralytics.__version__,
+        "license": "AGPL-3.0 (https://ultralytics.com/license)",
+        "epoch": -1,
+        "best_fitness": None,
+        "model": deepcopy(model).half(),
+        "ema": None,
+        "updates": None,
+        "optimizer": None,
+        "train_args": dict(train_args or getattr(model, "args", None) or {}) if not isinstance(
+            getattr(model, "args", None), str) else {},
+        "lips": meta or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+

@@ -1,0 +1,108 @@
+"""mAP through the Ultralytics validator, cost through the engine: one metrics record per model."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch.nn as nn
+
+from lipslib.assets import resolve_data
+from lipslib.engine import cost, load_model
+from lipslib.errors import LipsError
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[-1] if text else type(e).__name__
+
+
+def check_data(data: str | os.PathLike, splits=("val",)) -> dict:
+    """Resolve a dataset yaml and make sure each named split has images with labels."""
+    from ultralytics.data.utils import IMG_FORMATS, check_det_dataset, img2label_paths
+
+    path = resolve_data(data)
+    try:
+        info = check_det_dataset(str(path), autodownload=False)
+    except Exception as e:
+        raise LipsError(f"dataset {path}: {_first_line(e)}; check its train/val paths") from None
+    for split in splits:
+        if not info.get(split):
+            raise LipsError(f"dataset {path} has no '{split}' split; add '{split}: images/...' to the yaml")
+        images = []
+        for src in info[split] if isinstance(info[split], list) else [info[split]]:
+            src = Path(src)
+            if src.is_dir():
+                images += [p for p in sorted(src.rglob("*")) if p.suffix[1:].lower() in IMG_FORMATS]
+            elif src.suffix == ".txt" and src.is_file():
+                images += [Path(line.strip()) for line in src.read_text().splitlines() if line.strip()]
+        if not images:
+            raise LipsError(f"dataset {path}: split '{split}' has no images at {info[split]}")
+        labels = [Path(p) for p in img2label_paths([str(i) for i in images])]
+        if not any(p.is_file() and p.stat().st_size for p in labels):
+            raise LipsError(
+                f"dataset {path}: split '{split}' has {len(images)} images but no labels "
+                f"(looked for e.g. {labels[0]}); YOLO labels go in labels/ beside images/"
+            )
+    info["yaml_file"] = str(path)
+    return info
+
+
+def evaluate(
+    model: str | os.PathLike | nn.Module,
+    data: str | os.PathLike,
+    *,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str = "cpu",
+    split: str = "val",
+    cost_imgsz: int = 640,
+    out: str | os.PathLike | None = None,
+) -> dict:
+    """Evaluate a detector: mAP50-95 / mAP50 on `split` at `imgsz`, GFLOPs/params at `cost_imgsz`.
+    With `out`, the record is also written there as JSON."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    info = check_data(data, splits=(split,))
+    net = load_model(model)
+    c = cost(net, cost_imgsz)
+    t0 = time.perf_counter()
+    args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=str(device),
+                plots=False, verbose=False, save_json=False)  # fmt: skip
+    try:
+        validator = DetectionValidator(args=args)
+        stats = validator(model=net)
+    except LipsError:
+        raise
+    except Exception as e:
+        raise LipsError(f"validation of {model} on {info['yaml_file']} ({split}) failed: {_first_line(e)}") from None
+    record = {
+        "weights": str(model) if not isinstance(model, nn.Module) else "<in-memory>",
+        "data": info["yaml_file"],
+        "split": split,
+        "images": int(validator.seen),
+        "imgsz": imgsz,
+        "map50_95": float(stats["metrics/mAP50-95(B)"]),
+        "map50": float(stats["metrics/mAP50(B)"]),
+        "precision": float(stats["metrics/precision(B)"]),
+        "recall": float(stats["metrics/recall(B)"]),
+        "gflops": c.gflops,
+        "params": c.params,
+        "cost_imgsz": cost_imgsz,
+        "val_seconds": round(time.perf_counter() - t0, 2),
+    }
+    if out:
+        write_json(out, record)
+    return record
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write JSON atomically (sorted keys, so equal content gives equal bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
