@@ -78,6 +78,19 @@ def cmd_val(a):
               f"({rec['split']}, imgsz {a.imgsz}); {rec['gflops']:.3f} GFLOPs, {rec['params'] / 1e6:.3f} M params")
 
 
+def cmd_sensitivity(a):
+    from lipslib.sensitivity import run_sensitivity
+
+    layers = [x.strip() for x in a.layers.split(",") if x.strip()] if a.layers else None
+    res = run_sensitivity(a.weights, a.data, ratio=a.ratio, layers=layers, imgsz=a.imgsz, batch=a.batch,
+                          device=a.device, split=a.split, criterion=a.criterion, mode=a.mode, threads=a.threads,
+                          out=a.out, reference=a.reference)  # fmt: skip
+    top = sorted(res["importance"].items(), key=lambda kv: -kv[1])[:5]
+    print(f"base mAP50-95 {res['base']['mAP_50_95']:.4f} on {res['base']['images']} images; "
+          f"{len(res['importance'])} layers in {res['seconds']:.1f} s → {a.out}/layer_importance.json")
+    print("most important: " + ", ".join(f"{k} {v:.3f}" for k, v in top))
+
+
 @contextlib.contextmanager
 def _quiet(enabled: bool):
     """Send library logging to stderr so that --json leaves stdout parseable."""
@@ -142,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--out", default=None, help="also write the record to this JSON file")
     s.set_defaults(func=cmd_val)
+
+    s = sub.add_parser("sensitivity", help="Stage I: prune each layer alone, importance from the mAP drops")
+    s.add_argument("--weights", required=True)
+    s.add_argument("--data", required=True, help="dataset yaml whose --split images measure the drops")
+    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--ratio", type=float, default=0.85, help="share of channels removed per layer (paper: 0.85)")
+    s.add_argument("--layers", default=None, help="comma-separated layer names (default: the 29 LIPS targets)")
+    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--split", default="val")
+    s.add_argument("--criterion", default="l1")
+    s.add_argument("--mode", default="fast", help="fast (reuse unchanged blocks' activations) or exact")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_sensitivity)
     return p
 
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 from lipslib.assets import resolve_data
 from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
+from lipslib.runtime import cpu_threads, use_threads
 
 
 def _first_line(e: Exception) -> str:
@@ -50,6 +51,17 @@ def check_data(data: str | os.PathLike, splits=("val",)) -> dict:
     return info
 
 
+def make_validator(info: dict, *, imgsz: int, batch: int, device: str, split: str, threads: int | None):
+    """Ultralytics' DetectionValidator for a checked dataset, quiet, on `threads` CPU threads."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=str(device),
+                plots=False, verbose=False, save_json=False)  # fmt: skip
+    validator = DetectionValidator(args=args)
+    use_threads(validator, threads, "on_val_start")
+    return validator
+
+
 def evaluate(
     model: str | os.PathLike | nn.Module,
     data: str | os.PathLike,
@@ -59,21 +71,19 @@ def evaluate(
     device: str = "cpu",
     split: str = "val",
     cost_imgsz: int = 640,
+    threads: int | None = None,
     out: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate a detector: mAP50-95 / mAP50 on `split` at `imgsz`, GFLOPs/params at `cost_imgsz`.
     With `out`, the record is also written there as JSON."""
-    from ultralytics.models.yolo.detect import DetectionValidator
-
     info = check_data(data, splits=(split,))
     net = load_model(model)
     c = cost(net, cost_imgsz)
     t0 = time.perf_counter()
-    args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=str(device),
-                plots=False, verbose=False, save_json=False)  # fmt: skip
     try:
-        validator = DetectionValidator(args=args)
-        stats = validator(model=net)
+        validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
+        with cpu_threads(threads):
+            stats = validator(model=net)
     except LipsError:
         raise
     except Exception as e:

@@ -16,6 +16,7 @@ from lipslib.assets import resolve_weights
 from lipslib.engine import conv_shapes, has_batchnorm, load_model
 from lipslib.errors import LipsError
 from lipslib.evaluate import _first_line, check_data
+from lipslib.runtime import cpu_threads, use_threads
 
 # The seed's table (paper profile). The authors' own args.yaml for all 25 iterations differ:
 # lr0 0.005, weight_decay 0.0004, cos_lr, warmup_bias_lr 0.05 (see shared/assets/lips_paper/iter_XX).
@@ -76,6 +77,7 @@ def finetune(
     out: str | os.PathLike,
     *,
     recipe: str = "auto",
+    threads: int | None = None,
     **train_args,
 ) -> dict:
     """Fine-tune a pruned checkpoint with Ultralytics. `out` is the run folder: it receives args.yaml,
@@ -106,8 +108,10 @@ def finetune(
     except (SyntaxError, TypeError, ValueError) as e:
         raise LipsError(f"fine-tune arguments: {' '.join(str(e).split())}") from None
     trainer = _trainer_class()(overrides=args)
+    use_threads(trainer, threads, "on_pretrain_routine_end")
     try:
-        trainer.train()
+        with cpu_threads(threads):
+            trainer.train()
     except LipsError:
         raise
     except (FileNotFoundError, RuntimeError) as e:

@@ -73,3 +73,9 @@ def test_malformed_paper_spec(tmp_path):
     spec.write_text("Especificações de poda aplicadas (layer_name: ratio):\nmodel.3.conv = 0.3\n")
     assert_one_line_error(lips("prune", "--weights", "yolo11n.yaml", "--ratios", spec, "--out", tmp_path / "o.pt"),
                           "prune_spec.txt:2")  # fmt: skip
+
+
+def test_sensitivity_bad_ratio_is_one_line(assets, tmp_path):
+    proc = lips("sensitivity", "--weights", "lips_iter24_best.pt", "--data", "coco128.yaml", "--ratio", "1.2",
+                "--out", tmp_path)  # fmt: skip
+    assert_one_line_error(proc, "outside (0, 1)")
