@@ -49,11 +49,11 @@ def main():
 
     t0 = time.perf_counter()
     tmp = f"/tmp/lips_bench_{os.getpid()}.pt"
-    base_map = evaluate(a.weights, a.data, imgsz=a.imgsz)["map50_95"]
+    base_map = evaluate(a.weights, a.data, imgsz=a.imgsz, threads=NUM_THREADS)["map50_95"]
     naive = {}
     for name in tqdm(layers, desc="naive: one Ultralytics validation per layer"):
         save_checkpoint(prune(base, {name: a.ratio}, log=False).model, tmp)
-        naive[name] = evaluate(tmp, a.data, imgsz=a.imgsz)["map50_95"]
+        naive[name] = evaluate(tmp, a.data, imgsz=a.imgsz, threads=NUM_THREADS)["map50_95"]
     naive_s = time.perf_counter() - t0
     os.remove(tmp)
 

@@ -91,6 +91,20 @@ def cmd_sensitivity(a):
     print("most important: " + ", ".join(f"{k} {v:.3f}" for k, v in top))
 
 
+def cmd_replay_paper(a):
+    from lipslib.assets import paper_dir
+    from lipslib.replay import replay_paper
+    from lipslib.schedule import Targets
+
+    res = replay_paper(a.paper_dir or paper_dir(), a.out, Targets(a.target_gflops, a.target_map), initial_ratio=a.initial)
+    print(f"replayed {res['moves_compared']} moves: Spearman of final ratios {res['spearman_final']:.3f}, "
+          f"direction agreement {res['direction_agreement']:.3f}; wrote {a.out}/replay.json, replay_ratios.csv, "
+          "layer_iteration.png, replay.png")  # fmt: skip
+    for p in res["phases"]:
+        print(f"  {p['gate']:8s} gate, iterations {p['from_iteration']}→{p['to_iteration']}: "
+              f"{p['layers_same_direction']:.0%} of layers move in the paper's direction")
+
+
 @contextlib.contextmanager
 def _quiet(enabled: bool):
     """Send library logging to stderr so that --json leaves stdout parseable."""
@@ -171,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sensitivity)
+
+    s = sub.add_parser("replay-paper", help="redraw the paper's Fig. 5 and replay its measurements through our rule")
+    s.add_argument("--paper-dir", default=None, help="the authors' lips_paper folder (default: $LIPS_ASSETS/lips_paper)")
+    s.add_argument("--target-gflops", type=float, default=4.5)
+    s.add_argument("--target-map", type=float, default=0.35)
+    s.add_argument("--initial", type=float, default=0.3, help="uniform initial ratio (paper: 0.3)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_replay_paper)
     return p
 
 

@@ -44,3 +44,33 @@ def importance_scatter(ours: dict[str, float], reference: dict[str, float], path
            title=f"Importance vs reference — Spearman ρ = {rho:.3f} ({len(common)} layers)")  # fmt: skip
     _save(fig, path)
     return rho
+
+
+def layer_iteration(wide: pd.DataFrame, importance: dict[str, float], path, title: str = "Pruning ratio per iteration",
+                    ax=None) -> Path | None:  # fmt: skip
+    """Every layer's ratio per iteration (rows: iteration, columns: layer), coloured and labelled by its
+    importance, like the paper's Fig. 5."""
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(10, 6.5))
+    cmap = plt.get_cmap("viridis")
+    order = sorted(wide.columns, key=lambda k: -importance.get(k, 0))
+    for name in order:
+        imp = importance.get(name, float("nan"))
+        ax.plot(wide.index, wide[name], marker=".", ms=3, lw=1.1, color=cmap(imp), label=f"{name} (imp={imp:.3f})")
+    ax.set(xlabel="iteration", ylabel="pruning ratio", title=title)
+    ax.grid(alpha=0.3)
+    if own:
+        ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        return _save(fig, path)
+    return None
+
+
+def replay_trajectories(long: pd.DataFrame, importance: dict[str, float], path) -> Path:
+    """The authors' ratios and our rule's replay of their measurements, side by side on one scale."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
+    for ax, col, title in zip(axes, ("paper", "replay"), ("Authors' ratios", "Our rule on their measurements")):
+        layer_iteration(long.pivot(index="iteration", columns="layer", values=col), importance, None, title, ax=ax)
+    sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
+    fig.colorbar(sm, ax=axes, label="layer importance", fraction=0.025, pad=0.01)
+    return _save(fig, path)

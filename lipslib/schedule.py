@@ -1,0 +1,122 @@
+"""Stage II–III schedule: the initial per-layer ratios and the gate-based, cost-aware update.
+
+Pure functions on dicts and floats (no torch), so the rule can be tested and replayed without a model.
+
+Notation: r_i ratio of layer i, imp_i its importance in [0, 1], g / m the measured GFLOPs / mAP50-95,
+G / M the targets. Normalised gaps: overshoot e = (g − G) / G, cost slack c = (G − g) / G,
+accuracy gap d = (M − m) / M.
+
+* cost gate (g > G·(1 + tol)):       Δr_i = κ_c·e·(1 − imp_i) − s_c·imp_i
+  every update is affine in importance, Δr_i = a + b·imp_i with a = κ_c·e > 0 and a + b = −s_c < 0:
+  unimportant layers are pruned more, important ones less, and the crossover −a/b = κ_c·e / (κ_c·e + s_c)
+  moves toward the important layers as the overshoot grows (what the authors' logs show: 0.31 at
+  +0.015 GFLOPs, 0.69 at +0.055).
+* accuracy gate (cost met, m < M):   Δr_i = −s·imp_i,  s = max(s_a, κ_a·min(d, c))
+  ratios fall in proportion to importance, with a step bounded by the cost room left, so it shrinks
+  as GFLOPs approach the target (authors: 0.0195 → 0.013 → 0.005 → 0.004).
+* hold (both met): Δr_i = 0.
+* oscillation: each time the gate flips between cost and accuracy, all steps are multiplied by ρ.
+Ratios are then clipped to [r_min, r_max]. Defaults were fitted to the authors' 24 published updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from lipslib.errors import LipsError
+
+GATES = ("cost", "accuracy", "hold")
+
+
+@dataclass(frozen=True)
+class Targets:
+    gflops: float
+    map50_95: float
+    gflops_tol: float = 0.0  # relative: the cost gate opens above gflops · (1 + tol)
+
+    def __post_init__(self):
+        if not self.gflops > 0:
+            raise LipsError(f"target GFLOPs must be > 0, got {self.gflops}")
+        if not 0 < self.map50_95 <= 1:
+            raise LipsError(f"target mAP50-95 must be in (0, 1], got {self.map50_95}")
+        if self.gflops_tol < 0:
+            raise LipsError(f"GFLOPs tolerance must be ≥ 0, got {self.gflops_tol}")
+
+
+@dataclass(frozen=True)
+class RuleParams:
+    kappa_cost: float = 0.6  # κ_c: push per unit of relative overshoot
+    step_cost: float = 0.003  # s_c: pull-back of the most important layer under the cost gate
+    kappa_acc: float = 0.34  # κ_a: accuracy-gate step per unit of cost room
+    step_acc: float = 0.004  # s_a: smallest accuracy-gate step
+    damping: float = 0.5  # ρ: step factor at each gate flip
+    r_min: float = 0.0
+    r_max: float = 0.9
+
+    def __post_init__(self):
+        if not 0 <= self.r_min <= self.r_max < 1:
+            raise LipsError(f"need 0 ≤ r_min ≤ r_max < 1, got r_min={self.r_min}, r_max={self.r_max}")
+        if not 0 < self.damping <= 1:
+            raise LipsError(f"damping must be in (0, 1], got {self.damping}")
+        for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc"):
+            if getattr(self, k) < 0:
+                raise LipsError(f"{k} must be ≥ 0, got {getattr(self, k)}")
+
+
+def initial_schedule(importance: dict[str, float], kind: str = "uniform", ratio: float = 0.3,
+                     spread: float = 0.2, r_min: float = 0.0, r_max: float = 0.9) -> dict[str, float]:  # fmt: skip
+    """`uniform`: every layer at `ratio` (the paper: 0.3). `importance`: ratio + spread·(mean imp − imp_i),
+    same mean ratio, important layers pruned less."""
+    if not 0 <= ratio < 1:
+        raise LipsError(f"initial ratio must be in [0, 1), got {ratio}")
+    if kind == "uniform":
+        return {k: ratio for k in sorted(importance)}
+    if kind == "importance":
+        mean = sum(importance.values()) / len(importance)
+        return {k: _clip(ratio + spread * (mean - v), r_min, r_max) for k, v in sorted(importance.items())}
+    raise LipsError(f"unknown initial schedule '{kind}'; choose uniform or importance")
+
+
+def gate(gflops: float, map50_95: float, targets: Targets) -> str:
+    if gflops > targets.gflops * (1 + targets.gflops_tol):
+        return "cost"
+    if map50_95 < targets.map50_95:
+        return "accuracy"
+    return "hold"
+
+
+def update(
+    ratios: dict[str, float],
+    importance: dict[str, float],
+    measured: dict,
+    targets: Targets,
+    state: dict | None = None,
+    params: RuleParams = RuleParams(),
+) -> tuple[dict[str, float], dict]:
+    """One LIPS update. `measured` has 'gflops' and 'map50_95'. Returns the new ratios and the new state
+    (gate, damp, a, b: the affine coefficients of this step, step = −b)."""
+    missing = sorted(set(ratios) - set(importance))
+    if missing:
+        raise LipsError(f"no importance for layers {', '.join(missing)}")
+    state = dict(state or {})
+    g, m = float(measured["gflops"]), float(measured["map50_95"])
+    which = gate(g, m, targets)
+    damp = state.get("damp", 1.0)
+    if which != "hold" and state.get("gate") in ("cost", "accuracy") and state["gate"] != which:
+        damp *= params.damping
+    if which == "cost":
+        over = (g - targets.gflops) / targets.gflops
+        a = damp * params.kappa_cost * over
+        b = -(a + damp * params.step_cost)
+    elif which == "accuracy":
+        room = (targets.gflops - g) / targets.gflops
+        gap = (targets.map50_95 - m) / targets.map50_95
+        a, b = 0.0, -damp * max(params.step_acc, params.kappa_acc * min(gap, room))
+    else:
+        a = b = 0.0
+    new = {k: _clip(r + a + b * importance[k], params.r_min, params.r_max) for k, r in sorted(ratios.items())}
+    return new, {"gate": which, "damp": damp, "a": a, "b": b, "step": -b, "params": asdict(params)}
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, x))

@@ -1,0 +1,85 @@
+"""The update rule as a pure function (no model), and its replay of the authors' published run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lipslib.errors import LipsError
+from lipslib.schedule import RuleParams, Targets, gate, initial_schedule, update
+
+IMP = {"a": 1.0, "b": 0.5, "c": 0.1}
+T = Targets(gflops=4.5, map50_95=0.35)
+
+
+def affine(old, new):
+    """(a, b) with new − old = a + b·imp, and the worst residual."""
+    imp = np.array([IMP[k] for k in sorted(old)])
+    d = np.array([new[k] - old[k] for k in sorted(old)])
+    (a, b), *_ = np.linalg.lstsq(np.vstack([np.ones_like(imp), imp]).T, d, rcond=None)
+    return a, b, np.abs(a + b * imp - d).max()
+
+
+def test_accuracy_gate_prunes_important_layers_less():
+    r0 = initial_schedule(IMP)
+    r1, st = update(r0, IMP, {"gflops": 4.24, "map50_95": 0.29}, T)
+    a, b, res = affine(r0, r1)
+    assert st["gate"] == "accuracy" and abs(a) < 1e-12 and b < 0 and res < 1e-12
+    assert r1["a"] < r1["b"] < r1["c"] < 0.3
+
+
+def test_accuracy_step_shrinks_toward_the_cost_target():
+    r0 = initial_schedule(IMP)
+    steps = [update(r0, IMP, {"gflops": g, "map50_95": 0.3}, T)[1]["step"] for g in (4.2, 4.35, 4.45)]
+    assert steps[0] > steps[1] > steps[2] == RuleParams().step_acc
+
+
+def test_cost_gate_pushes_unimportant_layers_and_grows_with_overshoot():
+    r0 = initial_schedule(IMP)
+    small, s1 = update(r0, IMP, {"gflops": 4.52, "map50_95": 0.33}, T)
+    large, s2 = update(r0, IMP, {"gflops": 4.56, "map50_95": 0.33}, T)
+    for new, st in ((small, s1), (large, s2)):
+        a, b, _ = affine(r0, new)
+        assert st["gate"] == "cost" and a > 0 and a + b < 0
+    assert s2["a"] > s1["a"] and -s2["a"] / s2["b"] > -s1["a"] / s1["b"]  # crossover moves up with overshoot
+
+
+def test_hold_when_both_targets_met_and_damping_on_flips():
+    r0 = initial_schedule(IMP)
+    same, st = update(r0, IMP, {"gflops": 4.4, "map50_95": 0.36}, T)
+    assert st["gate"] == "hold" and same == r0
+    _, st = update(r0, IMP, {"gflops": 4.6, "map50_95": 0.3}, T, {"gate": "accuracy", "damp": 1.0})
+    assert st["damp"] == RuleParams().damping
+    assert gate(4.52, 0.3, Targets(4.5, 0.35, gflops_tol=0.01)) == "accuracy"
+
+
+def test_clipping_and_importance_shaped_start():
+    r, _ = update({"a": 0.01, "b": 0.89, "c": 0.3}, IMP, {"gflops": 9.0, "map50_95": 0.1}, T,
+                  params=RuleParams(r_min=0.05, r_max=0.9))  # fmt: skip
+    assert min(r.values()) >= 0.05 and max(r.values()) <= 0.9
+    shaped = initial_schedule(IMP, "importance", ratio=0.3, spread=0.2)
+    assert np.mean(list(shaped.values())) == pytest.approx(0.3) and shaped["a"] < shaped["c"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: Targets(-1, 0.3), lambda: Targets(4.5, 0), lambda: RuleParams(r_min=0.5, r_max=0.4),
+     lambda: RuleParams(damping=0), lambda: initial_schedule(IMP, "cosine")],
+)  # fmt: skip
+def test_bad_parameters_are_refused(make):
+    with pytest.raises(LipsError):
+        make()
+
+
+def test_replay_of_the_paper(paper, tmp_path):
+    from lipslib.replay import replay_paper
+
+    res = replay_paper(paper, tmp_path)
+    summary = json.loads((tmp_path / "replay.json").read_text())
+    assert summary["spearman_final"] >= 0.95
+    assert summary["direction_agreement"] >= 0.95
+    assert [p["gate"] for p in summary["phases"]] == ["accuracy", "cost"]
+    assert all(p["layers_same_direction"] == 1.0 for p in summary["phases"])
+    table = res["table"]
+    assert list(table.columns) == ["iteration", "layer", "paper", "replay"] and len(table) == 25 * 29
+    assert (tmp_path / "layer_iteration.png").is_file() and (tmp_path / "replay.png").is_file()
