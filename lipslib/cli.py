@@ -105,6 +105,18 @@ def cmd_replay_paper(a):
               f"{p['layers_same_direction']:.0%} of layers move in the paper's direction")
 
 
+def cmd_optimize(a):
+    from lipslib.config import load_params
+    from lipslib.optimize import optimize
+
+    params = load_params(a.params, a.profile, _overrides(a.set))
+    res = optimize(params, a.out)
+    b = res["best"]
+    print(res["history"].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"best: iteration {b['iteration']}, {b['gflops']:.3f} GFLOPs, mAP50-95 {b['map50_95']:.4f} on the "
+          f"{b['split_report']} split (chosen on {b['split_select']}); {a.out}/best.pt, {a.out}/best.json")
+
+
 @contextlib.contextmanager
 def _quiet(enabled: bool):
     """Send library logging to stderr so that --json leaves stdout parseable."""
@@ -193,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--initial", type=float, default=0.3, help="uniform initial ratio (paper: 0.3)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_replay_paper)
+
+    s = sub.add_parser("optimize", help="the LIPS loop: prune → fine-tune → evaluate → update, with resume")
+    s.add_argument("--params", default="params.yaml")
+    s.add_argument("--profile", default=None, help="paper, demo, smoke … (default: the file's profile key)")
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override, e.g. schedule.target_gflops=3.8")
+    s.add_argument("--out", default="runs")
+    s.set_defaults(func=cmd_optimize)
     return p
 
 

@@ -20,9 +20,23 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[-1] if text else type(e).__name__
 
 
+def split_images(info: dict, split: str) -> list[Path]:
+    """The image files of a split of a checked dataset (folder(s) or .txt lists), sorted."""
+    from ultralytics.data.utils import IMG_FORMATS
+
+    images: list[Path] = []
+    for src in info[split] if isinstance(info[split], list) else [info[split]]:
+        src = Path(src)
+        if src.is_dir():
+            images += [p for p in sorted(src.rglob("*")) if p.suffix[1:].lower() in IMG_FORMATS]
+        elif src.suffix == ".txt" and src.is_file():
+            images += [Path(line.strip()) for line in src.read_text().splitlines() if line.strip()]
+    return images
+
+
 def check_data(data: str | os.PathLike, splits=("val",)) -> dict:
     """Resolve a dataset yaml and make sure each named split has images with labels."""
-    from ultralytics.data.utils import IMG_FORMATS, check_det_dataset, img2label_paths
+    from ultralytics.data.utils import check_det_dataset, img2label_paths
 
     path = resolve_data(data)
     try:
@@ -32,13 +46,7 @@ def check_data(data: str | os.PathLike, splits=("val",)) -> dict:
     for split in splits:
         if not info.get(split):
             raise LipsError(f"dataset {path} has no '{split}' split; add '{split}: images/...' to the yaml")
-        images = []
-        for src in info[split] if isinstance(info[split], list) else [info[split]]:
-            src = Path(src)
-            if src.is_dir():
-                images += [p for p in sorted(src.rglob("*")) if p.suffix[1:].lower() in IMG_FORMATS]
-            elif src.suffix == ".txt" and src.is_file():
-                images += [Path(line.strip()) for line in src.read_text().splitlines() if line.strip()]
+        images = split_images(info, split)
         if not images:
             raise LipsError(f"dataset {path}: split '{split}' has no images at {info[split]}")
         labels = [Path(p) for p in img2label_paths([str(i) for i in images])]

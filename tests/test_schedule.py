@@ -83,3 +83,15 @@ def test_replay_of_the_paper(paper, tmp_path):
     table = res["table"]
     assert list(table.columns) == ["iteration", "layer", "paper", "replay"] and len(table) == 25 * 29
     assert (tmp_path / "layer_iteration.png").is_file() and (tmp_path / "replay.png").is_file()
+
+
+def test_cost_gate_with_costs_never_adds_gflops():
+    """Expensive important layers: the fitted rule alone would un-prune them and raise GFLOPs."""
+    costs = {"a": 10.0, "b": 1.0, "c": 1.0}
+    r0 = initial_schedule(IMP)
+    for gflops in (4.501, 4.52, 4.6):
+        plain, _ = update(r0, IMP, {"gflops": gflops, "map50_95": 0.3}, T)
+        aware, st = update(r0, IMP, {"gflops": gflops, "map50_95": 0.3}, T, costs=costs)
+        saved = sum(costs[k] * (aware[k] - r0[k]) for k in r0)
+        assert st["gate"] == "cost" and saved > 0
+        assert sum(costs[k] * (plain[k] - r0[k]) for k in r0) < saved

@@ -1,0 +1,56 @@
+"""params.yaml: `defaults` (every knob) deep-merged with one profile's overrides; unknown keys refused."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+
+import yaml
+
+from lipslib.errors import LipsError
+
+
+def _merge(base: dict, over: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if key not in base:
+            close = difflib.get_close_matches(str(key), list(base), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise LipsError(f"unknown key '{where}{key}'{hint}; valid keys here: {', '.join(base)}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise LipsError(f"'{where}{key}' must be a mapping, got {value!r}")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None, overrides: dict | None = None) -> dict:
+    """The effective parameters of `profile` (default: the file's `profile:` key), plus `overrides`
+    given as {'schedule.target_gflops': 3.8} or nested dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise LipsError(f"params file '{path}' not found; run from the repo root or pass --params")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise LipsError(f"{path}: not valid YAML ({' '.join(str(e).split())[:120]})") from None
+    if "defaults" not in doc or not isinstance(doc.get("profiles", {}), dict):
+        raise LipsError(f"{path}: expected 'defaults:' and 'profiles:' sections")
+    name = profile or doc.get("profile") or "paper"
+    profiles = doc.get("profiles") or {}
+    if name not in profiles:
+        raise LipsError(f"unknown profile '{name}' in {path}; choose one of {', '.join(profiles)}")
+    params = _merge(doc["defaults"], profiles[name], "")
+    nested: dict = {}
+    for key, value in (overrides or {}).items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    params = _merge(params, nested, "")
+    params["profile"] = name
+    return params

@@ -1,0 +1,102 @@
+"""The LIPS loop on the smoke profile: artifacts, resume after a kill, refusal to mix parameters."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from lipslib.config import load_params
+from lipslib.errors import LipsError
+from lipslib.optimize import check_params, optimize
+
+pytestmark = pytest.mark.slow
+PARAMS = ROOT / "params.yaml"
+
+
+def run_cli(out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "lipslib", "optimize", "--params", str(PARAMS), "--profile",
+                             "smoke", "--out", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(assets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    optimize(load_params(PARAMS, "smoke"), out, progress=False)
+    return out
+
+
+def test_artifacts_of_a_run(uninterrupted):
+    out = uninterrupted
+    history = pd.read_csv(out / "history.csv")
+    assert history.iteration.tolist() == [1, 2, 3]
+    assert list(history.columns[:7]) == ["iteration", "gflops", "params", "map50_95", "map50", "gate", "step"]
+    for k in (1, 2, 3):
+        it = out / f"iter_{k:02d}"
+        for rel in ("final/prune_spec.txt", "prune_directed_log.csv", "ft/finetune/weights/last_pruned_full.pt",
+                    "ft/finetune/args.yaml", "metrics.json"):  # fmt: skip
+            assert (it / rel).is_file(), it / rel
+    best = json.loads((out / "best.json").read_text())
+    assert (out / "best.pt").is_file() and (out / "layer_iteration.png").is_file()
+    assert best["split_select"] == "val" and best["split_report"] == "test"
+    target = load_params(PARAMS, "smoke")["schedule"]["target_gflops"]
+    assert abs(best["gflops"] - target) / target < 0.02
+
+
+def test_kill_during_second_iteration_then_resume(uninterrupted, tmp_path):
+    out = tmp_path / "runs"
+    proc = run_cli(out)
+    deadline = time.time() + 600
+    while not (out / "iter_02" / "ft").exists():  # iteration 2 is fine-tuning
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "state.json").read_text())
+    assert [d["iteration"] for d in state["done"]] == [1]
+    first = (out / "iter_01" / "metrics.json").stat().st_mtime_ns
+
+    proc = run_cli(out)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-2000:]
+    assert (out / "iter_01" / "metrics.json").stat().st_mtime_ns == first  # not recomputed
+    resumed, clean = pd.read_csv(out / "history.csv"), pd.read_csv(uninterrupted / "history.csv")
+    pd.testing.assert_frame_equal(resumed, clean, check_exact=False, atol=1e-6)
+
+
+def test_other_parameters_are_refused(uninterrupted):
+    params = load_params(PARAMS, "smoke", {"schedule.target_gflops": 3.9})
+    with pytest.raises(LipsError, match="other parameters.*schedule"):
+        optimize(params, uninterrupted, progress=False)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [({"schedule.target_gflops": 0}, "target GFLOPs must be > 0"),
+     ({"schedule.r_min": 0.5, "schedule.r_max": 0.4}, "r_min"),
+     ({"optimize.iterations": 0}, "iterations must be"),
+     ({"schedule.target_gflops": 9.0}, "not below the base")],
+)  # fmt: skip
+def test_bad_params_before_any_compute(assets, override, message, tmp_path):
+    params = load_params(PARAMS, "smoke", override)
+    with pytest.raises(LipsError, match=message):
+        optimize(params, tmp_path / "never", progress=False)
+    assert not (tmp_path / "never" / "iter_01").exists()
+
+
+def test_unknown_config_keys_get_a_suggestion():
+    with pytest.raises(LipsError, match="did you mean 'target_gflops'"):
+        load_params(PARAMS, "smoke", {"schedule.target_gflop": 3.0})
+    with pytest.raises(LipsError, match="unknown profile"):
+        load_params(PARAMS, "nope")
+
+
+def test_check_params_accepts_the_profiles():
+    for profile in ("paper", "demo", "smoke"):
+        check_params(load_params(PARAMS, profile))
