@@ -117,6 +117,20 @@ def cmd_optimize(a):
           f"{b['split_report']} split (chosen on {b['split_select']}); {a.out}/best.pt, {a.out}/best.json")
 
 
+def cmd_compare_video(a):
+    from lipslib.video import compare_video
+
+    rec = compare_video(a.video, a.model_orig, a.model_pruned, a.args_yaml, a.gflops_orig, a.gflops_pruned,
+                        a.frame_step, a.save, a.show, a.max_frames, a.summary)  # fmt: skip
+    if rec.get("truncated"):
+        print(f"note: {rec['video']} is truncated ({rec['truncated']}); processed what decodes")
+    o, p = rec["orig"], rec["pruned"]
+    print(f"{rec['frames_processed']} frames: original {o['latency_ms_median']:.1f} ms ({o['fps']:.1f} FPS, "
+          f"{o['gflops']:.2f} GFLOPs) | pruned {p['latency_ms_median']:.1f} ms ({p['fps']:.1f} FPS, "
+          f"{p['gflops']:.2f} GFLOPs); agreement {rec['agreement'] if rec['agreement'] is None else round(rec['agreement'], 3)}"
+          + (f"; saved {a.save}" if a.save else ""))  # fmt: skip
+
+
 @contextlib.contextmanager
 def _quiet(enabled: bool):
     """Send library logging to stderr so that --json leaves stdout parseable."""
@@ -212,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override, e.g. schedule.target_gflops=3.8")
     s.add_argument("--out", default="runs")
     s.set_defaults(func=cmd_optimize)
+
+    s = sub.add_parser("compare-video", help="original vs pruned side by side on a video, with latency/FPS")
+    s.add_argument("--video", required=True)
+    s.add_argument("--model_orig", required=True)
+    s.add_argument("--model_pruned", required=True)
+    s.add_argument("--args_yaml", default=None, help="Ultralytics args.yaml: imgsz, conf, iou, device, half, max_det, classes")
+    s.add_argument("--gflops_orig", type=float, default=None, help="shown on the overlay (default: measured)")
+    s.add_argument("--gflops_pruned", type=float, default=None)
+    s.add_argument("--frame_step", type=int, default=1, help="process every N-th frame")
+    s.add_argument("--save", default=None, help="write the side-by-side mp4 here")
+    s.add_argument("--show", action="store_true", help="open a window (needs a display)")
+    s.add_argument("--max_frames", type=int, default=None)
+    s.add_argument("--summary", default=None, help="write the JSON summary here")
+    s.set_defaults(func=cmd_compare_video)
     return p
 
 
