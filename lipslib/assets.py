@@ -72,7 +72,7 @@ def resolve_weights(name: str | os.PathLike) -> Path:
                 if got.is_file():
                     return got.resolve()
             except Exception as e:  # offline: Ultralytics raises a ConnectionError after retries
-                raise _missing("weights", name, looked, f"; the Ultralytics download failed ({type(e).__name__})")
+                raise _missing("weights", name, looked, f"; the Ultralytics download failed ({type(e).__name__})") from None
     raise _missing("weights", name, looked)
 
 

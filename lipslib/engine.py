@@ -45,7 +45,7 @@ def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
 
         try:
             model = DetectionModel(str(weights), verbose=False)
-        except (FileNotFoundError, OSError) as e:
+        except (FileNotFoundError, OSError):
             raise LipsError(f"model yaml '{weights}' not found; give a path or an Ultralytics yaml such as yolo11n.yaml") from None
     else:
         path = resolve_weights(weights)
@@ -58,7 +58,7 @@ def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
                 f"could not read checkpoint {path} ({type(e).__name__}: {' '.join(str(e).split())[:160]}…); "
                 "is it a complete Ultralytics .pt file? re-download or re-save it"
             ) from None
-    if not hasattr(model, "model") or not isinstance(getattr(model, "model"), nn.Sequential):
+    if not isinstance(getattr(model, "model", None), nn.Sequential):
         raise LipsError(f"{weights}: not an Ultralytics YOLO model (got {type(model).__name__})")
     from lipslib.layers import _head
 
@@ -182,6 +182,13 @@ def info(weights, imgsz: int = 640) -> dict:
             "batchnorm": has_batchnorm(model), "convs": conv_shapes(model)}  # fmt: skip
 
 
+def _as_dict(args) -> dict:
+    """Ultralytics keeps args as a dict or a namespace (a plain path string for some loaded models)."""
+    if isinstance(args, dict):
+        return dict(args)
+    return dict(vars(args)) if hasattr(args, "__dict__") else {}
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None, train_args=None) -> Path:
     """Save as a plain Ultralytics checkpoint (the pickled module keeps the pruned shapes, so `YOLO(path)`
     loads it with no lipslib code). Written atomically: a crash never leaves a half-written file."""
@@ -199,8 +206,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
         "ema": None,
         "updates": None,
         "optimizer": None,
-        "train_args": dict(train_args or getattr(model, "args", None) or {}) if not isinstance(
-            getattr(model, "args", None), str) else {},
+        "train_args": _as_dict(train_args if train_args is not None else getattr(model, "args", None)),
         "lips": meta or {},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")

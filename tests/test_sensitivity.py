@@ -25,7 +25,7 @@ def test_fast_equals_exact_and_repeats_byte_identically(assets, coco128, tmp_pat
     w = assets / "weights" / "lips_iter24_best.pt"
     kw = dict(layers=LAYERS, imgsz=256, progress=False)
     fast = run_sensitivity(w, coco128, out=tmp_path / "a", **kw)
-    again = run_sensitivity(w, coco128, out=tmp_path / "b", **kw)
+    run_sensitivity(w, coco128, out=tmp_path / "b", **kw)
     exact = run_sensitivity(w, coco128, mode="exact", **kw)
     # channels-last (fast) vs contiguous (exact) differ only in float summation order
     pd.testing.assert_frame_equal(fast["table"], exact["table"], check_exact=False, atol=1e-4)
