@@ -131,6 +131,42 @@ def cmd_compare_video(a):
           + (f"; saved {a.save}" if a.save else ""))  # fmt: skip
 
 
+def cmd_benchmark(a):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from lipslib.benchmark import latency_table, measured_points, published_points
+    from lipslib.plots import benchmark_figure
+
+    models = dict(_pair(m) for m in a.model)
+    out = Path(a.out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    table = pd.concat([published_points(), measured_points(models, a.data, imgsz=a.imgsz, split=a.split)])
+    table.to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
+    benchmark_figure(table, out / "figures" / "benchmark.png")
+    image = a.image or _first_image(a.data, a.split)
+    lat = latency_table(models, image, a.base or next(iter(models)), imgsz=a.latency_imgsz, runs=a.runs,
+                        threads=a.threads)  # fmt: skip
+    lat.to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
+    print(table[table.kind == "measured"].to_string(index=False))
+    print(lat[["model", "gflops", "gflops_ratio", "torch_cpu_ms", "torch_cpu_ratio"]].to_string(index=False))
+    print(f"wrote {out}/tables/benchmark.csv, {out}/figures/benchmark.png, {out}/tables/latency.csv")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise LipsError(f"--model expects LABEL=WEIGHTS, got '{text}'")
+    label, weights = text.split("=", 1)
+    return label.strip(), weights.strip()
+
+
+def _first_image(data, split):
+    from lipslib.evaluate import check_data, split_images
+
+    return split_images(check_data(data, splits=(split,)), split)[0]
+
+
 @contextlib.contextmanager
 def _quiet(enabled: bool):
     """Send library logging to stderr so that --json leaves stdout parseable."""
@@ -240,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max_frames", type=int, default=None)
     s.add_argument("--summary", default=None, help="write the JSON summary here")
     s.set_defaults(func=cmd_compare_video)
+
+    s = sub.add_parser("benchmark", help="mAP vs GFLOPs against the YOLO family, and measured latency")
+    s.add_argument("--model", action="append", required=True, metavar="LABEL=WEIGHTS", help="repeat per model")
+    s.add_argument("--base", default=None, help="label the latency ratios refer to (default: the first)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--split", default="val")
+    s.add_argument("--imgsz", type=int, default=640, help="evaluation image size")
+    s.add_argument("--latency-imgsz", type=int, default=640)
+    s.add_argument("--image", default=None, help="real frame for latency (default: first image of the split)")
+    s.add_argument("--runs", type=int, default=15)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", default="reports")
+    s.set_defaults(func=cmd_benchmark)
     return p
 
 

@@ -74,3 +74,25 @@ def replay_trajectories(long: pd.DataFrame, importance: dict[str, float], path) 
     sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1))
     fig.colorbar(sm, ax=axes, label="layer importance", fraction=0.025, pad=0.01)
     return _save(fig, path)
+
+
+def benchmark_figure(df: pd.DataFrame, path, title: str = "mAP50-95 vs GFLOPs") -> Path:
+    """Published points (filled circles, COCO val2017) and measured points (crosses, with their data)
+    on one scatter; the two kinds are never drawn alike."""
+    fig, ax = plt.subplots(figsize=(9, 6))
+    pub, meas = df[df.kind == "published"], df[df.kind == "measured"]
+    ax.scatter(pub.gflops, pub.map50_95, s=50, c="tab:blue", label="published (COCO val2017)", zorder=3)
+    for n, (_, r) in enumerate(pub.sort_values("gflops").iterrows()):  # alternate above/below: neighbours are close
+        ax.annotate(r.model, (r.gflops, r.map50_95), xytext=(5, 5 if n % 2 else -12), textcoords="offset points",
+                    fontsize=8)  # fmt: skip
+    for i, (source, group) in enumerate(meas.groupby("source", sort=False)):
+        ax.scatter(group.gflops, group.map50_95, s=70, marker="X", color=plt.get_cmap("Set1")(i), zorder=4,
+                   label=f"measured here: {source}")  # fmt: skip
+        for _, r in group.iterrows():  # measured labels to the left, published ones to the right
+            ax.annotate(r.model, (r.gflops, r.map50_95), xytext=(-7, -3), textcoords="offset points", fontsize=8,
+                        ha="right", color=plt.get_cmap("Set1")(i))  # fmt: skip
+    ax.set_xlim(left=min(df.gflops.min() - 1.6, ax.get_xlim()[0]), right=df.gflops.max() + 1.2)
+    ax.set(xlabel="GFLOPs (640×640; measured: 2 × MACs, fused)", ylabel="mAP50-95", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, path)

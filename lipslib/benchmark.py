@@ -1,0 +1,123 @@
+"""Stage IV: where pruned models stand against the YOLO family, and what they cost in real time.
+
+Published points (lipslib/data/yolo_family.csv, COCO val2017) and points measured here are kept apart:
+every measured point carries the data it was measured on, and the figure draws the two differently.
+Latency is measured, not inferred from GFLOPs: PyTorch on CPU (fused, fp32, batch 1, median of N after
+warm-up, threads pinned) and ONNX Runtime on CPU from the Ultralytics ONNX export; CUDA when present.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lipslib.engine import cost, load_model
+from lipslib.errors import LipsError
+from lipslib.evaluate import evaluate
+
+
+def published_points() -> pd.DataFrame:
+    with resources.files("lipslib").joinpath("data/yolo_family.csv").open() as f:
+        df = pd.read_csv(f)
+    return df.assign(kind="published")
+
+
+def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str = "val", **kw) -> pd.DataFrame:
+    """Evaluate each {label: weights} on `data`; the `source` column says on what. Model yamls (random
+    weights, used only for timing) are not scored."""
+    rows = []
+    for label, weights in models.items():
+        if str(weights).endswith((".yaml", ".yml")):
+            continue
+        r = evaluate(weights, data, imgsz=imgsz, split=split, **kw)
+        rows.append({"model": label, "map50_95": r["map50_95"], "gflops": r["gflops"], "kind": "measured",
+                     "source": f"{Path(r['data']).stem} {split} ({r['images']} images) @ {imgsz}"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def frame_tensor(image, imgsz: int) -> torch.Tensor:
+    """A real image letterboxed as Ultralytics does, as a 1×3×S×S float tensor."""
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    img = cv2.imread(str(image))
+    if img is None:
+        raise LipsError(f"cannot read image {image}")
+    img = LetterBox((imgsz, imgsz), auto=False)(image=img)
+    return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
+
+
+def _median_ms(fn, runs: int, warmup: int, sync=None) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def latency(weights, image, imgsz: int = 640, runs: int = 15, warmup: int = 3, threads: int = 1,
+            onnx: bool = True) -> dict:  # fmt: skip
+    """Batch-1 latency in ms of one model on one real frame (forward only; no NMS)."""
+    model = load_model(weights)
+    gflops = cost(model).gflops
+    net = model.fuse(verbose=False).eval() if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) \
+        else model.eval()  # fmt: skip
+    x = frame_tensor(image, imgsz)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            rec = {"weights": str(weights), "gflops": gflops, "threads": threads, "imgsz": imgsz,
+                   "torch_cpu_ms": _median_ms(lambda: net(x), runs, warmup)}  # fmt: skip
+            if torch.cuda.is_available():
+                gnet, gx = net.cuda(), x.cuda()
+                rec["torch_cuda_ms"] = _median_ms(lambda: gnet(gx), runs, warmup, torch.cuda.synchronize)
+                net.cpu()
+        if onnx:
+            rec["onnxruntime_cpu_ms"] = _ort_ms(model, x, imgsz, runs, warmup, threads)
+    finally:
+        torch.set_num_threads(previous)
+    return rec
+
+
+def _ort_ms(model, x, imgsz, runs, warmup, threads) -> float:
+    import onnxruntime as ort
+    from ultralytics import YOLO
+
+    from lipslib.engine import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pt = save_checkpoint(model, Path(tmp) / "model.pt")
+        onnx_file = YOLO(str(pt)).export(format="onnx", imgsz=imgsz, verbose=False)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
+        name, feed = session.get_inputs()[0].name, x.numpy()
+        return _median_ms(lambda: session.run(None, {name: feed}), runs, warmup)
+
+
+def latency_table(models: dict[str, str], image, base: str, **kw) -> pd.DataFrame:
+    """Latency of each {label: weights}, with ratios to `base` (a label) next to the GFLOPs ratio."""
+    if base not in models:
+        raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
+    df = pd.DataFrame([{"model": k, **latency(w, image, **kw)} for k, w in models.items()])
+    ref = df.set_index("model").loc[base]
+    df["gflops_ratio"] = df.gflops / ref.gflops
+    for col in [c for c in df.columns if c.endswith("_ms")]:
+        df[col.replace("_ms", "_ratio")] = df[col] / ref[col]
+    return df

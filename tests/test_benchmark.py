@@ -1,0 +1,35 @@
+"""Stage IV: published and measured points kept apart, latency measured with ratios to the base."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from lipslib.benchmark import published_points
+
+pytestmark = pytest.mark.slow
+
+
+def test_published_points_are_the_seed_table():
+    df = published_points().set_index("model")
+    assert len(df) == 10 and (df.kind == "published").all()
+    assert df.loc["LIPS pruned (paper)", "map50_95"] == 0.3323 and df.loc["YOLO11n", "gflops"] == 6.5
+
+
+def test_benchmark_cli(assets, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lipslib", "benchmark", "--model", "yolo11n=yolo11n.yaml",
+                           "--model", "lips_iter24=lips_iter24_best.pt", "--data", "coco128.yaml", "--imgsz", "160",
+                           "--latency-imgsz", "160", "--runs", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "tables" / "benchmark.csv")
+    measured = table[table.kind == "measured"]
+    assert measured.model.tolist() == ["lips_iter24"]  # a random-init yaml is timed, never scored
+    assert "128 images" in measured.source.iloc[0] and (table.kind == "published").sum() == 10
+    lat = pd.read_csv(tmp_path / "tables" / "latency.csv").set_index("model")
+    assert lat.loc["yolo11n", "torch_cpu_ratio"] == 1.0
+    assert lat.loc["lips_iter24", "gflops_ratio"] == pytest.approx(4.538 / 6.519, abs=1e-3)
+    assert (lat[["torch_cpu_ms", "onnxruntime_cpu_ms"]] > 0).all().all()
+    assert (tmp_path / "figures" / "benchmark.png").stat().st_size > 10_000
