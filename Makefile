@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export LIPS_ASSETS ?= $(if $(wildcard ../shared/assets),$(abspath ../shared/assets))
 DEMO   := runs/demo
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo lab clean
 
 install: $(STAMP)
 
@@ -23,15 +23,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-# The demo profile of params.yaml: Stage I on the authors' iter-01 (measured on train2017, so the val
-# images that choose and report the result play no part in it), the paper-log replay, then the LIPS
-# loop (4 iterations × 3 epochs at 320 on CPU) from the same base to 3.9 GFLOPs.
+# The demo: `dvc repro` runs the five notebooks (dvc.yaml) on the demo profile of params.yaml —
+# Stage I on the authors' iter-01 (on train2017, so the val images that choose and report play no part
+# in it), the schedule and paper-log replay, the LIPS loop to 3.9 GFLOPs (4 iterations × 3 epochs at 320,
+# CPU), the benchmark and the video comparison. A second `dvc repro` finds everything up to date.
 demo: $(STAMP)
-	$(BIN)/lips sensitivity --weights lips_iter01_best.pt --data coco128.yaml --split train --imgsz 320 --batch 16 \
-		--reference $(LIPS_ASSETS)/lips_paper/layer_importance.json --out $(DEMO)/sensitivity
-	$(BIN)/lips replay-paper --out $(DEMO)/replay
-	$(BIN)/lips optimize --params params.yaml --profile demo --out $(DEMO)/optimize \
-		--set optimize.importance=$(DEMO)/sensitivity/layer_importance.json
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# JupyterLab on the notebooks, headless (open the printed URL). LAB_ARGS passes more options.
+LAB_PORT ?= 8888
+lab: $(STAMP)
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
-	rm -rf runs/demo .pytest_cache
+	rm -rf runs reports/notebooks reports/figures reports/tables reports/metrics reports/sweeps .pytest_cache

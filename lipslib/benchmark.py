@@ -29,7 +29,8 @@ def published_points() -> pd.DataFrame:
     return df.assign(kind="published")
 
 
-def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str = "val", **kw) -> pd.DataFrame:
+def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str = "val", source: str | None = None,
+                    **kw) -> pd.DataFrame:  # fmt: skip
     """Evaluate each {label: weights} on `data`; the `source` column says on what. Model yamls (random
     weights, used only for timing) are not scored."""
     rows = []
@@ -38,7 +39,7 @@ def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str =
             continue
         r = evaluate(weights, data, imgsz=imgsz, split=split, **kw)
         rows.append({"model": label, "map50_95": r["map50_95"], "gflops": r["gflops"], "kind": "measured",
-                     "source": f"{Path(r['data']).stem} {split} ({r['images']} images) @ {imgsz}"})  # fmt: skip
+                     "source": f"{source or Path(r['data']).stem + ' ' + split} ({r['images']} images) @ {imgsz}"})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -121,3 +122,22 @@ def latency_table(models: dict[str, str], image, base: str, **kw) -> pd.DataFram
     for col in [c for c in df.columns if c.endswith("_ms")]:
         df[col.replace("_ms", "_ratio")] = df[col] / ref[col]
     return df
+
+
+def run_benchmark(models: dict[str, str], data, out, *, imgsz: int = 640, split: str = "val", source: str | None = None,
+                  base: str | None = None, image=None, latency_imgsz: int = 640, runs: int = 15,
+                  threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """benchmark.csv + benchmark.png (published and measured points) and latency.csv under `out`
+    (tables/, figures/). Returns (points, latency)."""
+    from lipslib.evaluate import check_data, split_images
+    from lipslib.plots import benchmark_figure
+
+    out = Path(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    points = pd.concat([published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source)])
+    points.to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
+    benchmark_figure(points, out / "figures" / "benchmark.png")
+    image = image or split_images(check_data(data, splits=(split,)), split)[0]
+    lat = latency_table(models, image, base or next(iter(models)), imgsz=latency_imgsz, runs=runs, threads=threads)
+    lat.to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
+    return points, lat

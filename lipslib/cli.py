@@ -132,26 +132,14 @@ def cmd_compare_video(a):
 
 
 def cmd_benchmark(a):
-    from pathlib import Path
+    from lipslib.benchmark import run_benchmark
 
-    import pandas as pd
-
-    from lipslib.benchmark import latency_table, measured_points, published_points
-    from lipslib.plots import benchmark_figure
-
-    models = dict(_pair(m) for m in a.model)
-    out = Path(a.out)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    table = pd.concat([published_points(), measured_points(models, a.data, imgsz=a.imgsz, split=a.split)])
-    table.to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
-    benchmark_figure(table, out / "figures" / "benchmark.png")
-    image = a.image or _first_image(a.data, a.split)
-    lat = latency_table(models, image, a.base or next(iter(models)), imgsz=a.latency_imgsz, runs=a.runs,
-                        threads=a.threads)  # fmt: skip
-    lat.to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
+    table, lat = run_benchmark(dict(_pair(m) for m in a.model), a.data, a.out, imgsz=a.imgsz, split=a.split,
+                               base=a.base, image=a.image, latency_imgsz=a.latency_imgsz, runs=a.runs,
+                               threads=a.threads)  # fmt: skip
     print(table[table.kind == "measured"].to_string(index=False))
     print(lat[["model", "gflops", "gflops_ratio", "torch_cpu_ms", "torch_cpu_ratio"]].to_string(index=False))
-    print(f"wrote {out}/tables/benchmark.csv, {out}/figures/benchmark.png, {out}/tables/latency.csv")
+    print(f"wrote {a.out}/tables/benchmark.csv, {a.out}/figures/benchmark.png, {a.out}/tables/latency.csv")
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -161,10 +149,30 @@ def _pair(text: str) -> tuple[str, str]:
     return label.strip(), weights.strip()
 
 
-def _first_image(data, split):
-    from lipslib.evaluate import check_data, split_images
+def cmd_notebook(a):
+    from lipslib.notebook import run_notebook
 
-    return split_images(check_data(data, splits=(split,)), split)[0]
+    out = run_notebook(a.name, a.profile, _overrides(a.set), runs_dir=a.runs_dir, reports_dir=a.reports_dir)
+    print(f"executed {a.name} → {out}")
+
+
+def cmd_stage_params(a):
+    from lipslib.notebook import write_stage_params
+
+    paths = write_stage_params(a.out, a.profile, _overrides(a.set))
+    print(f"wrote {len(paths)} stage parameter files to {a.out}")
+
+
+def cmd_sweep(a):
+    from lipslib.notebook import sweep
+
+    try:
+        targets = [float(t) for t in a.targets.split(",") if t.strip()]
+    except ValueError:
+        raise LipsError(f"--targets expects comma-separated GFLOPs, got '{a.targets}'") from None
+    kw = {"notebooks": [n.strip() for n in a.notebooks.split(",")]} if a.notebooks else {}
+    out = sweep(targets, a.profile, _overrides(a.set), root_dir=a.out, **kw)
+    print(f"swept {len(targets)} targets → {out}/<target>/, {out}/pareto.csv, {out}/pareto.png")
 
 
 @contextlib.contextmanager
@@ -289,6 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", default="reports")
     s.set_defaults(func=cmd_benchmark)
+
+    s = sub.add_parser("notebook", help="execute a stage notebook through papermill with params.yaml values")
+    s.add_argument("name", help="01_sensitivity, 02_schedule, 03_optimize, 04_benchmark, 05_video_benchmark")
+    s.add_argument("--profile", default=None)
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--reports-dir", default="reports")
+    s.set_defaults(func=cmd_notebook)
+
+    s = sub.add_parser("stage-params", help="resolve params.yaml per notebook (what each DVC stage depends on)")
+    s.add_argument("--profile", default=None)
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    s.add_argument("--out", default="runs/config")
+    s.set_defaults(func=cmd_stage_params)
+
+    s = sub.add_parser("sweep", help="run the pipeline notebooks once per GFLOPs target, plus a Pareto figure")
+    s.add_argument("--targets", required=True, help="comma-separated GFLOPs targets, e.g. 3.0,3.4,3.8")
+    s.add_argument("--profile", default=None)
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    s.add_argument("--notebooks", default=None, help="comma-separated subset (default: 02 to 05; Stage I is reused)")
+    s.add_argument("--out", default="reports/sweeps")
+    s.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -27,9 +27,32 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     return out
 
 
+def flatten(params: dict, prefix: str = "") -> dict:
+    """{'schedule': {'target_gflops': 4.5}} → {'schedule_target_gflops': 4.5}: the notebooks' parameter names."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}_"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _dotted(doc: dict) -> dict[str, str]:
+    """Flat parameter name → dotted key, from the structure of `defaults`."""
+    def walk(node, flat, dotted):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{flat}{key}_", f"{dotted}{key}.")
+            else:
+                yield f"{flat}{key}", f"{dotted}{key}"
+
+    return dict(walk(doc["defaults"], "", ""))
+
+
 def load_params(path: str | Path = "params.yaml", profile: str | None = None, overrides: dict | None = None) -> dict:
     """The effective parameters of `profile` (default: the file's `profile:` key), plus `overrides`
-    given as {'schedule.target_gflops': 3.8} or nested dicts."""
+    given as dotted keys {'schedule.target_gflops': 3.8} or flat notebook names {'schedule_target_gflops': 3.8}."""
     path = Path(path)
     if not path.is_file():
         raise LipsError(f"params file '{path}' not found; run from the repo root or pass --params")
@@ -44,8 +67,10 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None, ov
     if name not in profiles:
         raise LipsError(f"unknown profile '{name}' in {path}; choose one of {', '.join(profiles)}")
     params = _merge(doc["defaults"], profiles[name], "")
+    flat_names = _dotted(doc)
     nested: dict = {}
     for key, value in (overrides or {}).items():
+        key = flat_names.get(key, key)
         node = nested
         *parents, leaf = key.split(".")
         for p in parents:

@@ -72,7 +72,7 @@ def layer_costs(base, criterion: str = "l1", probe: float = 0.5, imgsz: int = 32
             for name in default_targets(base)}  # fmt: skip
 
 
-def _importance(spec, base) -> dict[str, float]:
+def load_importance(spec, base) -> dict[str, float]:
     from lipslib.assets import paper_dir
 
     path = paper_dir() / "layer_importance.json" if spec == "paper" else Path(spec)
@@ -117,10 +117,10 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     if state is None:
         base_cost = cost(base)
         check_params(params, base_cost.gflops)
-        importance = _importance(o["importance"], base)
+        importance = load_importance(o["importance"], base)
         data = split_halves(params["data"], out / "data") if o["select_half"] else params["data"]
         state = {"params": _fingerprint(params), "importance": importance, "data": str(data),
-                 "base_gflops": base_cost.gflops, "ratios": _initial(base, importance, params, targets),
+                 "base_gflops": base_cost.gflops, "ratios": initial_ratios(base, importance, params, targets),
                  "layer_cost": layer_costs(base, o["criterion"]),
                  "rule_state": None, "done": []}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     return _finish(out, state, targets, float(o["best_gflops_tol"]), report_split)
 
 
-def _initial(base, importance, params, targets) -> dict[str, float]:
+def initial_ratios(base, importance, params, targets) -> dict[str, float]:
     s = params["schedule"]
     names = default_targets(base)
     imp = {k: importance.get(k, 0.0) for k in names}

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -59,6 +60,7 @@ def layer_iteration(wide: pd.DataFrame, importance: dict[str, float], path, titl
         imp = importance.get(name, float("nan"))
         ax.plot(wide.index, wide[name], marker=".", ms=3, lw=1.1, color=cmap(imp), label=f"{name} (imp={imp:.3f})")
     ax.set(xlabel="iteration", ylabel="pruning ratio", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if own:
         ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -95,4 +97,18 @@ def benchmark_figure(df: pd.DataFrame, path, title: str = "mAP50-95 vs GFLOPs") 
     ax.set(xlabel="GFLOPs (640×640; measured: 2 × MACs, fused)", ylabel="mAP50-95", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, path)
+
+
+def pareto_figure(table: pd.DataFrame, path) -> Path:
+    """Best model per GFLOPs target: mAP50-95 (report split) vs GFLOPs, each point labelled by its target."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    t = table.sort_values("gflops")
+    ax.plot(t.gflops, t.map50_95, marker="o")
+    for _, r in t.iterrows():
+        ax.annotate(f"target {r.target_gflops:g}", (r.gflops, r.map50_95), xytext=(5, 5), textcoords="offset points",
+                    fontsize=8)  # fmt: skip
+    ax.set(xlabel="GFLOPs (640×640)", ylabel=f"mAP50-95 ({t.split_report.iloc[0]} split)",
+           title="LIPS sweep over GFLOPs targets")  # fmt: skip
+    ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -1,0 +1,122 @@
+"""The research front end: the five stage notebooks, run through papermill with parameters from params.yaml.
+
+A notebook declares its knobs in one `parameters` cell, named as params.yaml's keys flattened with `_`
+(`schedule_target_gflops`), plus `profile`, `runs_dir` and `reports_dir`. `run_notebook` fills them from a
+profile (and overrides), executes with the repo root as working directory, and writes the executed copy
+under `reports_dir/notebooks/`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lipslib.config import flatten, load_params
+from lipslib.errors import LipsError
+
+NOTEBOOKS = ("01_sensitivity", "02_schedule", "03_optimize", "04_benchmark", "05_video_benchmark")
+EXTRA_PARAMETERS = ("profile", "runs_dir", "reports_dir")
+
+
+def repo_root() -> Path:
+    """The checkout holding params.yaml and notebooks/: found upward from the working directory, else
+    beside the (editable-installed) package."""
+    for d in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]):
+        if (d / "params.yaml").is_file() and (d / "notebooks").is_dir():
+            return d
+    raise LipsError("cannot find the lipslib checkout (params.yaml + notebooks/); run from inside it")
+
+
+def setup(runs_dir: str, reports_dir: str) -> tuple[Path, Path, Path]:
+    """Called by each notebook: work from the repo root (relative paths in params.yaml mean the same thing
+    from any cwd) and make the output folders. Returns (root, runs, reports)."""
+    os.environ.setdefault("YOLO_VERBOSE", "False")  # read when ultralytics is first imported: no per-batch lines
+    import logging
+
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)  # in case it was imported already
+    root = repo_root()
+    os.chdir(root)
+    runs, reports = Path(runs_dir), Path(reports_dir)
+    for d in (runs, reports / "figures", reports / "tables", reports / "notebooks"):
+        d.mkdir(parents=True, exist_ok=True)
+    return root, runs, reports
+
+
+def params(profile: str, **flat) -> dict:
+    """The nested parameters the library takes: the profile in params.yaml, overridden by the notebook's
+    own literal parameters (flat names)."""
+    return load_params(repo_root() / "params.yaml", profile, flat)
+
+
+def declared_parameters(name: str) -> list[str]:
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(repo_root() / "notebooks" / f"{name}.ipynb")))
+
+
+def run_notebook(name: str, profile: str | None = None, overrides: dict | None = None, runs_dir: str = "runs",
+                 reports_dir: str = "reports", progress: bool = True) -> Path:  # fmt: skip
+    import papermill as pm
+
+    if name not in NOTEBOOKS:
+        raise LipsError(f"unknown notebook '{name}'; choose one of {', '.join(NOTEBOOKS)}")
+    root = repo_root()
+    resolved = load_params(root / "params.yaml", profile, overrides)
+    flat = {**flatten(resolved), "runs_dir": runs_dir, "reports_dir": reports_dir}
+    wanted = declared_parameters(name)
+    out = root / reports_dir / "notebooks" / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out), cwd=str(root),
+                            parameters={k: flat[k] for k in wanted if k in flat}, progress_bar=progress,
+                            kernel_name="python3")  # fmt: skip
+    except pm.PapermillExecutionError as e:
+        raise LipsError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {out})") from None
+    return out
+
+
+def sweep(targets: list[float], profile: str | None = None, overrides: dict | None = None,
+          notebooks=NOTEBOOKS[1:], root_dir: str = "reports/sweeps", progress: bool = True) -> Path:  # fmt: skip
+    """Run the stage notebooks once per GFLOPs target into root_dir/<target>/ (runs and reports), reusing
+    Stage I's importance, then draw one Pareto figure over the targets' best models."""
+    import json
+
+    import pandas as pd
+
+    from lipslib.plots import pareto_figure
+
+    if not targets:
+        raise LipsError("--targets needs at least one GFLOPs value, e.g. 3.0,3.4,3.8")
+    rows = []
+    for target in targets:
+        folder = f"{root_dir}/{target:g}"
+        for name in notebooks:
+            run_notebook(name, profile, {**(overrides or {}), "schedule.target_gflops": float(target)},
+                         runs_dir=f"{folder}/runs", reports_dir=folder, progress=progress)  # fmt: skip
+        best = json.loads((repo_root() / folder / "runs" / "optimize" / "best.json").read_text())
+        rows.append({"target_gflops": float(target), **{k: best[k] for k in ("iteration", "gflops", "map50_95",
+                                                                             "selection_map50_95", "split_report")}})
+    table = pd.DataFrame(rows)
+    out = repo_root() / root_dir
+    table.to_csv(out / "pareto.csv", index=False, float_format="%.6f")
+    pareto_figure(table, out / "pareto.png")
+    return out
+
+
+def write_stage_params(out: str | os.PathLike = "runs/config", profile: str | None = None,
+                       overrides: dict | None = None) -> list[Path]:  # fmt: skip
+    """One YAML per notebook holding the resolved values of exactly the parameters it declares. DVC
+    stages depend on these files, so a change reruns only the stages whose notebooks read the key."""
+    import yaml
+
+    root = repo_root()
+    flat = flatten(load_params(root / "params.yaml", profile, overrides))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in NOTEBOOKS:
+        values = {k: flat[k] for k in declared_parameters(name) if k in flat}
+        path = out / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(values, sort_keys=True))
+        written.append(path)
+    return written
