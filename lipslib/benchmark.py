@@ -8,6 +8,7 @@ warm-up, threads pinned) and ONNX Runtime on CPU from the Ultralytics ONNX expor
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -55,68 +56,76 @@ def frame_tensor(image, imgsz: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
 
 
-def _median_ms(fn, runs: int, warmup: int, sync=None) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        if sync:
-            sync()
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
+def _timed(fn, sync=None) -> float:
+    if sync:
+        sync()
+    t0 = time.perf_counter()
+    fn()
+    if sync:
+        sync()
+    return 1e3 * (time.perf_counter() - t0)
 
 
-def latency(weights, image, imgsz: int = 640, runs: int = 15, warmup: int = 3, threads: int = 1,
-            onnx: bool = True) -> dict:  # fmt: skip
-    """Batch-1 latency in ms of one model on one real frame (forward only; no NMS)."""
+def _runners(weights, x, imgsz: int, cuda: bool, onnx: bool, threads: int, tmp: Path) -> tuple[dict, dict]:
+    """({backend: zero-argument forward}, info) for one model: PyTorch CPU (fused fp32), ONNX Runtime CPU
+    from the Ultralytics export, and PyTorch CUDA when asked."""
     model = load_model(weights)
-    gflops = cost(model).gflops
+    info = {"weights": str(weights), "gflops": cost(model).gflops}
     net = model.fuse(verbose=False).eval() if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) \
         else model.eval()  # fmt: skip
+    runners = {"torch_cpu": (lambda: net(x), None)}
+    if cuda:
+        gnet, gx = copy.deepcopy(net).cuda(), x.cuda()
+        runners["torch_cuda"] = (lambda: gnet(gx), torch.cuda.synchronize)
+    if onnx:
+        import onnxruntime as ort
+        from ultralytics import YOLO
+
+        from lipslib.engine import save_checkpoint
+
+        pt = save_checkpoint(model, tmp / f"{abs(hash(str(weights)))}.pt")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, verbose=False), opts,
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        name, feed = session.get_inputs()[0].name, x.numpy()
+        runners["onnxruntime_cpu"] = (lambda: session.run(None, {name: feed}), None)
+    return runners, info
+
+
+def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, runs: int = 15, warmup: int = 3,
+                  threads: int = 1, onnx: bool = True) -> pd.DataFrame:  # fmt: skip
+    """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`.
+    Models are interleaved — every round times each model once — so machine drift hits all of them alike;
+    ratios to `base` (a label) sit next to the GFLOPs ratio."""
+    if base not in models:
+        raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
     x = frame_tensor(image, imgsz)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    # Subnormal floats are slow on x86 and appear in different amounts in trained and random-init
+    # weights (yolo11n from its yaml): flush them so models are timed on their arithmetic alone.
+    denormal = torch.set_flush_denormal(True)
     try:
-        with torch.inference_mode():
-            rec = {"weights": str(weights), "gflops": gflops, "threads": threads, "imgsz": imgsz,
-                   "torch_cpu_ms": _median_ms(lambda: net(x), runs, warmup)}  # fmt: skip
-            if torch.cuda.is_available():
-                gnet, gx = net.cuda(), x.cuda()
-                rec["torch_cuda_ms"] = _median_ms(lambda: gnet(gx), runs, warmup, torch.cuda.synchronize)
-                net.cpu()
-        if onnx:
-            rec["onnxruntime_cpu_ms"] = _ort_ms(model, x, imgsz, runs, warmup, threads)
+        with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+            built = {k: _runners(w, x, imgsz, torch.cuda.is_available(), onnx, threads, Path(tmp))
+                     for k, w in models.items()}  # fmt: skip
+            times = {(k, b): [] for k, (runners, _) in built.items() for b in runners}
+            for i in range(warmup + runs):
+                for k, (runners, _) in built.items():
+                    for b, (fn, sync) in runners.items():
+                        t = _timed(fn, sync)
+                        if i >= warmup:
+                            times[(k, b)].append(t)
     finally:
         torch.set_num_threads(previous)
-    return rec
-
-
-def _ort_ms(model, x, imgsz, runs, warmup, threads) -> float:
-    import onnxruntime as ort
-    from ultralytics import YOLO
-
-    from lipslib.engine import save_checkpoint
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pt = save_checkpoint(model, Path(tmp) / "model.pt")
-        onnx_file = YOLO(str(pt)).export(format="onnx", imgsz=imgsz, verbose=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(onnx_file, opts, providers=["CPUExecutionProvider"])
-        name, feed = session.get_inputs()[0].name, x.numpy()
-        return _median_ms(lambda: session.run(None, {name: feed}), runs, warmup)
-
-
-def latency_table(models: dict[str, str], image, base: str, **kw) -> pd.DataFrame:
-    """Latency of each {label: weights}, with ratios to `base` (a label) next to the GFLOPs ratio."""
-    if base not in models:
-        raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
-    df = pd.DataFrame([{"model": k, **latency(w, image, **kw)} for k, w in models.items()])
+        if denormal:
+            torch.set_flush_denormal(False)
+    rows = []
+    for k, (runners, info) in built.items():
+        rows.append({"model": k, **info, "threads": threads, "imgsz": imgsz, "runs": runs, "flush_denormal": denormal,
+                     **{f"{b}_ms": statistics.median(times[(k, b)]) for b in runners}})  # fmt: skip
+    df = pd.DataFrame(rows)
     ref = df.set_index("model").loc[base]
     df["gflops_ratio"] = df.gflops / ref.gflops
     for col in [c for c in df.columns if c.endswith("_ms")]:

@@ -38,8 +38,6 @@ def cmd_info(a):
 
 
 def cmd_prune(a):
-    import pandas as pd
-
     from lipslib import engine
     from lipslib.layers import default_targets
     from lipslib.spec import read_spec
@@ -51,7 +49,7 @@ def cmd_prune(a):
     engine.save_checkpoint(res.model, a.out, meta={"base": str(a.weights), "ratios": ratios, "criterion": a.criterion,
                                                    "round_to": a.round_to, "gflops": after.gflops})  # fmt: skip
     if a.log:
-        pd.DataFrame(res.log, columns=engine.LOG_COLUMNS).to_csv(a.log, index=False, float_format="%.6f")
+        engine.write_log(res.log, a.log)
     print(f"pruned {len(ratios)} layers: {before.gflops:.3f} → {after.gflops:.3f} GFLOPs, "
           f"{before.params / 1e6:.3f} → {after.params / 1e6:.3f} M params; saved {a.out}")  # fmt: skip
 

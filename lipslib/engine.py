@@ -153,6 +153,16 @@ def prune(
     return PruneResult(model=model, ratios=dict(ratios), log=rows)
 
 
+def write_log(rows: list[dict], path: str | os.PathLike) -> Path:
+    """The per-layer log as the authors' prune_directed_log.csv."""
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=LOG_COLUMNS).to_csv(path, index=False, float_format="%.6f")
+    return path
+
+
 @dataclass
 class Cost:
     gflops: float

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lipslib.engine import LOG_COLUMNS, cost, load_model, prune, save_checkpoint
+from lipslib.engine import cost, load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
 from lipslib.evaluate import check_data, evaluate, split_images, write_json
 from lipslib.finetune import finetune
@@ -138,8 +138,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         ratios = state["ratios"]
         res = prune(base, ratios, criterion=o["criterion"])
         write_spec(it / "final" / "prune_spec.txt", ratios)
-        pd.DataFrame(res.log, columns=LOG_COLUMNS).to_csv(it / "prune_directed_log.csv", index=False,
-                                                          float_format="%.6f")  # fmt: skip
+        write_log(res.log, it / "prune_directed_log.csv")
         pruned = save_checkpoint(res.model, it / "final" / "pruned.pt", meta={"iteration": k, "ratios": ratios})
         train = {k2: v for k2, v in ft.items() if k2 != "recipe"}
         tuned = finetune(pruned, data, it / "ft" / "finetune", recipe=ft["recipe"], imgsz=params["imgsz"],
