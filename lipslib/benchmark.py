@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lipslib.engine import cost, load_model
+from lipslib.engine import cost, fused, load_model
 from lipslib.errors import LipsError
 from lipslib.evaluate import evaluate
+from lipslib.runtime import cpu_threads
 
 
 def published_points() -> pd.DataFrame:
@@ -71,8 +72,7 @@ def _runners(weights, x, imgsz: int, cuda: bool, onnx: bool, threads: int, tmp: 
     from the Ultralytics export, and PyTorch CUDA when asked."""
     model = load_model(weights)
     info = {"weights": str(weights), "gflops": cost(model).gflops}
-    net = model.fuse(verbose=False).eval() if any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) \
-        else model.eval()  # fmt: skip
+    net = fused(model)
     runners = {"torch_cpu": (lambda: net(x), None)}
     if cuda:
         gnet, gx = copy.deepcopy(net).cuda(), x.cuda()
@@ -101,13 +101,11 @@ def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, ru
     if base not in models:
         raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
     x = frame_tensor(image, imgsz)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     # Subnormal floats are slow on x86 and appear in different amounts in trained and random-init
     # weights (yolo11n from its yaml): flush them so models are timed on their arithmetic alone.
     denormal = torch.set_flush_denormal(True)
     try:
-        with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
             built = {k: _runners(w, x, imgsz, torch.cuda.is_available(), onnx, threads, Path(tmp))
                      for k, w in models.items()}  # fmt: skip
             times = {(k, b): [] for k, (runners, _) in built.items() for b in runners}
@@ -118,7 +116,6 @@ def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, ru
                         if i >= warmup:
                             times[(k, b)].append(t)
     finally:
-        torch.set_num_threads(previous)
         if denormal:
             torch.set_flush_denormal(False)
     rows = []

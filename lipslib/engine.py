@@ -73,6 +73,12 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+def fused(model: nn.Module) -> nn.Module:
+    """`model` in eval mode with Conv+BN fused (in place), as Ultralytics runs it for inference."""
+    model = model.eval()
+    return model.fuse(verbose=False) if has_batchnorm(model) else model
+
+
 def _flatten(out) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
@@ -171,12 +177,10 @@ class Cost:
 
 def cost(model: nn.Module, imgsz: int = 640) -> Cost:
     """GFLOPs (2 × MACs) and parameters of a BN-fused copy at imgsz × imgsz, the paper's convention."""
-    fused = deepcopy(model).float().eval()
-    if has_batchnorm(fused):
-        fused = fused.fuse(verbose=False)
-    device = next(fused.parameters()).device
+    net = fused(deepcopy(model).float())
+    device = next(net.parameters()).device
     with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(fused, torch.zeros(1, 3, imgsz, imgsz, device=device))
+        macs, params = tp.utils.count_ops_and_params(net, torch.zeros(1, 3, imgsz, imgsz, device=device))
     return Cost(gflops=2 * macs / 1e9, params=int(params))
 
 

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from lipslib.engine import cost, load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
@@ -43,8 +44,6 @@ def split_halves(data, out: Path) -> Path:
     (out / "report.txt").write_text("".join(f"{p}\n" for p in images[half:]))
     doc = {"path": str(Path(info["path"]).resolve()), "train": info["train"], "val": str((out / "select.txt").resolve()),
            "test": str((out / "report.txt").resolve()), "names": info["names"]}  # fmt: skip
-    import yaml
-
     (out / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return out / "data.yaml"
 

@@ -9,15 +9,16 @@ import os
 import torch
 
 
-def default_threads() -> int:
-    return os.cpu_count() or 1
+def _count(n: int | None) -> int:
+    """n threads, or all cores for None."""
+    return max(1, int(n or os.cpu_count() or 1))
 
 
 @contextlib.contextmanager
 def cpu_threads(n: int | None):
     """Run with n torch threads (None: all cores), restoring the previous count afterwards."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n or default_threads())))
+    torch.set_num_threads(_count(n))
     try:
         yield
     finally:
@@ -26,4 +27,4 @@ def cpu_threads(n: int | None):
 
 def use_threads(component, n: int | None, event: str) -> None:
     """Re-apply n threads on an Ultralytics trainer/validator event that fires after its select_device()."""
-    component.add_callback(event, lambda *_: torch.set_num_threads(max(1, int(n or default_threads()))))
+    component.add_callback(event, lambda *_: torch.set_num_threads(_count(n)))

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lipslib.engine import conv_shapes, cost, has_batchnorm, load_model, prune
+from lipslib.engine import conv_shapes, cost, fused, load_model, prune
 from lipslib.errors import LipsError
 from lipslib.evaluate import _first_line, check_data, make_validator, write_json
 from lipslib.layers import default_targets, validate_layers
@@ -48,15 +48,14 @@ class _Probe:
     validator: object
 
 
-def _first_changed_block(base_shapes: dict, pruned: nn.Module) -> int:
-    changed = [n for n, s in conv_shapes(pruned).items() if base_shapes.get(n) != s]
-    return min(int(n.split(".")[1]) for n in changed) if changed else len(pruned.model)
+def _first_changed_block(base_shapes: dict, pruned_shapes: dict, n_blocks: int) -> int:
+    changed = [n for n, s in pruned_shapes.items() if base_shapes.get(n) != s]
+    return min(int(n.split(".")[1]) for n in changed) if changed else n_blocks
 
 
 def _for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
-    """What Ultralytics' validator runs: a fused eval copy (AutoBackend fuses Conv+BN)."""
-    model = model.eval()
-    model = model.fuse(verbose=False) if has_batchnorm(model) else model
+    """What Ultralytics' validator runs: a fused eval model (AutoBackend fuses Conv+BN)."""
+    model = fused(model)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -135,10 +134,11 @@ def run_sensitivity(
     for i, name in enumerate(names):
         pruned = prune(base, {name: float(ratio)}, criterion=criterion, log=False).model
         c = cost(pruned, cost_imgsz)
-        start = _first_changed_block(base_shapes, pruned) if fast else 0
+        shapes = conv_shapes(pruned)
+        start = _first_changed_block(base_shapes, shapes, len(pruned.model)) if fast else 0
         probes.append(probe(name, _for_inference(pruned, fast).to(dev), start))
         rows.append({"index": i, "layer_name": name, "ratio": float(ratio),
-                     "out_channels_before": base_shapes[name][0], "out_channels_after": conv_shapes(pruned)[name][0],
+                     "out_channels_before": base_shapes[name][0], "out_channels_after": shapes[name][0],
                      "GMACs_before": base_cost.gflops / 2, "GMACs_after": c.gflops / 2,
                      "MParams_before": base_cost.params / 1e6, "MParams_after": c.params / 1e6,
                      "weights_path": ""})  # fmt: skip
