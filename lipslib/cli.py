@@ -82,7 +82,7 @@ def cmd_sensitivity(a):
     layers = [x.strip() for x in a.layers.split(",") if x.strip()] if a.layers else None
     res = run_sensitivity(a.weights, a.data, ratio=a.ratio, layers=layers, imgsz=a.imgsz, batch=a.batch,
                           device=a.device, split=a.split, criterion=a.criterion, mode=a.mode, threads=a.threads,
-                          out=a.out, reference=a.reference)  # fmt: skip
+                          workers=a.workers, out=a.out, reference=a.reference)  # fmt: skip
     top = sorted(res["importance"].items(), key=lambda kv: -kv[1])[:5]
     print(f"base mAP50-95 {res['base']['mAP_50_95']:.4f} on {res['base']['images']} images; "
           f"{len(res['importance'])} layers in {res['seconds']:.1f} s → {a.out}/layer_importance.json")
@@ -248,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--split", default="val")
     s.add_argument("--criterion", default="l1")
-    s.add_argument("--mode", default="fast", help="fast (reuse unchanged blocks' activations) or exact")
+    s.add_argument("--mode", default="fast", help="fast (reuse the base's activations where unchanged) or exact")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    s.add_argument("--workers", type=int, default=None, help="processes for --mode fast (default: one per CPU thread)")
     s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sensitivity)

@@ -48,19 +48,27 @@ def split_halves(data, out: Path) -> Path:
     return out / "data.yaml"
 
 
-def calibrate(base, shape, target_gflops: float, criterion: str = "l1", lo: float = 0.0, hi: float = 0.9,
-              steps: int = 14) -> tuple[float, dict[str, float], float]:  # fmt: skip
-    """Bisection on the scalar s of a schedule family `shape(s) -> ratios` until pruning `base` costs
-    `target_gflops` (GFLOPs fall as s grows). Returns (s, ratios, gflops)."""
+def bisect_gflops(make, target_gflops: float, lo: float = 0.0, hi: float = 0.9, steps: int = 14):
+    """Bisection on a scalar s until the model `make(s)` costs `target_gflops` (GFLOPs fall as s grows).
+    Returns (s, model, gflops) of the closest step."""
     best = None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        ratios = shape(mid)
-        g = cost(prune(base, ratios, criterion=criterion, log=False).model).gflops
+        model = make(mid)
+        g = cost(model).gflops
         if best is None or abs(g - target_gflops) < abs(best[2] - target_gflops):
-            best = (mid, ratios, g)
+            best = (mid, model, g)
         lo, hi = (mid, hi) if g > target_gflops else (lo, mid)
     return best
+
+
+def calibrate(base, shape, target_gflops: float, criterion: str = "l1", lo: float = 0.0, hi: float = 0.9,
+              steps: int = 14) -> tuple[float, dict[str, float], float]:  # fmt: skip
+    """The scalar s of a schedule family `shape(s) -> ratios` at which pruning `base` costs
+    `target_gflops`. Returns (s, ratios, gflops)."""
+    s, _, g = bisect_gflops(lambda x: prune(base, shape(x), criterion=criterion, log=False).model, target_gflops,
+                            lo, hi, steps)  # fmt: skip
+    return s, shape(s), g
 
 
 def layer_costs(base, criterion: str = "l1", probe: float = 0.5, imgsz: int = 320) -> dict[str, float]:

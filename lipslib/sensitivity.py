@@ -4,19 +4,24 @@
     importance_i = drop_i / max_j drop_j              (the largest drop is exactly 1.0)
 
 Fast path, same answer as one Ultralytics validation per layer: the validation images are loaded and
-letterboxed once by Ultralytics' own dataloader and validator, in a single pass over the data. For each
-batch the base network's activations are computed once; each pruned copy then runs only from the first
-block its pruning changed (earlier blocks are untouched, so their outputs are the base's), and feeds its
-own copy of the validator's metric state; tensors are channels-last, which CPU convolutions run up to
-1.7× faster (same numbers up to float summation order). `mode="exact"` runs every pruned copy in full,
-contiguous, from the input.
+letterboxed by Ultralytics' own dataloader and validator, in a single pass over the data. For each batch
+the base network runs once with every module call recorded; each pruned copy then recomputes only the
+modules its pruning changed and whatever depends on them, reusing the base's outputs everywhere else
+(`lipslib.memo`: earlier blocks, and the Detect branches a head layer does not feed). Every copy feeds
+its own copy of the validator's metric state. Tensors are channels-last. On CPU the layers are spread
+over one single-threaded process per core (small convolutions scale better over processes than over
+threads). `mode="exact"` runs every pruned copy in full, contiguous, from the input, in one process.
 """
 
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import os
+import queue
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +30,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lipslib.engine import conv_shapes, cost, fused, load_model, prune
+from lipslib.engine import Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError
 from lipslib.evaluate import _first_line, check_data, make_validator, write_json
 from lipslib.layers import default_targets, validate_layers
+from lipslib.memo import Recorder, reuse
 from lipslib.runtime import cpu_threads
 
 COLUMNS = [
@@ -36,21 +42,30 @@ COLUMNS = [
     "MParams_before", "MParams_after", "mAP_50_95", "mAP_50", "precision", "recall", "weights_path",
 ]  # fmt: skip  (the authors' prune_layerwise_results.csv)
 MODES = ("fast", "exact")
+KEEP_BATCHES_BYTES = 2 << 30  # letterboxed uint8 images kept in memory between the two passes
+
+
+@dataclass
+class _Job:
+    """What every worker needs: the base, the set-up validator (data and metrics) and the settings."""
+
+    base: nn.Module
+    validator: object
+    ratio: float
+    criterion: str
+    cost: Callable[[nn.Module], Cost]
+    fast: bool
+    base_cost: Cost
+    batches: list | None  # the loader's batches, kept from the base's validation when they fit in memory
 
 
 @dataclass
 class _Probe:
-    """One pruned copy and its metric state."""
+    """One network (the base, or a copy with one layer pruned) and its metric state."""
 
-    layer: str | None  # None: the unpruned base
+    layer: str | None
     model: nn.Module
-    start: int  # first top-level block whose weights differ from the base
     validator: object
-
-
-def _first_changed_block(base_shapes: dict, pruned_shapes: dict, n_blocks: int) -> int:
-    changed = [n for n, s in pruned_shapes.items() if base_shapes.get(n) != s]
-    return min(int(n.split(".")[1]) for n in changed) if changed else n_blocks
 
 
 def _for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
@@ -59,25 +74,106 @@ def _for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-@torch.no_grad()
-def _forward(model: nn.Module, x: torch.Tensor, start: int = 0, cache: list | None = None, keep: bool = False):
-    """DetectionModel's forward from block `start`, reading earlier outputs from `cache` (the base's).
-    With `keep`, return every block's output too (the cache for the others)."""
-    y = list(cache[:start]) if start else []
-    if start:
-        x = cache[start - 1]
-    for m in model.model[start:]:
-        if m.f != -1:
-            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-        x = m(x)
-        y.append(x)
-    return (x, y) if keep else x
-
-
 def _stats(v) -> dict:
     s = v.get_stats()
     return {"mAP_50_95": float(s["metrics/mAP50-95(B)"]), "mAP_50": float(s["metrics/mAP50(B)"]),
             "precision": float(s["metrics/precision(B)"]), "recall": float(s["metrics/recall(B)"]), "images": v.seen}
+
+
+def _probe(job: _Job, layer, model) -> _Probe:
+    from ultralytics.utils.metrics import DetMetrics
+
+    v = copy.copy(job.validator)
+    v.metrics = DetMetrics()
+    v.init_metrics(model)
+    return _Probe(layer, model, v)
+
+
+def _evaluate_layers(job: _Job, names: list[str], tick) -> tuple[dict, list[dict]]:
+    """The base's metrics and one row per layer, in one pass over the data; `tick(n)` after n forwards."""
+    dev = job.validator.device
+    base_net = _for_inference(copy.deepcopy(job.base), job.fast).to(dev)
+    recorder = Recorder(base_net) if job.fast else None
+    probes = [_probe(job, None, base_net)]
+    base_shapes, rows = conv_shapes(job.base), []
+    for name in names:
+        pruned = prune(job.base, {name: job.ratio}, criterion=job.criterion, log=False).model
+        c = job.cost(pruned)
+        net = _for_inference(pruned, job.fast).to(dev)
+        probes.append(_probe(job, name, reuse(net, base_net, recorder) if recorder else net))
+        rows.append({"layer_name": name, "ratio": job.ratio,
+                     "out_channels_before": base_shapes[name][0], "out_channels_after": conv_shapes(pruned)[name][0],
+                     "GMACs_before": job.base_cost.gflops / 2, "GMACs_after": c.gflops / 2,
+                     "MParams_before": job.base_cost.params / 1e6, "MParams_after": c.params / 1e6,
+                     "weights_path": ""})  # fmt: skip
+    v0 = job.validator
+    with torch.no_grad():  # not inference_mode: lipslib.memo relies on autograd's version counters
+        for raw in job.batches or v0.dataloader:
+            b = v0.preprocess(raw)
+            img = b["img"].contiguous(memory_format=torch.channels_last) if job.fast else b["img"]
+            if recorder:
+                recorder.clear()
+            for p in probes:  # the base first: it fills the recorder
+                p.validator.update_metrics(p.validator.postprocess(p.model(img)), b)
+            tick(len(probes))
+    for row, p in zip(rows, probes[1:]):
+        row.update({k: v for k, v in _stats(p.validator).items() if k != "images"})
+    return _stats(probes[0].validator), rows
+
+
+def _n_workers(workers: int | None, threads: int | None, device, n_layers: int, fast: bool) -> int:
+    if workers is not None:
+        return min(int(workers), n_layers)
+    if not fast or device.type != "cpu" or sys.platform != "linux":
+        return 1
+    return min(max(1, int(threads or os.cpu_count() or 1)), n_layers)
+
+
+def _balance(names: list[str], n: int) -> list[list[str]]:
+    """Split layers over n workers by their work, roughly the number of blocks after the pruned one."""
+    groups, load = [[] for _ in range(n)], [0] * n
+    for name in sorted(names, key=lambda k: (int(k.split(".")[1]), k)):
+        i = load.index(min(load))
+        groups[i].append(name)
+        load[i] += 100 - int(name.split(".")[1])
+    return [g for g in groups if g]
+
+
+def _worker(job: _Job, i: int, names: list[str], q) -> None:
+    torch.set_num_threads(1)  # a forked child must stay single-threaded (OpenMP is not fork-safe)
+    try:
+        q.put(("done", i, _evaluate_layers(job, names, lambda n: q.put(("tick", i, n)))))
+    except Exception as e:
+        q.put(("error", i, f"{names[0]}…: {_first_line(e)}"))
+
+
+def _in_processes(job: _Job, groups: list[list[str]], bar) -> list:
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(job, i, g, q), daemon=True) for i, g in enumerate(groups)]
+    for p in procs:
+        p.start()
+    results = {}
+    try:
+        while len(results) < len(procs):
+            try:
+                kind, i, payload = q.get(timeout=2.0)
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    raise LipsError("a sensitivity worker process died (out of memory?); retry with workers: 1") from None
+                continue
+            if kind == "tick":
+                bar.update(payload)
+            elif kind == "error":
+                raise LipsError(f"sensitivity worker failed on {payload}")
+            else:
+                results[i] = payload
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    return [results[i] for i in range(len(procs))]
 
 
 def run_sensitivity(
@@ -94,75 +190,59 @@ def run_sensitivity(
     mode: str = "fast",
     cost_imgsz: int = 640,
     threads: int | None = None,
+    workers: int | None = None,
     out: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
     """Stage I. Returns {'importance', 'table' (DataFrame, the authors' columns), 'base', 'seconds'};
-    with `out`, writes layer_importance.json, sensitivity.csv, params.json and the figures there."""
+    with `out`, writes layer_importance.json, sensitivity.csv, params.json and the figures there.
+    `workers`: processes for the fast path (default: one per thread on a CPU, else 1)."""
     if not 0.0 < float(ratio) < 1.0:
         raise LipsError(f"sensitivity ratio {ratio} is outside (0, 1); the paper uses 0.85")
     if mode not in MODES:
         raise LipsError(f"unknown sensitivity mode '{mode}'; choose one of {', '.join(MODES)}")
+    if workers is not None and int(workers) < 1:
+        raise LipsError(f"sensitivity workers must be ≥ 1, got {workers}; leave it unset for one per CPU core")
     t0 = time.perf_counter()
     info = check_data(data, splits=(split,))
     base = load_model(weights)
     names = validate_layers(base, layers) if layers else default_targets(base)
-    base_shapes = conv_shapes(base)
-    base_cost = cost(base, cost_imgsz)
+    count = cost_counter(base, cost_imgsz)
+    base_cost = count(base)
 
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
+    batches = []
+    # keep each raw batch (a shallow copy: preprocess replaces the dict's entries) for the second pass
+    validator.preprocess = lambda raw: batches.append(dict(raw)) or type(validator).preprocess(validator, raw)
     try:
         with cpu_threads(threads):
             official = validator(model=copy.deepcopy(base))  # Ultralytics' own validation of the base
     except Exception as e:
         raise LipsError(f"validation of {weights} on {info['yaml_file']} ({split}) failed: {_first_line(e)}") from None
-    dev = validator.device
+    finally:
+        del validator.preprocess
+    keep = len(validator.dataloader.dataset) * 3 * imgsz**2 <= KEEP_BATCHES_BYTES  # else read them again
+    job = _Job(base, validator, float(ratio), criterion, count, mode == "fast", base_cost, batches if keep else None)
+    n = _n_workers(workers, threads, validator.device, len(names), job.fast)
+    groups = _balance(names, n) if n > 1 else [names]
 
-    from ultralytics.utils.metrics import DetMetrics
+    bar = tqdm(total=len(validator.dataloader) * (len(names) + len(groups)), disable=not progress, mininterval=1.0,
+               desc=f"sensitivity ({len(names)} layers, {len(groups)} process{'es' if len(groups) > 1 else ''})")  # fmt: skip
+    with bar:
+        if len(groups) == 1:
+            with cpu_threads(threads):  # after Ultralytics' select_device, which drops to cpu_count − 1
+                results = [_evaluate_layers(job, names, bar.update)]
+        else:
+            results = _in_processes(job, groups, bar)
 
-    def probe(layer, model, start):
-        v = copy.copy(validator)
-        v.metrics = DetMetrics()
-        v.init_metrics(model)
-        return _Probe(layer, model, start, v)
-
-    fast = mode == "fast"
-    base_net = _for_inference(copy.deepcopy(base), fast).to(dev)
-    probes = [probe(None, base_net, 0)]
-    rows = []
-    for i, name in enumerate(names):
-        pruned = prune(base, {name: float(ratio)}, criterion=criterion, log=False).model
-        c = cost(pruned, cost_imgsz)
-        shapes = conv_shapes(pruned)
-        start = _first_changed_block(base_shapes, shapes, len(pruned.model)) if fast else 0
-        probes.append(probe(name, _for_inference(pruned, fast).to(dev), start))
-        rows.append({"index": i, "layer_name": name, "ratio": float(ratio),
-                     "out_channels_before": base_shapes[name][0], "out_channels_after": shapes[name][0],
-                     "GMACs_before": base_cost.gflops / 2, "GMACs_after": c.gflops / 2,
-                     "MParams_before": base_cost.params / 1e6, "MParams_after": c.params / 1e6,
-                     "weights_path": ""})  # fmt: skip
-
-    loader = validator.dataloader
-    bar = tqdm(total=len(loader) * len(probes), desc=f"sensitivity ({len(names)} layers)", disable=not progress,
-               mininterval=1.0)  # fmt: skip
-    with cpu_threads(threads):  # after Ultralytics' select_device, which drops to cpu_count − 1
-        for raw in loader:
-            b = validator.preprocess(raw)
-            img = b["img"].contiguous(memory_format=torch.channels_last) if fast else b["img"]
-            base_out, cache = _forward(base_net, img, keep=True)
-            for p in probes:
-                preds = base_out if p.layer is None else _forward(p.model, img, p.start, cache)
-                p.validator.update_metrics(p.validator.postprocess(preds), b)
-                bar.update()
-    bar.close()
-
-    base_stats = _stats(probes[0].validator)
-    if abs(base_stats["mAP_50_95"] - float(official["metrics/mAP50-95(B)"])) > 1e-4:
+    base_stats = results[0][0]
+    if any(r[0] != base_stats for r in results) or abs(
+        base_stats["mAP_50_95"] - float(official["metrics/mAP50-95(B)"])
+    ) > 1e-4:
         raise LipsError("sensitivity's single-pass evaluation disagrees with Ultralytics' validation; lipslib bug")
-    for row, p in zip(rows, probes[1:]):
-        row.update({k: v for k, v in _stats(p.validator).items() if k != "images"})
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    by_name = {row["layer_name"]: row for _, rows in results for row in rows}
+    table = pd.DataFrame([{"index": i, **by_name[k]} for i, k in enumerate(names)], columns=COLUMNS)
     importance = importance_from_drops(base_stats["mAP_50_95"], dict(zip(table.layer_name, table.mAP_50_95)))
     result = {
         "importance": importance,
@@ -173,7 +253,7 @@ def run_sensitivity(
     if out:
         params = dict(weights=str(weights), data=info["yaml_file"], split=split, ratio=float(ratio), imgsz=imgsz,
                       batch=batch, device=str(device), criterion=criterion, mode=mode, cost_imgsz=cost_imgsz,
-                      threads=threads, layers=names, images=base_stats["images"])  # fmt: skip
+                      threads=threads, workers=len(groups), layers=names, images=base_stats["images"])  # fmt: skip
         write_outputs(out, result, params, reference)
     return result
 

@@ -98,6 +98,16 @@ def test_cost_in_the_papers_convention(yolo11n):
     assert engine.cost(yolo11n, imgsz=320).gflops < engine.cost(yolo11n).gflops / 3.5
 
 
+def test_cost_counter_scaled_count_is_exact(yolo11n):
+    """The fast counter (counted at 64 px, scaled) gives exactly the direct count at 640, and counts
+    directly when it cannot scale exactly."""
+    count = engine.cost_counter(yolo11n, 640)
+    for ratios in ({"model.0.conv": 0.85}, {"model.23.cv3.1.0.1.conv": 0.5, "model.9.cv2.conv": 0.3}):
+        pruned = engine.prune(yolo11n, ratios, log=False).model
+        assert count(pruned) == engine.cost(pruned, 640)
+    assert engine.cost_counter(yolo11n, 608)(yolo11n) == engine.cost(yolo11n, 608)  # 608 = 9.5 × 64
+
+
 def test_saved_checkpoint_loads_predicts_and_exports(yolo11n, paper, assets, tmp_path):
     """Plain Ultralytics loads the pruned file; its ONNX export runs in onnxruntime and matches torch."""
     import onnxruntime as ort

@@ -1,5 +1,6 @@
-"""Stage I: the single-pass fast path gives the same numbers as running every pruned copy in full,
-the outputs have the authors' shapes, and repeated runs are byte-identical."""
+"""Stage I: the single-pass fast path (reused activations, several processes) gives the same numbers as
+running every pruned copy in full, the outputs have the authors' shapes, and repeated runs are
+byte-identical."""
 
 import json
 import math
@@ -24,9 +25,11 @@ def test_importance_formula():
 def test_fast_equals_exact_and_repeats_byte_identically(assets, coco128, tmp_path):
     w = assets / "weights" / "lips_iter24_best.pt"
     kw = dict(layers=LAYERS, imgsz=256, progress=False)
-    fast = run_sensitivity(w, coco128, out=tmp_path / "a", **kw)
+    fast = run_sensitivity(w, coco128, out=tmp_path / "a", **kw)  # one process per core
     run_sensitivity(w, coco128, out=tmp_path / "b", **kw)
+    single = run_sensitivity(w, coco128, workers=1, threads=1, **kw)
     exact = run_sensitivity(w, coco128, mode="exact", **kw)
+    pd.testing.assert_frame_equal(fast["table"], single["table"])  # how layers are spread changes nothing
     # channels-last (fast) vs contiguous (exact) differ only in float summation order
     pd.testing.assert_frame_equal(fast["table"], exact["table"], check_exact=False, atol=1e-4)
     a, b = (tmp_path / d / "layer_importance.json" for d in "ab")
@@ -54,6 +57,8 @@ def test_bad_inputs(assets, coco128, tmp_path):
     w = assets / "weights" / "lips_iter24_best.pt"
     with pytest.raises(LipsError, match="unknown layer"):
         run_sensitivity(w, coco128, layers=["model.3.cnv"], imgsz=256)
+    with pytest.raises(LipsError, match="workers must be"):
+        run_sensitivity(w, coco128, workers=0, imgsz=256)
     for ratio in (0.0, 1.0, 1.5):
         with pytest.raises(LipsError, match=r"outside \(0, 1\)"):
             run_sensitivity(w, coco128, ratio=ratio, imgsz=256)

@@ -1,0 +1,123 @@
+"""Same-harness baselines for LIPS at equal cost: each prunes the base once to a GFLOPs target.
+
+- uniform: every LIPS target layer at one ratio, found by bisection;
+- shaped: the importance-shaped schedule (ratio + spread·(mean imp − imp_i)) with its mean ratio found by
+  bisection, i.e. LIPS's first iteration without the loop;
+- global magnitude: torch-pruning's global L1 ranking over every prunable group of the whole model, its
+  global ratio found by bisection.
+
+torch-pruning cannot prune YOLO11 as a whole out of the box: C3k2 (a C2f) splits its cv1 output with
+`chunk`, which fails at `step()` once the two halves lose different channels, and tracing C2PSA's
+attention never finishes. So C2f/C3k2 blocks are rewritten as the same function with cv1's halves as two
+convs (`C2fSplit`), and C2PSA is left unpruned (its input channels still follow its producer). The
+result is a module tree Ultralytics trains and validates, but loading it needs lipslib importable.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from lipslib.engine import CRITERIA, _flatten, cost, prune
+from lipslib.errors import LipsError
+from lipslib.layers import _head, default_targets
+from lipslib.optimize import bisect_gflops
+from lipslib.schedule import initial_schedule
+
+
+class C2fSplit(nn.Module):
+    """C2f / C3k2 with cv1's two output halves computed by two convs (cv0, cv1): same outputs."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        c = block.c
+        self.cv0, self.cv1 = _out_slice(block.cv1, 0, c), _out_slice(block.cv1, c, 2 * c)
+        self.m, self.cv2 = block.m, block.cv2
+        for attr in ("i", "f", "type", "np"):  # Ultralytics' per-block bookkeeping (parse_model)
+            if hasattr(block, attr):
+                setattr(self, attr, getattr(block, attr))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self.cv0(x), self.cv1(x)]
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+def _out_slice(conv_block: nn.Module, start: int, stop: int) -> nn.Module:
+    """A copy of an Ultralytics Conv (conv [+ bn] + act) keeping output channels start:stop."""
+    block = copy.deepcopy(conv_block)
+    old = block.conv
+    new = nn.Conv2d(old.in_channels, stop - start, old.kernel_size, old.stride, old.padding, old.dilation,
+                    old.groups, bias=old.bias is not None)  # fmt: skip
+    with torch.no_grad():
+        new.weight.copy_(old.weight[start:stop])
+        if old.bias is not None:
+            new.bias.copy_(old.bias[start:stop])
+    block.conv = new
+    bn = getattr(block, "bn", None)
+    if isinstance(bn, nn.BatchNorm2d):
+        sliced = nn.BatchNorm2d(stop - start, bn.eps, bn.momentum)
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(sliced, name).copy_(getattr(bn, name)[start:stop])
+        block.bn = sliced
+    return block
+
+
+def split_c2f(model: nn.Module) -> nn.Module:
+    """Replace every C2f/C3k2 block of the top-level sequence (in place) by its C2fSplit."""
+    from ultralytics.nn.modules.block import C2f
+
+    for i, block in enumerate(model.model):
+        if isinstance(block, C2f):
+            model.model[i] = C2fSplit(block)
+    return model
+
+
+def _ignored(model: nn.Module) -> list[nn.Module]:
+    """What the global pruner must not prune: the head's prediction convs, DFL, and C2PSA (attention)."""
+    from ultralytics.nn.modules.block import C2PSA
+
+    head = _head(model)
+    keep = [seq[-1] for branch in (head.cv2, head.cv3) for seq in branch]
+    return keep + [head.dfl] + [m for m in model.modules() if isinstance(m, C2PSA)]
+
+
+def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", max_ratio: float = 0.9) -> nn.Module:
+    """A copy of `base` pruned by torch-pruning's global ranking at global channel ratio `ratio`."""
+    model = split_c2f(copy.deepcopy(base)).eval()
+    example = torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device)
+    with torch.enable_grad():
+        pruner = tp.pruner.BasePruner(model, example, importance=CRITERIA[criterion](), global_pruning=True,
+                                      pruning_ratio=ratio, max_pruning_ratio=max_ratio, ignored_layers=_ignored(model),
+                                      output_transform=_flatten)  # fmt: skip
+        pruner.step()
+    return model
+
+
+def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance: dict[str, float] | None = None,
+              spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1") -> dict:  # fmt: skip
+    """Prune `base` once to `target_gflops` with a baseline method. Returns {'model', 'gflops', 'scalar',
+    'ratios' (per LIPS layer; None for global magnitude)}."""
+    if not 0 < target_gflops < cost(base).gflops:
+        raise LipsError(f"baseline target {target_gflops} GFLOPs must be in (0, {cost(base).gflops:.3f}) for this base")
+    names = default_targets(base)
+    if method in ("uniform", "shaped"):
+        if method == "shaped" and not importance:
+            raise LipsError("the shaped baseline needs an importance vector")
+        imp = {k: (importance or {}).get(k, 0.0) for k in names}
+        kind = "uniform" if method == "uniform" else "importance"
+
+        def shape(s):
+            return initial_schedule(imp, kind, s, spread, 0.0, r_max)
+
+        s, model, g = bisect_gflops(lambda x: prune(base, shape(x), criterion=criterion, log=False).model,
+                                    target_gflops, hi=r_max)  # fmt: skip
+        return {"model": model, "gflops": g, "scalar": s, "ratios": shape(s)}
+    if method == "global":
+        s, model, g = bisect_gflops(lambda r: global_magnitude_at(base, r, criterion, r_max), target_gflops, hi=r_max)
+        return {"model": model, "gflops": g, "scalar": s, "ratios": None}
+    raise LipsError(f"unknown baseline '{method}'; choose uniform, shaped or global")
