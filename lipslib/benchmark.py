@@ -138,6 +138,8 @@ def run_benchmark(models: dict[str, str], data, out, *, imgsz: int = 640, split:
     from lipslib.evaluate import check_data, split_images
     from lipslib.plots import benchmark_figure
 
+    if base is not None and base not in models:  # before minutes of evaluation, not after
+        raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     points = pd.concat([published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source)])

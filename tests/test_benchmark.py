@@ -7,7 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from lipslib.benchmark import published_points
+from lipslib.benchmark import published_points, run_benchmark
+from lipslib.errors import LipsError
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +17,12 @@ def test_published_points_are_the_seed_table():
     df = published_points().set_index("model")
     assert len(df) == 10 and (df.kind == "published").all()
     assert df.loc["LIPS pruned (paper)", "map50_95"] == 0.3323 and df.loc["YOLO11n", "gflops"] == 6.5
+
+
+def test_unknown_base_is_refused_before_any_evaluation(tmp_path):
+    # the weights do not exist: evaluating first would fail on them, not on the label
+    with pytest.raises(LipsError, match="base 'b' is not among the models: a"):
+        run_benchmark({"a": "missing.pt"}, "coco128.yaml", tmp_path, base="b")
 
 
 def test_benchmark_cli(assets, tmp_path):
