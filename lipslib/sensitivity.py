@@ -159,7 +159,7 @@ def _in_processes(job: _Job, groups: list[list[str]], bar) -> list:
             try:
                 kind, i, payload = q.get(timeout=2.0)
             except queue.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs):
+                if any(p.exitcode not in (None, 0) for p in procs) or all(p.exitcode is not None for p in procs):
                     raise LipsError("a sensitivity worker process died (out of memory?); retry with workers: 1") from None
                 continue
             if kind == "tick":
