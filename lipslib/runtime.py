@@ -9,7 +9,7 @@ import os
 import torch
 
 
-def _count(n: int | None) -> int:
+def thread_count(n: int | None) -> int:
     """n threads, or all cores for None."""
     return max(1, int(n or os.cpu_count() or 1))
 
@@ -18,7 +18,7 @@ def _count(n: int | None) -> int:
 def cpu_threads(n: int | None):
     """Run with n torch threads (None: all cores), restoring the previous count afterwards."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(_count(n))
+    torch.set_num_threads(thread_count(n))
     try:
         yield
     finally:
@@ -27,4 +27,4 @@ def cpu_threads(n: int | None):
 
 def use_threads(component, n: int | None, event: str) -> None:
     """Re-apply n threads on an Ultralytics trainer/validator event that fires after its select_device()."""
-    component.add_callback(event, lambda *_: torch.set_num_threads(_count(n)))
+    component.add_callback(event, lambda *_: torch.set_num_threads(thread_count(n)))

@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 
 from lipslib.engine import Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError
-from lipslib.evaluate import _first_line, check_data, make_validator, write_json
+from lipslib.evaluate import _first_line, check_data, make_validator, split_images, write_json
 from lipslib.layers import default_targets, validate_layers
 from lipslib.memo import Recorder, reuse
-from lipslib.runtime import cpu_threads
+from lipslib.runtime import cpu_threads, thread_count
 
 COLUMNS = [
     "index", "layer_name", "ratio", "out_channels_before", "out_channels_after", "GMACs_before", "GMACs_after",
@@ -126,7 +126,7 @@ def _n_workers(workers: int | None, threads: int | None, device, n_layers: int, 
         return min(int(workers), n_layers)
     if not fast or device.type != "cpu" or sys.platform != "linux":
         return 1
-    return min(max(1, int(threads or os.cpu_count() or 1)), n_layers)
+    return min(thread_count(threads), n_layers)
 
 
 def _balance(names: list[str], n: int) -> list[list[str]]:
@@ -212,18 +212,19 @@ def run_sensitivity(
     base_cost = count(base)
 
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
-    batches = []
-    # keep each raw batch (a shallow copy: preprocess replaces the dict's entries) for the second pass
-    validator.preprocess = lambda raw: batches.append(dict(raw)) or type(validator).preprocess(validator, raw)
+    batches = None
+    if len(split_images(info, split)) * 3 * imgsz**2 <= KEEP_BATCHES_BYTES:  # else the second pass reads again
+        batches = []  # each raw batch, a shallow copy: preprocess replaces the dict's entries
+        validator.preprocess = lambda raw: batches.append(dict(raw)) or type(validator).preprocess(validator, raw)
     try:
         with cpu_threads(threads):
             official = validator(model=copy.deepcopy(base))  # Ultralytics' own validation of the base
     except Exception as e:
         raise LipsError(f"validation of {weights} on {info['yaml_file']} ({split}) failed: {_first_line(e)}") from None
     finally:
-        del validator.preprocess
-    keep = len(validator.dataloader.dataset) * 3 * imgsz**2 <= KEEP_BATCHES_BYTES  # else read them again
-    job = _Job(base, validator, float(ratio), criterion, count, mode == "fast", base_cost, batches if keep else None)
+        if batches is not None:
+            del validator.preprocess  # back to the class's own
+    job = _Job(base, validator, float(ratio), criterion, count, mode == "fast", base_cost, batches)
     n = _n_workers(workers, threads, validator.device, len(names), job.fast)
     groups = _balance(names, n) if n > 1 else [names]
 
