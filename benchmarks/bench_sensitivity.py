@@ -21,6 +21,7 @@ from lipslib.engine import fused, load_model, prune, save_checkpoint
 from lipslib.evaluate import evaluate, write_json
 from lipslib.layers import default_targets
 from lipslib.memo import Recorder, reuse
+from lipslib.runtime import cpu_threads
 from lipslib.sensitivity import importance_from_drops, run_sensitivity
 
 
@@ -28,23 +29,22 @@ from lipslib.sensitivity import importance_from_drops, run_sensitivity
 def forward_work(base, layers, imgsz, batch=16, reps=3) -> dict:
     """The forward work left after reusing the base's activations, in base passes (one thread, one batch):
     with exact answers and no validator cost at all, naive / fast can be at most (1 + n) / (1 + this)."""
-    torch.set_num_threads(1)
     net = fused(copy.deepcopy(base)).to(memory_format=torch.channels_last)
     rec = Recorder(net)
     probes = [reuse(fused(prune(base, {k: 0.85}, log=False).model).to(memory_format=torch.channels_last), net, rec)
               for k in layers]  # fmt: skip
     x = torch.rand(batch, 3, imgsz, imgsz).contiguous(memory_format=torch.channels_last)
     base_s = probes_s = 0.0
-    for _ in range(reps):
-        rec.clear()
-        t0 = time.perf_counter()
-        net(x)
-        base_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for p in probes:
-            p(x)
-        probes_s += time.perf_counter() - t0
-    torch.set_num_threads(os.cpu_count())
+    with cpu_threads(1):
+        for _ in range(reps):
+            rec.clear()
+            t0 = time.perf_counter()
+            net(x)
+            base_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for p in probes:
+                p(x)
+            probes_s += time.perf_counter() - t0
     work = probes_s / base_s
     return {"probes_in_base_passes": round(work, 2), "naive_in_base_passes": len(layers) + 1,
             "ceiling_speedup_equal_resources": round((len(layers) + 1) / (1 + work), 2)}

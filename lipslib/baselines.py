@@ -102,8 +102,9 @@ def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance:
               spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1") -> dict:  # fmt: skip
     """Prune `base` once to `target_gflops` with a baseline method. Returns {'model', 'gflops', 'scalar',
     'ratios' (per LIPS layer; None for global magnitude)}."""
-    if not 0 < target_gflops < cost(base).gflops:
-        raise LipsError(f"baseline target {target_gflops} GFLOPs must be in (0, {cost(base).gflops:.3f}) for this base")
+    base_gflops = cost(base).gflops
+    if not 0 < target_gflops < base_gflops:
+        raise LipsError(f"baseline target {target_gflops} GFLOPs must be in (0, {base_gflops:.3f}) for this base")
     names = default_targets(base)
     if method in ("uniform", "shaped"):
         if method == "shaped" and not importance:

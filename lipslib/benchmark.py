@@ -93,13 +93,17 @@ def _runners(weights, x, imgsz: int, cuda: bool, onnx: bool, threads: int, tmp: 
     return runners, info
 
 
+def _check_base(models: dict[str, str], base: str) -> None:
+    if base not in models:
+        raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
+
+
 def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, runs: int = 15, warmup: int = 3,
                   threads: int = 1, onnx: bool = True) -> pd.DataFrame:  # fmt: skip
     """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`.
     Models are interleaved — every round times each model once — so machine drift hits all of them alike;
     ratios to `base` (a label) sit next to the GFLOPs ratio."""
-    if base not in models:
-        raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
+    _check_base(models, base)
     x = frame_tensor(image, imgsz)
     # Subnormal floats are slow on x86 and appear in different amounts in trained and random-init
     # weights (yolo11n from its yaml): flush them so models are timed on their arithmetic alone.
@@ -138,8 +142,8 @@ def run_benchmark(models: dict[str, str], data, out, *, imgsz: int = 640, split:
     from lipslib.evaluate import check_data, split_images
     from lipslib.plots import benchmark_figure
 
-    if base is not None and base not in models:  # before minutes of evaluation, not after
-        raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
+    if base is not None:
+        _check_base(models, base)  # before minutes of evaluation, not after
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     points = pd.concat([published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source)])

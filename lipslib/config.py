@@ -27,27 +27,20 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     return out
 
 
-def flatten(params: dict, prefix: str = "") -> dict:
+def flatten(params: dict, prefix: str = "", sep: str = "_") -> dict:
     """{'schedule': {'target_gflops': 4.5}} → {'schedule_target_gflops': 4.5}: the notebooks' parameter names."""
     out = {}
     for key, value in params.items():
         if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}_"))
+            out.update(flatten(value, f"{prefix}{key}{sep}", sep))
         else:
             out[f"{prefix}{key}"] = value
     return out
 
 
 def _dotted(doc: dict) -> dict[str, str]:
-    """Flat parameter name → dotted key, from the structure of `defaults`."""
-    def walk(node, flat, dotted):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                yield from walk(value, f"{flat}{key}_", f"{dotted}{key}.")
-            else:
-                yield f"{flat}{key}", f"{dotted}{key}"
-
-    return dict(walk(doc["defaults"], "", ""))
+    """Flat parameter name → dotted key, from the structure of `defaults` (both walks visit keys alike)."""
+    return dict(zip(flatten(doc["defaults"]), flatten(doc["defaults"], sep=".")))
 
 
 def load_params(path: str | Path = "params.yaml", profile: str | None = None, overrides: dict | None = None) -> dict:

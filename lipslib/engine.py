@@ -191,7 +191,7 @@ def cost(model: nn.Module, imgsz: int = 640) -> Cost:
 
 
 def cost_counter(base: nn.Module, imgsz: int = 640, small: int = 64):
-    """`cost(·, imgsz)` for many pruned copies of `base`, ~3× cheaper: counted at small × small and scaled
+    """`cost(·, imgsz)` for many pruned copies of `base`, about 2× cheaper: counted at small × small and scaled
     by the pixel ratio. Convolutions, activations and upsampling cost per pixel, so the scaled count is
     exact for YOLO detectors; it is used only if it equals the direct count on `base` exactly (pruning
     changes channel counts, not which ops run), otherwise every call counts at imgsz."""
