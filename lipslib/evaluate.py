@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,7 +66,10 @@ def make_validator(info: dict, *, imgsz: int, batch: int, device: str, split: st
 
     args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=str(device),
                 plots=False, verbose=False, save_json=False)  # fmt: skip
-    validator = DetectionValidator(args=args)
+    # Nothing is saved (no plots, no json), but without a save_dir Ultralytics makes an empty
+    # runs/detect/train-N in the working directory on every call.
+    save_dir = Path(tempfile.gettempdir()) / "lipslib-val"
+    validator = DetectionValidator(save_dir=save_dir, args=args)
     use_threads(validator, threads, "on_val_start")
     return validator
 

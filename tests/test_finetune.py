@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,12 +50,22 @@ def test_bn_free_models_get_the_gentle_recipe(pruned_iter01, yolo11n):
     assert PAPER_RECIPE | {"lr0": 0.01, "momentum": 0.937, "weight_decay": 5e-4, "warmup_epochs": 3.0} == PAPER_RECIPE
 
 
-def test_val_cli_matches_plain_ultralytics(assets, coco128):
+def _ultralytics_runs() -> set:
+    """Run folders in Ultralytics' default places (its tests/tmp/runs while pytest runs, else runs_dir)."""
+    from ultralytics.utils import ROOT, SETTINGS
+
+    return {p for base in (ROOT.parent / "tests/tmp/runs", Path(SETTINGS["runs_dir"])) for p in base.glob("*/*")}
+
+
+def test_val_cli_matches_plain_ultralytics(assets, coco128, tmp_path):
     """iter-24 at 640 on the 128 val2017 images: plain Ultralytics measured 0.399 (shared/README)."""
+    before = _ultralytics_runs()
     proc = subprocess.run([sys.executable, "-m", "lipslib", "val", "--weights", "lips_iter24_best.pt",
-                           "--data", coco128, "--imgsz", "640", "--json"],
+                           "--data", coco128, "--imgsz", "640", "--json"], cwd=tmp_path,
                           capture_output=True, text=True, env=os.environ.copy(), timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # nothing left behind: a validator without save_dir makes an empty runs/detect/train-N on every call
+    assert list(tmp_path.iterdir()) == [] and _ultralytics_runs() == before
     rec = json.loads(proc.stdout)
     assert rec["map50_95"] == pytest.approx(0.399, abs=0.005)
     assert rec["gflops"] == pytest.approx(4.538, abs=0.001)
