@@ -112,6 +112,23 @@ class PruneResult:
     model: nn.Module
     ratios: dict[str, float]
     log: list[dict] = field(default_factory=list)  # one row per layer, the authors' prune_directed_log columns
+    # with track: for every tensor of `model`, the flat index in the unpruned tensor each element came from
+    origin: dict[str, torch.Tensor] | None = None
+
+
+def tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and floating-point buffer by name (what pruning slices)."""
+    return {**dict(model.named_parameters()), **{n: b for n, b in model.named_buffers() if b.is_floating_point()}}
+
+
+def _origin_probe(model: nn.Module) -> tuple[nn.Module, tp.DependencyGraph]:
+    """A copy of `model` whose every tensor holds its own flat indices (float64, so exact). Pruned with
+    the same indices as the model, it ends up holding where each surviving element came from."""
+    probe = deepcopy(model)
+    graph = build_graph(probe)
+    for t in tensors(probe).values():
+        t.data = torch.arange(t.numel(), dtype=torch.float64, device=t.device).view_as(t)
+    return probe, graph
 
 
 def prune(
@@ -123,9 +140,11 @@ def prune(
     imgsz: int = 640,
     log: bool = True,
     inplace: bool = False,
+    track: bool = False,
 ) -> PruneResult:
     """Prune `ratios` out of (a copy of) `model`. With `log`, each step's cost is counted, as in the
-    authors' prune_directed_log.csv (that costs one MAC count per layer)."""
+    authors' prune_directed_log.csv (that costs one MAC count per layer). With `track`, the result's
+    `origin` maps each kept element to its place in `model` (a second, lockstep prune of a probe copy)."""
     if criterion not in CRITERIA:
         raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
     model = model if inplace else deepcopy(model)
@@ -137,6 +156,7 @@ def prune(
         n = modules[name].out_channels
         if n - n_remove(n, r, round_to) < 1:
             raise LipsError(f"ratio {r} of {name} leaves no channel of {n}; lower it")
+    probe, probe_graph = _origin_probe(model) if track else (None, None)
     graph = build_graph(model)
     importance = CRITERIA[criterion]()
     rows: list[dict] = []
@@ -150,6 +170,9 @@ def prune(
             scores = importance(group)
             idxs = torch.argsort(scores, stable=True)[:k].tolist()
             graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=idxs).prune()
+            if track:
+                probe_conv = probe.get_submodule(name)
+                probe_graph.get_pruning_group(probe_conv, tp.prune_conv_out_channels, idxs=idxs).prune()
         if log:
             after = cost(model, imgsz) if k else before
             rows.append(dict(zip(LOG_COLUMNS, [
@@ -157,7 +180,12 @@ def prune(
                 before.gflops / 2, after.gflops / 2, before.params / 1e6, after.params / 1e6,
             ])))  # fmt: skip
             before = after
-    return PruneResult(model=model, ratios=dict(ratios), log=rows)
+    origin = None
+    if track:
+        origin = {n: t.detach().long() for n, t in tensors(probe).items()}
+        if {n: o.shape for n, o in origin.items()} != {n: t.shape for n, t in tensors(model).items()}:
+            raise LipsError("tracking channel origins went out of step with pruning; this is a lipslib bug")
+    return PruneResult(model=model, ratios=dict(ratios), log=rows, origin=origin)
 
 
 def write_log(rows: list[dict], path: str | os.PathLike) -> Path:

@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch.nn as nn
 
 from lipslib.assets import resolve_data
@@ -92,14 +93,8 @@ def evaluate(
     net = load_model(model)
     c = cost(net, cost_imgsz)
     t0 = time.perf_counter()
-    try:
-        validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
-        with cpu_threads(threads):
-            stats = validator(model=net)
-    except LipsError:
-        raise
-    except Exception as e:
-        raise LipsError(f"validation of {model} on {info['yaml_file']} ({split}) failed: {_first_line(e)}") from None
+    validator, stats = _validate(net, model, info, imgsz=imgsz, batch=batch, device=device, split=split,
+                                 threads=threads)  # fmt: skip
     record = {
         "weights": str(model) if not isinstance(model, nn.Module) else "<in-memory>",
         "data": info["yaml_file"],
@@ -118,6 +113,59 @@ def evaluate(
     if out:
         write_json(out, record)
     return record
+
+
+def _validate(net: nn.Module, name, info: dict, keep_images: bool = False, **kw):
+    validator = make_validator(info, **kw)
+    if keep_images:  # Ultralytics clears its per-image matches once it has the mAP; keep them
+        validator.metrics.clear_stats = lambda: None
+    try:
+        with cpu_threads(kw["threads"]):
+            stats = validator(model=net)
+    except LipsError:
+        raise
+    except Exception as e:
+        raise LipsError(f"validation of {name} on {info['yaml_file']} ({kw['split']}) failed: {_first_line(e)}") from None
+    return validator, stats
+
+
+def image_matches(model, data, *, imgsz: int = 640, batch: int = 16, device: str = "cpu", split: str = "val",
+                  threads: int | None = None) -> list[dict]:  # fmt: skip
+    """Ultralytics' per-image matching of one validation, as a list over images of {'tp' (n_pred × 10 IoU
+    thresholds), 'conf', 'pred_cls', 'target_cls'}: what an mAP over any subset of images is made of."""
+    info = check_data(data, splits=(split,))
+    validator, _ = _validate(load_model(model), model, info, keep_images=True, imgsz=imgsz, batch=batch,
+                             device=device, split=split, threads=threads)  # fmt: skip
+    stats = validator.metrics.stats
+    keys = ("tp", "conf", "pred_cls", "target_cls")
+    return [dict(zip(keys, values)) for values in zip(*(stats[k] for k in keys))]
+
+
+def map50_95(images: list[dict]) -> float:
+    """mAP50-95 over these images, by Ultralytics' ap_per_class (classes present in their labels)."""
+    from ultralytics.utils.metrics import ap_per_class
+
+    cat = {k: np.concatenate([im[k] for im in images], 0) for k in ("tp", "conf", "pred_cls", "target_cls")}
+    ap = ap_per_class(cat["tp"], cat["conf"], cat["pred_cls"], cat["target_cls"])[5]
+    return float(ap.mean()) if len(ap) else 0.0
+
+
+def paired_bootstrap(a: list[dict], b: list[dict], resamples: int = 1000, seed: int = 0) -> dict:
+    """How sure is "model a beats model b" on these images? Both models' mAP50-95 over the same resamples
+    of the images (with replacement): the ratio a/b's 2.5/50/97.5 percentiles and the share of
+    resamples where a > b."""
+    if len(a) != len(b) or not a:
+        raise LipsError(f"paired bootstrap needs the same images for both models (got {len(a)} and {len(b)})")
+    rng = np.random.default_rng(seed)
+    ratios, wins = [], 0
+    for _ in range(resamples):
+        idx = rng.integers(0, len(a), len(a))
+        ma, mb = map50_95([a[i] for i in idx]), map50_95([b[i] for i in idx])
+        ratios.append(ma / max(mb, 1e-9))
+        wins += ma > mb
+    lo, mid, hi = np.percentile(ratios, [2.5, 50, 97.5])
+    return {"ratio_ci95": [float(lo), float(hi)], "ratio_median": float(mid), "p_a_beats_b": wins / resamples,
+            "resamples": resamples, "images": len(a)}  # fmt: skip
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:

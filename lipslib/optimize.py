@@ -143,10 +143,12 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         if it.exists():  # left by a run killed in this iteration
             shutil.rmtree(it)
         ratios = state["ratios"]
-        res = prune(base, ratios, criterion=o["criterion"])
+        res = prune(base, ratios, criterion=o["criterion"], track=o["warm_start"])
+        inherited = _warm_start(base, res, out, state["done"][-1], o["criterion"]) if o["warm_start"] and k > 1 else 0.0
         write_spec(it / "final" / "prune_spec.txt", ratios)
         write_log(res.log, it / "prune_directed_log.csv")
-        pruned = save_checkpoint(res.model, it / "final" / "pruned.pt", meta={"iteration": k, "ratios": ratios})
+        pruned = save_checkpoint(res.model, it / "final" / "pruned.pt",
+                                 meta={"iteration": k, "ratios": ratios, "inherited": inherited})  # fmt: skip
         train = {k2: v for k2, v in ft.items() if k2 != "recipe"}
         tuned = finetune(pruned, data, it / "ft" / "finetune", recipe=ft["recipe"], imgsz=params["imgsz"],
                          device=str(params["device"]), threads=params["threads"], **train)["weights"]  # fmt: skip
@@ -158,11 +160,26 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
                "map50": sel["map50"], "gate": rule_state["gate"], "step": rule_state["step"],
                "report_map50_95": rep["map50_95"], "report_map50": rep["map50"]}  # fmt: skip
-        write_json(it / "metrics.json", {**row, "selection": sel, "report": rep, "ratios": ratios})
+        write_json(it / "metrics.json", {**row, "selection": sel, "report": rep, "ratios": ratios,
+                                         "inherited": inherited})  # fmt: skip
         state.update(ratios=new_ratios, rule_state=rule_state, done=state["done"] + [{**row, "ratios": ratios}])
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
     return _finish(out, state, targets, float(o["best_gflops_tol"]), report_split)
+
+
+def tuned_weights(out: Path, iteration: int) -> Path:
+    return out / f"iter_{iteration:02d}" / "ft" / "finetune" / "weights" / "last_pruned_full.pt"
+
+
+def _warm_start(base, res, out: Path, prev: dict, criterion: str) -> float:
+    """Give `res.model` the previous iteration's fine-tuned weights where both keep the same base
+    elements. Read from its saved checkpoint (as a resumed run would), so resuming changes nothing."""
+    from lipslib.warmstart import inherit
+
+    donor = load_model(tuned_weights(out, prev["iteration"]))
+    donor_origin = prune(base, prev["ratios"], criterion=criterion, log=False, track=True).origin
+    return inherit(res.model, res.origin, donor, donor_origin)
 
 
 def initial_ratios(base, importance, params, targets) -> dict[str, float]:
@@ -192,7 +209,7 @@ def _finish(out: Path, state: dict, targets: Targets, tol: float, report_split: 
     within = done[done.gflops <= targets.gflops * (1 + tol)]
     pick = within.loc[within.map50_95.idxmax()] if len(within) else done.loc[done.gflops.idxmin()]
     k = int(pick.iteration)
-    weights = out / f"iter_{k:02d}" / "ft" / "finetune" / "weights" / "last_pruned_full.pt"
+    weights = tuned_weights(out, k)
     shutil.copyfile(weights, out / "best.pt")
     best = {"iteration": k, "weights": str(weights), "stable_path": str(out / "best.pt"),
             "gflops": float(pick.gflops), "params": int(pick.params),

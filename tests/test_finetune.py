@@ -102,3 +102,19 @@ def test_dataset_without_labels(pruned_iter01, assets, tmp_path):
         finetune(pruned_iter01, data, tmp_path / "f", epochs=1)
     with pytest.raises(LipsError, match="no labels"):
         evaluate(pruned_iter01, data, imgsz=256)
+
+
+def test_image_matches_rebuild_ultralytics_map_and_feed_a_paired_bootstrap(assets, coco128):
+    from lipslib.evaluate import image_matches, map50_95, paired_bootstrap
+
+    kw = dict(imgsz=160, batch=32)
+    better = image_matches("lips_iter24_best.pt", coco128, **kw)
+    worse = image_matches("lips_iter01_best.pt", coco128, **kw)
+    assert len(better) == len(worse) == 128
+    assert map50_95(better) == pytest.approx(evaluate("lips_iter24_best.pt", coco128, **kw)["map50_95"], abs=1e-9)
+    same = paired_bootstrap(better, better, resamples=50)
+    assert same["ratio_ci95"] == [1.0, 1.0] and same["p_a_beats_b"] == 0.0
+    duel = paired_bootstrap(better, worse, resamples=200)
+    assert duel["ratio_ci95"][0] > 1.0 and duel["p_a_beats_b"] > 0.95, duel
+    with pytest.raises(LipsError, match="same images"):
+        paired_bootstrap(better, worse[:10])

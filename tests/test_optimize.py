@@ -42,6 +42,8 @@ def test_artifacts_of_a_run(uninterrupted):
         for rel in ("final/prune_spec.txt", "prune_directed_log.csv", "ft/finetune/weights/last_pruned_full.pt",
                     "ft/finetune/args.yaml", "metrics.json"):  # fmt: skip
             assert (it / rel).is_file(), it / rel
+    inherited = [json.loads((out / f"iter_{k:02d}" / "metrics.json").read_text())["inherited"] for k in (1, 2, 3)]
+    assert inherited[0] == 0.0 and min(inherited[1:]) > 0.9  # the smoke profile warm-starts
     best = json.loads((out / "best.json").read_text())
     assert (out / "best.pt").is_file() and (out / "layer_iteration.png").is_file()
     assert best["split_select"] == "val" and best["split_report"] == "test"
