@@ -68,7 +68,7 @@ def make_validator(info: dict, *, imgsz: int, batch: int, device: str, split: st
     args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=str(device),
                 plots=False, verbose=False, save_json=False)  # fmt: skip
     # Nothing is saved (no plots, no json), but without a save_dir Ultralytics makes an empty
-    # runs/detect/train-N in the working directory on every call.
+    # runs/detect/train-N under its runs_dir on every call.
     save_dir = Path(tempfile.gettempdir()) / "lipslib-val"
     validator = DetectionValidator(save_dir=save_dir, args=args)
     use_threads(validator, threads, "on_val_start")
