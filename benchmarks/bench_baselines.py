@@ -6,7 +6,9 @@ From one base and one data split, all at the GFLOPs of LIPS's best model (±1 %)
   shaped   the importance-shaped schedule by bisection: LIPS's first iteration without the loop;
   global   torch-pruning's global magnitude ranking over the whole model, by bisection.
 Each baseline is fine-tuned once for the LIPS run's total epochs (iterations × epochs per iteration),
-with the same recipe (with optimize.warm_start the LIPS model itself has had k × epochs by iteration k); every model is scored on the report half, which played no part in any choice.
+with the same recipe (with optimize.warm_start, LIPS's iteration k has itself had k × the epochs per
+iteration); every model is scored on the report half, which played no part in any choice, and each
+LIPS / baseline ratio gets a 95 % interval from a paired bootstrap over those images.
 One more row, lips_schedule, trains LIPS's chosen ratios the same way: it separates the quality of the
 schedule the loop found from the epochs the loop spent finding it (its search cost is not counted).
 Writes reports/bench/baselines.json and baselines.md. Not a test: minutes of CPU.
