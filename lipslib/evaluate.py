@@ -93,8 +93,8 @@ def evaluate(
     net = load_model(model)
     c = cost(net, cost_imgsz)
     t0 = time.perf_counter()
-    validator, stats = _validate(net, model, info, imgsz=imgsz, batch=batch, device=device, split=split,
-                                 threads=threads)  # fmt: skip
+    validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
+    stats = run_validator(validator, net, model, info, split, threads)
     record = {
         "weights": str(model) if not isinstance(model, nn.Module) else "<in-memory>",
         "data": info["yaml_file"],
@@ -115,18 +115,15 @@ def evaluate(
     return record
 
 
-def _validate(net: nn.Module, name, info: dict, keep_images: bool = False, **kw):
-    validator = make_validator(info, **kw)
-    if keep_images:  # Ultralytics clears its per-image matches once it has the mAP; keep them
-        validator.metrics.clear_stats = lambda: None
+def run_validator(validator, net: nn.Module, name, info: dict, split: str, threads: int | None) -> dict:
+    """`validator(model=net)` on `threads` CPU threads; a failure becomes one LipsError line."""
     try:
-        with cpu_threads(kw["threads"]):
-            stats = validator(model=net)
+        with cpu_threads(threads):
+            return validator(model=net)
     except LipsError:
         raise
     except Exception as e:
-        raise LipsError(f"validation of {name} on {info['yaml_file']} ({kw['split']}) failed: {_first_line(e)}") from None
-    return validator, stats
+        raise LipsError(f"validation of {name} on {info['yaml_file']} ({split}) failed: {_first_line(e)}") from None
 
 
 def image_matches(model, data, *, imgsz: int = 640, batch: int = 16, device: str = "cpu", split: str = "val",
@@ -134,8 +131,9 @@ def image_matches(model, data, *, imgsz: int = 640, batch: int = 16, device: str
     """Ultralytics' per-image matching of one validation, as a list over images of {'tp' (n_pred × 10 IoU
     thresholds), 'conf', 'pred_cls', 'target_cls'}: what an mAP over any subset of images is made of."""
     info = check_data(data, splits=(split,))
-    validator, _ = _validate(load_model(model), model, info, keep_images=True, imgsz=imgsz, batch=batch,
-                             device=device, split=split, threads=threads)  # fmt: skip
+    validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
+    validator.metrics.clear_stats = lambda: None  # Ultralytics clears them once it has the mAP; keep them
+    run_validator(validator, load_model(model), model, info, split, threads)
     stats = validator.metrics.stats
     keys = ("tp", "conf", "pred_cls", "target_cls")
     return [dict(zip(keys, values)) for values in zip(*(stats[k] for k in keys))]

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from lipslib.engine import Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError
-from lipslib.evaluate import _first_line, check_data, make_validator, split_images, write_json
+from lipslib.evaluate import _first_line, check_data, make_validator, run_validator, split_images, write_json
 from lipslib.layers import default_targets, validate_layers
 from lipslib.memo import Recorder, reuse
 from lipslib.runtime import cpu_threads, thread_count
@@ -216,11 +216,8 @@ def run_sensitivity(
     if len(split_images(info, split)) * 3 * imgsz**2 <= KEEP_BATCHES_BYTES:  # else the second pass reads again
         batches = []  # each raw batch, a shallow copy: preprocess replaces the dict's entries
         validator.preprocess = lambda raw: batches.append(dict(raw)) or type(validator).preprocess(validator, raw)
-    try:
-        with cpu_threads(threads):
-            official = validator(model=copy.deepcopy(base))  # Ultralytics' own validation of the base
-    except Exception as e:
-        raise LipsError(f"validation of {weights} on {info['yaml_file']} ({split}) failed: {_first_line(e)}") from None
+    try:  # Ultralytics' own validation of the base
+        official = run_validator(validator, copy.deepcopy(base), weights, info, split, threads)
     finally:
         if batches is not None:
             del validator.preprocess  # back to the class's own
