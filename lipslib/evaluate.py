@@ -65,6 +65,8 @@ def make_validator(info: dict, *, imgsz: int, batch: int, device: str, split: st
     """Ultralytics' DetectionValidator for a checked dataset, quiet, on `threads` CPU threads."""
     from ultralytics.models.yolo.detect import DetectionValidator
 
+    if not isinstance(imgsz, int) or imgsz < 32:  # Ultralytics validates a negative size and reports ~0 mAP
+        raise LipsError(f"image size {imgsz!r} must be an integer ≥ 32 (a multiple of 32, e.g. 320 or 640)")
     args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=str(device),
                 plots=False, verbose=False, save_json=False)  # fmt: skip
     # Nothing is saved (no plots, no json), but without a save_dir Ultralytics makes an empty

@@ -118,3 +118,10 @@ def test_image_matches_rebuild_ultralytics_map_and_feed_a_paired_bootstrap(asset
     assert duel["ratio_ci95"][0] > 1.0 and duel["p_a_beats_b"] > 0.95, duel
     with pytest.raises(LipsError, match="same images"):
         paired_bootstrap(better, worse[:10])
+
+
+@pytest.mark.parametrize("imgsz", [-5, 0, 320.0])
+def test_bad_image_size_is_refused(assets, coco128, imgsz):
+    with pytest.raises(LipsError, match="image size"):
+        evaluate("lips_iter01_best.pt", coco128, imgsz=imgsz)
+
