@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export LIPS_ASSETS ?= $(if $(wildcard ../shared/assets),$(abspath ../shared/assets))
 DEMO   := runs/demo
 
-.PHONY: install test test-fast demo lab clean
+.PHONY: install test test-fast demo rehearsal lab clean
 
 install: $(STAMP)
 
@@ -29,6 +29,20 @@ test-fast: $(STAMP)
 # CPU), the benchmark and the video comparison. A second `dvc repro` finds everything up to date.
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# The paper profile at CPU scale (params.yaml profile `rehearsal`): the paper's code paths on every CI —
+# yolo11n's shapes with BatchNorm (the authors' iter-01 inside yolo11n.yaml, built by `lips inflate`), the seed's
+# recipe with warm-up, cost on the fused copy, coco_val2193 in Ultralytics' COCO layout — all five notebooks,
+# into $(REHEARSAL)/ (runs) and $(REHEARSAL)/reports/. Minutes on 2 cores. On a GPU: make rehearsal SET=device=0
+REHEARSAL ?= runs/rehearsal
+SET       ?=
+NOTEBOOKS := 01_sensitivity 02_schedule 03_optimize 04_benchmark 05_video_benchmark
+rehearsal: $(STAMP)
+	$(BIN)/lips inflate --weights lips_iter01_best.pt --data coco_val2193.yaml --out runs/rehearsal/yolo11n_iter01.pt
+	for nb in $(NOTEBOOKS); do \
+		PATH="$(abspath $(BIN)):$$PATH" $(BIN)/lips notebook $$nb --profile rehearsal --runs-dir $(REHEARSAL) \
+			--reports-dir $(REHEARSAL)/reports --set $(SET) || exit 1; \
+	done
 
 # JupyterLab on the notebooks, headless (open the printed URL). LAB_ARGS passes more options.
 LAB_PORT ?= 8888

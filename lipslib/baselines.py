@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from lipslib.engine import CRITERIA, _flatten, cost, prune
+from lipslib.engine import CRITERIA, output_tensors, cost, prune
 from lipslib.errors import LipsError
-from lipslib.layers import _head, default_targets
+from lipslib.layers import detect_head, default_targets
 from lipslib.optimize import bisect_gflops
 from lipslib.schedule import initial_schedule
 
@@ -81,7 +81,7 @@ def _ignored(model: nn.Module) -> list[nn.Module]:
     """What the global pruner must not prune: the head's prediction convs, DFL, and C2PSA (attention)."""
     from ultralytics.nn.modules.block import C2PSA
 
-    head = _head(model)
+    head = detect_head(model)
     keep = [seq[-1] for branch in (head.cv2, head.cv3) for seq in branch]
     return keep + [head.dfl] + [m for m in model.modules() if isinstance(m, C2PSA)]
 
@@ -93,7 +93,7 @@ def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", ma
     with torch.enable_grad():
         pruner = tp.pruner.BasePruner(model, example, importance=CRITERIA[criterion](), global_pruning=True,
                                       pruning_ratio=ratio, max_pruning_ratio=max_ratio, ignored_layers=_ignored(model),
-                                      output_transform=_flatten)  # fmt: skip
+                                      output_transform=output_tensors)  # fmt: skip
         pruner.step()
     return model
 

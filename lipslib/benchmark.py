@@ -21,7 +21,7 @@ import torch
 
 from lipslib.engine import cost, fused, load_model
 from lipslib.errors import LipsError
-from lipslib.evaluate import evaluate
+from lipslib.evaluate import evaluate, frame_tensor
 from lipslib.runtime import cpu_threads
 
 
@@ -45,18 +45,6 @@ def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str =
     return pd.DataFrame(rows)
 
 
-def frame_tensor(image, imgsz: int) -> torch.Tensor:
-    """A real image letterboxed as Ultralytics does, as a 1×3×S×S float tensor."""
-    import cv2
-    from ultralytics.data.augment import LetterBox
-
-    img = cv2.imread(str(image))
-    if img is None:
-        raise LipsError(f"cannot read image {image}")
-    img = LetterBox((imgsz, imgsz), auto=False)(image=img)
-    return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
-
-
 def _timed(fn, sync=None) -> float:
     if sync:
         sync()
@@ -67,15 +55,15 @@ def _timed(fn, sync=None) -> float:
     return 1e3 * (time.perf_counter() - t0)
 
 
-def _runners(weights, x, imgsz: int, cuda: bool, onnx: bool, threads: int, tmp: Path) -> tuple[dict, dict]:
+def _runners(weights, x, imgsz: int, gpu, onnx: bool, threads: int, tmp: Path) -> tuple[dict, dict]:
     """({backend: zero-argument forward}, info) for one model: PyTorch CPU (fused fp32), ONNX Runtime CPU
-    from the Ultralytics export, and PyTorch CUDA when asked."""
+    from the Ultralytics export, and PyTorch CUDA on `gpu` (a torch.device) when given."""
     model = load_model(weights)
     info = {"weights": str(weights), "gflops": cost(model).gflops}
     net = fused(model)
     runners = {"torch_cpu": (lambda: net(x), None)}
-    if cuda:
-        gnet, gx = copy.deepcopy(net).cuda(), x.cuda()
+    if gpu is not None:
+        gnet, gx = copy.deepcopy(net).to(gpu), x.to(gpu)
         runners["torch_cuda"] = (lambda: gnet(gx), torch.cuda.synchronize)
     if onnx:
         import onnxruntime as ort
@@ -99,18 +87,25 @@ def _check_base(models: dict[str, str], base: str) -> None:
 
 
 def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, runs: int = 15, warmup: int = 3,
-                  threads: int = 1, onnx: bool = True) -> pd.DataFrame:  # fmt: skip
-    """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`.
-    Models are interleaved — every round times each model once — so machine drift hits all of them alike;
-    ratios to `base` (a label) sit next to the GFLOPs ratio."""
+                  threads: int = 1, onnx: bool = True, device=None) -> pd.DataFrame:  # fmt: skip
+    """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`:
+    PyTorch and ONNX Runtime on the CPU, and PyTorch CUDA when `device` (None: Ultralytics' choice) is a
+    GPU. Models are interleaved — every round times each model once — so machine drift hits all of them
+    alike; ratios to `base` (a label) sit next to the GFLOPs ratio."""
+    from ultralytics.utils.torch_utils import select_device
+
+    from lipslib.evaluate import device_arg
+
     _check_base(models, base)
+    dev = select_device(device_arg(device), verbose=False)
+    gpu = dev if dev.type == "cuda" else None
     x = frame_tensor(image, imgsz)
     # Subnormal floats are slow on x86 and appear in different amounts in trained and random-init
     # weights (yolo11n from its yaml): flush them so models are timed on their arithmetic alone.
     denormal = torch.set_flush_denormal(True)
     try:
         with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-            built = {k: _runners(w, x, imgsz, torch.cuda.is_available(), onnx, threads, Path(tmp))
+            built = {k: _runners(w, x, imgsz, gpu, onnx, threads, Path(tmp))
                      for k, w in models.items()}  # fmt: skip
             times = {(k, b): [] for k, (runners, _) in built.items() for b in runners}
             for i in range(warmup + runs):
@@ -136,9 +131,10 @@ def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, ru
 
 def run_benchmark(models: dict[str, str], data, out, *, imgsz: int = 640, split: str = "val", source: str | None = None,
                   base: str | None = None, image=None, latency_imgsz: int = 640, runs: int = 15,
-                  threads: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+                  threads: int = 1, device=None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """benchmark.csv + benchmark.png (published and measured points) and latency.csv under `out`
-    (tables/, figures/). Returns (points, latency)."""
+    (tables/, figures/). mAP is measured on `device` (None: Ultralytics' choice), latency on the CPU and
+    on that device when it is a GPU. Returns (points, latency)."""
     from lipslib.evaluate import check_data, split_images
     from lipslib.plots import benchmark_figure
 
@@ -146,10 +142,12 @@ def run_benchmark(models: dict[str, str], data, out, *, imgsz: int = 640, split:
         _check_base(models, base)  # before minutes of evaluation, not after
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    points = pd.concat([published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source)])
+    points = pd.concat([published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source,
+                                                            device=device)])  # fmt: skip
     points.to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
     benchmark_figure(points, out / "figures" / "benchmark.png")
     image = image or split_images(check_data(data, splits=(split,)), split)[0]
-    lat = latency_table(models, image, base or next(iter(models)), imgsz=latency_imgsz, runs=runs, threads=threads)
+    lat = latency_table(models, image, base or next(iter(models)), imgsz=latency_imgsz, runs=runs, threads=threads,
+                        device=device)  # fmt: skip
     lat.to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
     return points, lat

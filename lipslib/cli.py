@@ -9,6 +9,8 @@ import sys
 
 from lipslib.errors import LipsError
 
+DEVICE_HELP = "cpu, 0, 0,1 … (default: Ultralytics' choice, the first GPU when present)"
+
 
 def _overrides(pairs: list[str]) -> dict:
     """`key=value` pairs for Ultralytics, values parsed as YAML scalars (numbers, booleans, null)."""
@@ -39,9 +41,12 @@ def cmd_info(a):
 
 def cmd_prune(a):
     from lipslib import engine
+    from lipslib.evaluate import check_writable
     from lipslib.layers import default_targets
     from lipslib.spec import read_spec
 
+    for path in filter(None, (a.out, a.log)):
+        check_writable(path)
     model = engine.load_model(a.weights)
     ratios = read_spec(a.ratios, default_layers=default_targets(model))
     res = engine.prune(model, ratios, criterion=a.criterion, round_to=a.round_to, imgsz=a.imgsz, log=bool(a.log))
@@ -54,14 +59,35 @@ def cmd_prune(a):
           f"{before.params / 1e6:.3f} → {after.params / 1e6:.3f} M params; saved {a.out}")  # fmt: skip
 
 
+def cmd_inflate(a):
+    from lipslib.engine import cost, has_batchnorm, save_checkpoint
+    from lipslib.evaluate import check_writable
+    from lipslib.inflate import calibration_images, inflate
+
+    check_writable(a.out)
+    images = calibration_images(a.data, a.split, a.images, a.imgsz) if a.data else None
+    model = inflate(a.weights, a.yaml, images)
+    save_checkpoint(model, a.out, meta={"inflated_from": str(a.weights), "yaml": a.yaml, "data": a.data,
+                                        "split": a.split, "images": a.images if a.data else 0})  # fmt: skip
+    print(f"{a.weights} inside {a.yaml}: {cost(model).gflops:.3f} GFLOPs, "
+          f"{'with' if has_batchnorm(model) else 'no'} BatchNorm, same outputs; saved {a.out}")
+
+
 def cmd_finetune(a):
     from lipslib.finetune import finetune
 
-    args = dict(epochs=a.epochs, imgsz=a.imgsz, device=a.device, **_overrides(a.set))
-    if a.batch:
-        args["batch"] = a.batch
-    rec = finetune(a.weights, a.data, a.out, recipe=a.recipe, **args)
-    print(json.dumps(rec, indent=2))
+    flags = {k: getattr(a, k) for k in ("epochs", "imgsz", "batch", "device") if getattr(a, k) is not None}
+    extra = _overrides(a.set)
+    twice = sorted(set(flags) & set(extra))
+    if twice:
+        raise LipsError(f"{', '.join(twice)} given both as --{twice[0]} and in --set; give each once")
+    with _quiet(a.json):
+        rec = finetune(a.weights, a.data, a.out, recipe=a.recipe, **flags, **extra)
+    if a.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        print(f"fine-tuned {a.weights} for {rec['epochs']} epochs: mAP50-95 {rec['map50_95']:.4f}, "
+              f"{rec['params'] / 1e6:.3f} M params (architecture kept); final weights {rec['weights']}")
 
 
 def cmd_val(a):
@@ -82,7 +108,7 @@ def cmd_sensitivity(a):
     layers = [x.strip() for x in a.layers.split(",") if x.strip()] if a.layers else None
     res = run_sensitivity(a.weights, a.data, ratio=a.ratio, layers=layers, imgsz=a.imgsz, batch=a.batch,
                           device=a.device, split=a.split, criterion=a.criterion, mode=a.mode, threads=a.threads,
-                          workers=a.workers, out=a.out, reference=a.reference)  # fmt: skip
+                          workers=a.workers, memo_gib=a.memo_gib, out=a.out, reference=a.reference)  # fmt: skip
     top = sorted(res["importance"].items(), key=lambda kv: -kv[1])[:5]
     print(f"base mAP50-95 {res['base']['mAP_50_95']:.4f} on {res['base']['images']} images; "
           f"{len(res['importance'])} layers in {res['seconds']:.1f} s → {a.out}/layer_importance.json")
@@ -119,7 +145,7 @@ def cmd_compare_video(a):
     from lipslib.video import compare_video
 
     rec = compare_video(a.video, a.model_orig, a.model_pruned, a.args_yaml, a.gflops_orig, a.gflops_pruned,
-                        a.frame_step, a.save, a.show, a.max_frames, a.summary)  # fmt: skip
+                        a.frame_step, a.save, a.show, a.max_frames, a.summary, device=a.device)  # fmt: skip
     if rec.get("truncated"):
         print(f"note: {rec['video']} is truncated ({rec['truncated']}); processed what decodes")
     o, p = rec["orig"], rec["pruned"]
@@ -134,7 +160,7 @@ def cmd_benchmark(a):
 
     table, lat = run_benchmark(dict(_pair(m) for m in a.model), a.data, a.out, imgsz=a.imgsz, split=a.split,
                                base=a.base, image=a.image, latency_imgsz=a.latency_imgsz, runs=a.runs,
-                               threads=a.threads)  # fmt: skip
+                               threads=a.threads, device=a.device)  # fmt: skip
     print(table[table.kind == "measured"].to_string(index=False))
     print(lat[["model", "gflops", "gflops_ratio", "torch_cpu_ms", "torch_cpu_ratio"]].to_string(index=False))
     print(f"wrote {a.out}/tables/benchmark.csv, {a.out}/figures/benchmark.png, {a.out}/tables/latency.csv")
@@ -215,15 +241,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log", default=None, help="write the per-layer prune_directed_log.csv here")
     s.set_defaults(func=cmd_prune)
 
+    s = sub.add_parser("inflate", help="a pruned checkpoint inside its full-width yaml, with BatchNorm, same outputs")
+    s.add_argument("--weights", required=True, help="a BN-free pruned checkpoint, e.g. lips_iter01_best.pt")
+    s.add_argument("--yaml", default="yolo11n.yaml", help="the unpruned architecture (default yolo11n.yaml)")
+    s.add_argument("--data", default=None, help="dataset whose images give BatchNorm its running statistics")
+    s.add_argument("--split", default="train")
+    s.add_argument("--images", type=int, default=64, help="calibration images (default 64)")
+    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--out", required=True, help="output .pt (a plain Ultralytics checkpoint)")
+    s.set_defaults(func=cmd_inflate)
+
     s = sub.add_parser("finetune", help="fine-tune a pruned checkpoint, keeping its architecture")
     s.add_argument("--weights", required=True)
     s.add_argument("--data", required=True, help="dataset yaml (looked up under $LIPS_ASSETS/datasets too)")
-    s.add_argument("--epochs", type=int, required=True)
-    s.add_argument("--imgsz", type=int, default=640)
-    s.add_argument("--batch", type=int, default=None)
-    s.add_argument("--device", default="cpu", help="cpu, 0, 0,1 …")
+    s.add_argument("--epochs", type=int, default=None, help="default: the recipe's (paper: 20)")
+    s.add_argument("--imgsz", type=int, default=None, help="default: the recipe's (paper: 640)")
+    s.add_argument("--batch", type=int, default=None, help="default: the recipe's (paper: 64)")
+    s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--recipe", default="auto", help="auto (bn-free for models without BatchNorm), paper, bn-free")
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other Ultralytics train argument")
+    s.add_argument("--json", action="store_true", help="print the result as JSON (training log on stderr)")
     s.add_argument("--out", required=True, help="run folder (args.yaml, results.csv, weights/)")
     s.set_defaults(func=cmd_finetune)
 
@@ -232,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--imgsz", type=int, default=640)
     s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--split", default="val")
     s.add_argument("--json", action="store_true")
     s.add_argument("--out", default=None, help="also write the record to this JSON file")
@@ -245,12 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ratio", type=float, default=0.85, help="share of channels removed per layer (paper: 0.85)")
     s.add_argument("--layers", default=None, help="comma-separated layer names (default: the 29 LIPS targets)")
     s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--split", default="val")
-    s.add_argument("--criterion", default="l1")
+    s.add_argument("--criterion", default="l1", help="l1 (default), l2, random")
     s.add_argument("--mode", default="fast", help="fast (reuse the base's activations where unchanged) or exact")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    s.add_argument("--workers", type=int, default=None, help="processes for --mode fast (default: one per CPU thread)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes for --mode fast (default: one per CPU thread; 1 on a GPU)")
+    s.add_argument("--memo-gib", type=float, default=2.0,
+                   help="bound on the base activations --mode fast holds (one batch; the batch is lowered to fit)")
     s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sensitivity)
@@ -282,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show", action="store_true", help="open a window (needs a display)")
     s.add_argument("--max_frames", type=int, default=None)
     s.add_argument("--summary", default=None, help="write the JSON summary here")
+    s.add_argument("--device", default=None, help="overrides the args yaml's device (default: it, else Ultralytics' choice)")
     s.set_defaults(func=cmd_compare_video)
 
     s = sub.add_parser("benchmark", help="mAP vs GFLOPs against the YOLO family, and measured latency")
@@ -294,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image", default=None, help="real frame for latency (default: first image of the split)")
     s.add_argument("--runs", type=int, default=15)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--out", default="reports")
     s.set_defaults(func=cmd_benchmark)
 
@@ -331,6 +373,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"lips {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a file the command reads or writes; say which, never a traceback
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"lips {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     return 0
 
 

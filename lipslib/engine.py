@@ -44,7 +44,9 @@ def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
         from ultralytics.nn.tasks import DetectionModel
 
         try:
-            model = DetectionModel(str(weights), verbose=False)
+            with torch.random.fork_rng(devices=[]):  # a yaml has no weights: the same init in every process,
+                torch.manual_seed(0)  # so a resumed run or a worker prunes the very same model
+                model = DetectionModel(str(weights), verbose=False)
         except (FileNotFoundError, OSError):
             raise LipsError(f"model yaml '{weights}' not found; give a path or an Ultralytics yaml such as yolo11n.yaml") from None
     else:
@@ -60,9 +62,9 @@ def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
             ) from None
     if not isinstance(getattr(model, "model", None), nn.Sequential):
         raise LipsError(f"{weights}: not an Ultralytics YOLO model (got {type(model).__name__})")
-    from lipslib.layers import _head
+    from lipslib.layers import detect_head
 
-    _head(model)  # raises for classification/other checkpoints
+    detect_head(model)  # raises for classification/other checkpoints
     model = model.float().eval()
     for p in model.parameters():
         p.requires_grad_(True)  # torch-pruning traces autograd; loaded checkpoints come frozen
@@ -79,13 +81,14 @@ def fused(model: nn.Module) -> nn.Module:
     return model.fuse(verbose=False) if has_batchnorm(model) else model
 
 
-def _flatten(out) -> list[torch.Tensor]:
+def output_tensors(out) -> list[torch.Tensor]:
+    """Every tensor in a model output (tensors, lists, tuples, dicts, nested), in order."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flatten(o)]
+        return [t for o in out for t in output_tensors(o)]
     return []
 
 
@@ -94,7 +97,7 @@ def build_graph(model: nn.Module, trace_size: int = 64) -> tp.DependencyGraph:
     device = next(model.parameters()).device
     example = torch.zeros(1, 3, trace_size, trace_size, device=device)
     with torch.enable_grad():  # it traces through autograd, also when called under no_grad
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example, output_transform=_flatten)
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example, output_transform=output_tensors)
 
 
 def n_remove(n: int, ratio: float, round_to: int | None = None) -> int:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from lipslib.assets import resolve_data
@@ -17,23 +18,36 @@ from lipslib.errors import LipsError
 from lipslib.runtime import cpu_threads, use_threads
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[-1] if text else type(e).__name__
+def first_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message (Ultralytics puts what is wrong first and hints
+    after it), without its decorations; the exception's type when the message is empty."""
+    for line in str(e).splitlines():
+        line = line.replace("❌", "").strip()
+        if line:
+            return line
+    return type(e).__name__
+
+
+def device_arg(device) -> str | None:
+    """A device as Ultralytics takes it: None (or '') lets Ultralytics choose (the first GPU when present),
+    anything else ('cpu', 0, '0,1', 'cuda:0', …) is passed on as a string."""
+    return None if device is None or str(device).strip() in ("", "None") else str(device)
 
 
 def split_images(info: dict, split: str) -> list[Path]:
-    """The image files of a split of a checked dataset (folder(s) or .txt lists), sorted."""
-    from ultralytics.data.utils import IMG_FORMATS
+    """The image files of a split of a checked dataset, listed by Ultralytics' own rules (the same call its
+    datasets make): folders, lists of folders, .txt lists whose `./` lines resolve against the list's
+    folder, absolute lines. Sorted, as Ultralytics sorts them."""
+    from types import SimpleNamespace
 
-    images: list[Path] = []
-    for src in info[split] if isinstance(info[split], list) else [info[split]]:
-        src = Path(src)
-        if src.is_dir():
-            images += [p for p in sorted(src.rglob("*")) if p.suffix[1:].lower() in IMG_FORMATS]
-        elif src.suffix == ".txt" and src.is_file():
-            images += [Path(line.strip()) for line in src.read_text().splitlines() if line.strip()]
-    return images
+    from ultralytics.data.base import BaseDataset
+
+    try:  # an instance method that reads only these two attributes
+        files = BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), info[split])
+    except FileNotFoundError as e:
+        cause = first_line(e.__cause__) if e.__cause__ else first_line(e)
+        raise LipsError(f"dataset {info.get('yaml_file', '')}: split '{split}' ({info[split]}): {cause}") from None
+    return [Path(f) for f in files]
 
 
 def check_data(data: str | os.PathLike, splits=("val",)) -> dict:
@@ -44,10 +58,11 @@ def check_data(data: str | os.PathLike, splits=("val",)) -> dict:
     try:
         info = check_det_dataset(str(path), autodownload=False)
     except Exception as e:
-        raise LipsError(f"dataset {path}: {_first_line(e)}; check its train/val paths") from None
+        raise LipsError(f"dataset {path}: {first_line(e)}; check its train/val paths") from None
     for split in splits:
         if not info.get(split):
             raise LipsError(f"dataset {path} has no '{split}' split; add '{split}: images/...' to the yaml")
+        info["yaml_file"] = str(path)
         images = split_images(info, split)
         if not images:
             raise LipsError(f"dataset {path}: split '{split}' has no images at {info[split]}")
@@ -61,13 +76,28 @@ def check_data(data: str | os.PathLike, splits=("val",)) -> dict:
     return info
 
 
-def make_validator(info: dict, *, imgsz: int, batch: int, device: str, split: str, threads: int | None):
-    """Ultralytics' DetectionValidator for a checked dataset, quiet, on `threads` CPU threads."""
+def frame_tensor(image, imgsz: int) -> torch.Tensor:
+    """A real image letterboxed as Ultralytics does, as a 1×3×S×S float tensor."""
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    img = cv2.imread(str(image))
+    if img is None:
+        raise LipsError(f"cannot read image {image}")
+    img = LetterBox((imgsz, imgsz), auto=False)(image=img)
+    return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
+
+
+def make_validator(info: dict, *, imgsz: int, batch: int, device, split: str, threads: int | None):
+    """Ultralytics' DetectionValidator for a checked dataset, quiet, on `device` (None: Ultralytics chooses);
+    on a CPU it uses `threads` threads."""
     from ultralytics.models.yolo.detect import DetectionValidator
 
     if not isinstance(imgsz, int) or imgsz < 32:  # Ultralytics validates a negative size and reports ~0 mAP
         raise LipsError(f"image size {imgsz!r} must be an integer ≥ 32 (a multiple of 32, e.g. 320 or 640)")
-    args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=str(device),
+    # rect: letterboxed per batch to the batch's aspect ratio, as `yolo val` / YOLO.val() and the trainer's own
+    # validation do (a standalone validator defaults to square images, which scores differently)
+    args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=device_arg(device), rect=True,
                 plots=False, verbose=False, save_json=False)  # fmt: skip
     # Nothing is saved (no plots, no json), but without a save_dir Ultralytics makes an empty
     # runs/detect/train-N under its runs_dir on every call.
@@ -83,14 +113,17 @@ def evaluate(
     *,
     imgsz: int = 640,
     batch: int = 16,
-    device: str = "cpu",
+    device: str | None = None,
     split: str = "val",
     cost_imgsz: int = 640,
     threads: int | None = None,
     out: str | os.PathLike | None = None,
 ) -> dict:
-    """Evaluate a detector: mAP50-95 / mAP50 on `split` at `imgsz`, GFLOPs/params at `cost_imgsz`.
-    With `out`, the record is also written there as JSON."""
+    """Evaluate a detector: mAP50-95 / mAP50 on `split` at `imgsz` on `device` (None: Ultralytics chooses,
+    the first GPU when present), GFLOPs/params at `cost_imgsz`. With `out`, the record is also written
+    there as JSON (checked writable before the validation)."""
+    if out:
+        check_writable(out)
     info = check_data(data, splits=(split,))
     net = load_model(model)
     c = cost(net, cost_imgsz)
@@ -110,6 +143,7 @@ def evaluate(
         "gflops": c.gflops,
         "params": c.params,
         "cost_imgsz": cost_imgsz,
+        "device": str(validator.device),
         "val_seconds": round(time.perf_counter() - t0, 2),
     }
     if out:
@@ -125,10 +159,10 @@ def run_validator(validator, net: nn.Module, name, info: dict, split: str, threa
     except LipsError:
         raise
     except Exception as e:
-        raise LipsError(f"validation of {name} on {info['yaml_file']} ({split}) failed: {_first_line(e)}") from None
+        raise LipsError(f"validation of {name} on {info['yaml_file']} ({split}) failed: {first_line(e)}") from None
 
 
-def image_matches(model, data, *, imgsz: int = 640, batch: int = 16, device: str = "cpu", split: str = "val",
+def image_matches(model, data, *, imgsz: int = 640, batch: int = 16, device: str | None = None, split: str = "val",
                   threads: int | None = None) -> list[dict]:  # fmt: skip
     """Ultralytics' per-image matching of one validation, as a list over images of {'tp' (n_pred × 10 IoU
     thresholds), 'conf', 'pred_cls', 'target_cls'}: what an mAP over any subset of images is made of."""
@@ -166,6 +200,19 @@ def paired_bootstrap(a: list[dict], b: list[dict], resamples: int = 1000, seed: 
     lo, mid, hi = np.percentile(ratios, [2.5, 50, 97.5])
     return {"ratio_ci95": [float(lo), float(hi)], "ratio_median": float(mid), "p_a_beats_b": wins / resamples,
             "resamples": resamples, "images": len(a)}  # fmt: skip
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Make sure a file can be written at `path` (its folder is created) before any long work; a path that
+    cannot be is one LipsError line."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
+            pass
+    except OSError as e:
+        raise LipsError(f"cannot write {path} ({e.strerror or type(e).__name__}); choose another output path") from None
+    return path
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:

@@ -3,19 +3,36 @@
 `YOLO("pruned.pt").train()` rebuilds the unpruned net from the checkpoint's yaml and copies only the
 matching weights (measured: 1.80 M → 2.62 M params, mAP 0.00). `PrunedTrainer` is Ultralytics'
 DetectionTrainer with one change: its model *is* the pruned module from the checkpoint. Everything else
-(data, augmentation, EMA, AMP, checkpoints, results.csv, args.yaml) is Ultralytics' own.
+(data, augmentation, EMA, AMP, DDP, checkpoints, results.csv, args.yaml) is Ultralytics' own.
+
+Multi-GPU (`device="0,1"`): Ultralytics writes the trainer's class, args, model and callbacks to a state
+file (cloudpickle) and starts one worker per GPU that rebuilds the trainer from it. `PrunedTrainer` is a
+module-level class, so the workers import it from lipslib; each worker loads the pruned checkpoint named
+in `args.model` through `get_model`, as the single-process trainer does.
+
+AMP (`amp`, Ultralytics' argument): Ultralytics checks fp16 on its own reference model, which it first
+downloads (offline it skips the check and turns AMP on). `PrunedTrainer` checks the model it trains
+instead: fp32 and fp16-autocast detections on a real image must agree as in Ultralytics' check. BN-free
+models (the authors' checkpoints) get no special case: measured on CPU, their largest conv output is
+~94 on COCO images (fp16 overflows at 65504) and fp16 inference leaves their mAP50-95 within 1e-3 of
+fp32 (README); the check on the training device decides.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
+import subprocess
 from pathlib import Path
+
+import torch
+from ultralytics.models.yolo.detect import DetectionTrainer
 
 from lipslib.assets import resolve_weights
 from lipslib.engine import conv_shapes, has_batchnorm, load_model
 from lipslib.errors import LipsError
-from lipslib.evaluate import _first_line, check_data
+from lipslib.evaluate import check_data, check_writable, device_arg, evaluate, first_line, frame_tensor
 from lipslib.runtime import cpu_threads, use_threads
 
 # The seed's table (paper profile). The authors' own args.yaml for all 25 iterations differ:
@@ -31,21 +48,58 @@ BN_FREE_RECIPE = dict(lr0=0.002, warmup_epochs=0.0, warmup_bias_lr=0.0)
 RECIPES = ("auto", "paper", "bn-free")
 
 
-def _trainer_class():
-    from ultralytics.models.yolo.detect import DetectionTrainer
+def model_classes(model) -> int:
+    return int(model.model[-1].nc)
 
-    class PrunedTrainer(DetectionTrainer):
-        """DetectionTrainer whose model is the pruned module stored in `args.model`, never a rebuild."""
 
-        def get_model(self, cfg=None, weights=None, verbose=True):
-            if weights is None:  # setup_model passes the checkpoint's module as `weights`
-                raise LipsError(f"{self.args.model}: fine-tuning needs a pruned .pt checkpoint")
-            model = weights.float()
-            for p in model.parameters():
-                p.requires_grad_(True)
-            return self.set_model_names_for_load(model)
+class PrunedTrainer(DetectionTrainer):
+    """DetectionTrainer whose model is the pruned module stored in `args.model`, never a rebuild."""
 
-    return PrunedTrainer
+    def get_model(self, cfg=None, weights=None, verbose=True):
+        if weights is None:  # setup_model passes the checkpoint's module as `weights`
+            raise LipsError(f"{self.args.model}: fine-tuning needs a pruned .pt checkpoint")
+        if model_classes(weights) != int(self.data["nc"]):
+            raise LipsError(class_mismatch(self.args.model, weights, self.data))
+        model = weights.float()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return self.set_model_names_for_load(model)
+
+    def _setup_train(self):
+        import ultralytics.engine.trainer as engine_trainer
+
+        # Ultralytics' check_amp runs its own downloaded reference model; check the model being trained.
+        original, engine_trainer.check_amp = engine_trainer.check_amp, amp_check
+        try:
+            super()._setup_train()
+        finally:
+            engine_trainer.check_amp = original
+
+
+def amp_check(model) -> bool:
+    """Ultralytics' AMP check (fp32 vs fp16-autocast detections on its bus image, boxes within 0.5 px) run
+    on `model` itself rather than on a downloaded reference model. False on CPU/MPS, as Ultralytics."""
+    from ultralytics.utils import ASSETS, LOGGER
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.torch_utils import autocast
+
+    device = next(model.parameters()).device
+    if device.type in {"cpu", "mps"}:
+        return False
+    net = copy.deepcopy(model).eval()
+    x = frame_tensor(ASSETS / "bus.jpg", 640).to(device)
+    with torch.no_grad():
+        a = non_max_suppression(net(x)[0])[0]
+        with autocast(enabled=True, device=device.type):
+            b = non_max_suppression(net(x)[0].float())[0]
+    ok = a.shape == b.shape and bool(torch.isfinite(b).all()) and torch.allclose(a, b.float(), atol=0.5)
+    LOGGER.info(f"AMP: fp16 check on the pruned model {'passed' if ok else 'failed: training in fp32'}")
+    return ok
+
+
+def class_mismatch(name, model, data: dict) -> str:
+    return (f"{name} predicts {model_classes(model)} classes but {data.get('yaml_file', 'the dataset')} has "
+            f"{data['nc']}; lipslib fine-tunes a pruned detector on the classes it was trained for")  # fmt: skip
 
 
 def recipe_for(model, recipe: str = "auto") -> dict:
@@ -71,25 +125,8 @@ def check_pruned(model, weights) -> None:
         )
 
 
-def finetune(
-    weights: str | os.PathLike,
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    recipe: str = "auto",
-    threads: int | None = None,
-    **train_args,
-) -> dict:
-    """Fine-tune a pruned checkpoint with Ultralytics. `out` is the run folder: it receives args.yaml,
-    results.csv and weights/{last,best,last_pruned_full}.pt, the last being the final model."""
-    path = resolve_weights(weights)
-    model = load_model(path)
-    check_pruned(model, path)
-    epochs = train_args.get("epochs", PAPER_RECIPE["epochs"])
-    if not isinstance(epochs, int) or epochs <= 0:
-        raise LipsError(f"epochs must be a positive integer, got {epochs!r}")
-    info = check_data(data, splits=("train", "val"))
-    out = Path(out).resolve()
+def train_args(model, path, info: dict, out: Path, recipe: str, train_args: dict) -> dict:
+    """The Ultralytics arguments of a fine-tune: the recipe, then the caller's, then what lipslib fixes."""
     args = {
         **recipe_for(model, recipe),
         "plots": False,  # label plots need a font download, which fails offline
@@ -101,32 +138,75 @@ def finetune(
         "pretrained": True,
         "resume": False,
     }
+    args["device"] = device_arg(args.get("device"))
     from ultralytics.cfg import get_cfg
 
     try:
-        get_cfg(overrides=args)  # Ultralytics rejects unknown keys with a suggestion
+        get_cfg(overrides=args)  # Ultralytics rejects unknown keys with a suggestion, and bad values
     except (SyntaxError, TypeError, ValueError) as e:
         raise LipsError(f"fine-tune arguments: {' '.join(str(e).split())}") from None
-    trainer = _trainer_class()(overrides=args)
+    return args
+
+
+def finetune(
+    weights: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    recipe: str = "auto",
+    threads: int | None = None,
+    **train_args_,
+) -> dict:
+    """Fine-tune a pruned checkpoint with Ultralytics. `out` is the run folder: it receives args.yaml,
+    results.csv and weights/{last,best,last_pruned_full}.pt, the last being the final model.
+    `train_args_` are Ultralytics train arguments (device: None lets Ultralytics choose, '0,1' runs DDP).
+    Returns {'weights', 'run_dir', 'epochs', 'map50_95', 'map50', 'params', 'ddp'}: the metrics of
+    Ultralytics' final validation, or under DDP (where the parent process has none) of the saved weights."""
+    path = resolve_weights(weights)
+    model = load_model(path)
+    check_pruned(model, path)
+    epochs = train_args_.get("epochs", PAPER_RECIPE["epochs"])
+    if not isinstance(epochs, int) or epochs <= 0:
+        raise LipsError(f"epochs must be a positive integer, got {epochs!r}")
+    info = check_data(data, splits=("train", "val"))
+    if model_classes(model) != int(info["nc"]):
+        raise LipsError(class_mismatch(path, model, info))
+    out = Path(out).resolve()
+    check_writable(out / "args.yaml")
+    args = train_args(model, path, info, out, recipe, train_args_)
+    try:
+        trainer = PrunedTrainer(overrides=args)
+    except (ValueError, RuntimeError) as e:  # e.g. a device that is not there
+        raise LipsError(f"fine-tuning {path}: {first_line(e)}") from None
     use_threads(trainer, threads, "on_pretrain_routine_end")
     try:
         with cpu_threads(threads):
             trainer.train()
     except LipsError:
         raise
+    except subprocess.CalledProcessError as e:
+        raise LipsError(f"multi-GPU fine-tuning of {path} failed: a DDP worker exited with code {e.returncode} "
+                        f"(its log is above); device={args['device']}") from None  # fmt: skip
     except (FileNotFoundError, RuntimeError) as e:
-        raise LipsError(f"fine-tuning {path} on {info['yaml_file']} failed: {_first_line(e)}") from None
+        raise LipsError(f"fine-tuning {path} on {info['yaml_file']} failed: {first_line(e)}") from None
     final = out / "weights" / "last_pruned_full.pt"
     shutil.copyfile(out / "weights" / "last.pt", final)
     tuned = load_model(final)
     if conv_shapes(tuned) != conv_shapes(model):  # the whole point of this module; never pass silently
         raise LipsError(f"fine-tuning changed the architecture of {path}; this is a lipslib bug")
-    metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
+    if trainer.metrics:
+        metrics = {k: float(v) for k, v in trainer.metrics.items()}
+        m, m50 = metrics.get("metrics/mAP50-95(B)"), metrics.get("metrics/mAP50(B)")
+    else:  # DDP: the workers validated, the parent holds nothing; validate what was saved
+        ev = evaluate(final, info["yaml_file"], imgsz=trainer.args.imgsz, batch=max(1, int(trainer.args.batch)),
+                      device=args["device"].split(",")[0] if args["device"] else None, threads=threads)  # fmt: skip
+        m, m50 = ev["map50_95"], ev["map50"]
     return {
         "weights": str(final),
         "run_dir": str(out),
         "epochs": epochs,
-        "map50_95": metrics.get("metrics/mAP50-95(B)"),
-        "map50": metrics.get("metrics/mAP50(B)"),
+        "map50_95": m,
+        "map50": m50,
         "params": sum(p.numel() for p in tuned.parameters()),
+        "ddp": bool(trainer.ddp),
     }

@@ -15,7 +15,8 @@ import torch.nn as nn
 from lipslib.errors import LipsError
 
 
-def _head(model: nn.Module):
+def detect_head(model: nn.Module):
+    """The model's Detect head (its last layer); a LipsError for any other kind of model."""
     from ultralytics.nn.modules.head import Detect
 
     head = model.model[-1]
@@ -35,7 +36,7 @@ def _dense(m: nn.Module) -> bool:
 
 def default_targets(model: nn.Module) -> list[str]:
     """The LIPS target set (29 convs for YOLO11), sorted by name as the authors' engine processes them."""
-    head = _head(model)
+    head = detect_head(model)
     idx_head = len(model.model) - 1
     names: list[str] = []
     for i, block in enumerate(model.model[:-1]):
@@ -52,7 +53,7 @@ def default_targets(model: nn.Module) -> list[str]:
 
 def prunable_convs(model: nn.Module) -> list[str]:
     """Every conv whose output channels may be removed: dense convs outside the head's prediction layers."""
-    head = _head(model)
+    head = detect_head(model)
     idx_head = len(model.model) - 1
     keep = {f"model.{idx_head}.{b}.{s}.{len(seq) - 1}" for b in ("cv2", "cv3") for s, seq in enumerate(getattr(head, b))}
     return sorted(

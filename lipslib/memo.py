@@ -90,12 +90,13 @@ class _Call:
 class Recorder:
     """Records every module call of `net`'s forward passes (the latest call of each module wins)."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, handles: list | None = None):
         self.calls: dict[str, _Call] = {}
         self.hits = self.misses = 0
         for name, m in net.named_modules():
-            m.register_forward_pre_hook(self._pre(name))
-            m.register_forward_hook(self._post(name))
+            hooks = (m.register_forward_pre_hook(self._pre(name)), m.register_forward_hook(self._post(name)))
+            if handles is not None:
+                handles.extend(hooks)
 
     def _pre(self, name):
         def hook(module, args):
@@ -114,6 +115,30 @@ class Recorder:
 
     def clear(self):
         self.calls.clear()
+
+    def nbytes(self) -> int:
+        """Bytes of the distinct tensors the recorded calls hold (inputs and outputs), counted once each."""
+        seen: dict[int, int] = {}
+        for call in self.calls.values():
+            for t in _tensors(call.args) + _tensors(call.out):
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return sum(seen.values())
+
+
+def bytes_per_image(net: nn.Module, imgsz: int) -> int:
+    """What a Recorder on `net` holds per image of imgsz × imgsz: one recorded forward of one image (the
+    memo grows linearly with the batch). `net` is left without the recording hooks."""
+    handles: list = []
+    recorder = Recorder(net, handles)
+    p = next(net.parameters())
+    x = torch.zeros(1, 3, imgsz, imgsz, device=p.device, dtype=p.dtype)
+    try:
+        with torch.no_grad():
+            net(x.contiguous(memory_format=torch.channels_last))
+        return recorder.nbytes()
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def changed_modules(base: nn.Module, other: nn.Module) -> set[str]:

@@ -42,10 +42,13 @@ def setup(runs_dir: str, reports_dir: str) -> tuple[Path, Path, Path]:
     return root, runs, reports
 
 
-def params(profile: str, **flat) -> dict:
-    """The nested parameters the library takes: the profile in params.yaml, overridden by the notebook's
-    own literal parameters (flat names)."""
-    return load_params(repo_root() / "params.yaml", profile, flat)
+def params(profile: str, namespace: dict) -> dict:
+    """The nested parameters the library takes: the profile in params.yaml, overridden by the notebook's own
+    parameters, i.e. every name in `namespace` (the notebook's `globals()`) that is a flattened params.yaml
+    key, so the parameters cell is the only place a notebook names them."""
+    path = repo_root() / "params.yaml"
+    known = set(flatten(load_params(path, profile))) - {"profile"}  # the profile is chosen, not overridden
+    return load_params(path, profile, {k: v for k, v in namespace.items() if k in known})
 
 
 def declared_parameters(name: str) -> list[str]:

@@ -20,12 +20,17 @@ import yaml
 
 from lipslib.engine import cost, load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
-from lipslib.evaluate import check_data, evaluate, split_images, write_json
+from lipslib.evaluate import check_data, check_writable, evaluate, split_images, write_json
 from lipslib.finetune import finetune
 from lipslib.layers import default_targets, validate_layers
 from lipslib.schedule import RuleParams, Targets, initial_schedule, update
 from lipslib.spec import write_spec
 
+REPORTS = {  # optimize.report: (how the data is prepared, split that chooses the best iteration, split that reports it)
+    "half": ("val split in two halves", "val", "test"),
+    "test": ("the dataset's own splits", "val", "test"),
+    "val": ("val alone (the report is optimistic)", "val", "val"),
+}
 HISTORY_COLUMNS = ["iteration", "gflops", "params", "map50_95", "map50", "gate", "step",
                    "report_map50_95", "report_map50"]  # fmt: skip
 FINGERPRINT_IGNORES = ("threads", "profile")  # may change between a run and its resume
@@ -33,7 +38,8 @@ FINGERPRINT_IGNORES = ("threads", "profile")  # may change between a run and its
 
 def split_halves(data, out: Path) -> Path:
     """A data yaml whose `val` is the first half of the original val images (to choose on) and `test`
-    the second half (to report on); `train` unchanged. Deterministic: sorted file names."""
+    the second half (to report on); `train` unchanged. Images are listed by Ultralytics' rules and
+    written as absolute paths, so the lists resolve from anywhere. Deterministic: sorted file names."""
     info = check_data(data, splits=("train", "val"))
     images = split_images(info, "val")
     if len(images) < 2:
@@ -44,8 +50,9 @@ def split_halves(data, out: Path) -> Path:
     (out / "report.txt").write_text("".join(f"{p}\n" for p in images[half:]))
     doc = {"path": str(Path(info["path"]).resolve()), "train": info["train"], "val": str((out / "select.txt").resolve()),
            "test": str((out / "report.txt").resolve()), "names": info["names"]}  # fmt: skip
-    (out / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out / "data.yaml"
+    path = out / f"{Path(info['yaml_file']).stem}_halves.yaml"  # the name says what data it is
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def bisect_gflops(make, target_gflops: float, lo: float = 0.0, hi: float = 0.9, steps: int = 14):
@@ -97,6 +104,8 @@ def _fingerprint(params: dict) -> dict:
 def check_params(params: dict, base_gflops: float | None = None) -> tuple[Targets, RuleParams]:
     """Refuse bad parameters before any compute."""
     s, o = params["schedule"], params["optimize"]
+    if o["report"] not in REPORTS:
+        raise LipsError(f"optimize.report must be one of {', '.join(REPORTS)}, got {o['report']!r}")
     if not isinstance(o["iterations"], int) or o["iterations"] < 1:
         raise LipsError(f"optimize.iterations must be an integer ≥ 1, got {o['iterations']!r}")
     if not isinstance(params["finetune"]["epochs"], int) or params["finetune"]["epochs"] < 1:
@@ -109,9 +118,21 @@ def check_params(params: dict, base_gflops: float | None = None) -> tuple[Target
     return targets, rule
 
 
+def prepare_data(data, report: str, out: Path) -> tuple[str, str, str]:
+    """(data yaml, selection split, report split) for `optimize.report`, checked to have labels."""
+    _, select, report_split = REPORTS[report]
+    if report == "half":
+        return str(split_halves(data, out / "data")), select, report_split
+    info = check_data(data, splits=("train", select, report_split))
+    return info["yaml_file"], select, report_split
+
+
 def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = True) -> dict:
+    """The LIPS loop on `params` (load_params' result) in the run folder `out`, resuming what is there.
+    Returns {'best': best.json's record, 'history': DataFrame of history.csv}."""
     out = Path(out)
     targets, rule = check_params(params)
+    check_writable(out / "state.json")
     state_file = out / "state.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
     if state and state["params"] != _fingerprint(params):
@@ -125,15 +146,16 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         base_cost = cost(base)
         check_params(params, base_cost.gflops)
         importance = load_importance(o["importance"], base)
-        data = split_halves(params["data"], out / "data") if o["select_half"] else params["data"]
-        state = {"params": _fingerprint(params), "importance": importance, "data": str(data),
+        data, select, report = prepare_data(params["data"], o["report"], out)
+        state = {"params": _fingerprint(params), "importance": importance, "data": data,
+                 "split_select": select, "split_report": report,
                  "base_gflops": base_cost.gflops, "ratios": initial_ratios(base, importance, params, targets),
                  "layer_cost": layer_costs(base, o["criterion"]),
                  "rule_state": None, "done": []}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         write_json(state_file, state)
     importance, data = state["importance"], state["data"]
-    report_split = "test" if o["select_half"] else "val"
+    select_split, report_split = state["split_select"], state["split_report"]
     iterations = range(len(state["done"]) + 1, o["iterations"] + 1)
     from tqdm.auto import tqdm
 
@@ -151,10 +173,10 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
                                  meta={"iteration": k, "ratios": ratios, "inherited": inherited})  # fmt: skip
         train = {k2: v for k2, v in ft.items() if k2 != "recipe"}
         tuned = finetune(pruned, data, it / "ft" / "finetune", recipe=ft["recipe"], imgsz=params["imgsz"],
-                         device=str(params["device"]), threads=params["threads"], **train)["weights"]  # fmt: skip
-        ev = dict(imgsz=params["imgsz"], device=str(params["device"]), threads=params["threads"])
-        sel = evaluate(tuned, data, split="val", **ev)
-        rep = evaluate(tuned, data, split=report_split, **ev) if o["select_half"] else sel
+                         device=params["device"], threads=params["threads"], **train)["weights"]  # fmt: skip
+        ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
+        sel = evaluate(tuned, data, split=select_split, **ev)
+        rep = evaluate(tuned, data, split=report_split, **ev) if report_split != select_split else sel
         new_ratios, rule_state = update(ratios, importance, sel, targets, state["rule_state"], rule,
                                         state["layer_cost"])  # fmt: skip
         row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
@@ -165,7 +187,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         state.update(ratios=new_ratios, rule_state=rule_state, done=state["done"] + [{**row, "ratios": ratios}])
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
-    return _finish(out, state, targets, float(o["best_gflops_tol"]), report_split)
+    return _finish(out, state, targets, float(o["best_gflops_tol"]))
 
 
 def tuned_weights(out: Path, iteration: int) -> Path:
@@ -202,7 +224,7 @@ def _write_history(out: Path, done: list[dict]) -> None:
     os.replace(tmp, out / "history.csv")
 
 
-def _finish(out: Path, state: dict, targets: Targets, tol: float, report_split: str) -> dict:
+def _finish(out: Path, state: dict, targets: Targets, tol: float) -> dict:
     from lipslib.plots import layer_iteration
 
     done = pd.DataFrame(state["done"])
@@ -214,7 +236,8 @@ def _finish(out: Path, state: dict, targets: Targets, tol: float, report_split: 
     best = {"iteration": k, "weights": str(weights), "stable_path": str(out / "best.pt"),
             "gflops": float(pick.gflops), "params": int(pick.params),
             "map50_95": float(pick.report_map50_95), "map50": float(pick.report_map50),
-            "selection_map50_95": float(pick.map50_95), "split_select": "val", "split_report": report_split,
+            "selection_map50_95": float(pick.map50_95), "data": state["data"],
+            "split_select": state["split_select"], "split_report": state["split_report"],
             "within_target": bool(len(within)), "target_gflops": targets.gflops, "gflops_tol": tol}  # fmt: skip
     write_json(out / "best.json", best)
     wide = pd.DataFrame([{"iteration": d["iteration"], **d["ratios"]} for d in state["done"]]).set_index("iteration")

@@ -1,5 +1,6 @@
 """CPU threading. Ultralytics' select_device() sets torch to cpu_count − 1 threads (1 on a 2-core
-machine) and validates with 0 dataloader workers, leaving a core idle; lipslib sets it explicitly."""
+machine) and validates with 0 dataloader workers, leaving a core idle; lipslib sets it explicitly, on
+the CPU only (a GPU run has nothing to gain, and DDP workers must not each claim every core)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def cpu_threads(n: int | None):
         torch.set_num_threads(previous)
 
 
+class PinThreads:
+    """An Ultralytics callback: n torch threads when the trainer/validator it fires for runs on the CPU.
+    A plain class, so it pickles by reference if Ultralytics ships callbacks to other processes."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __call__(self, component) -> None:
+        if getattr(getattr(component, "device", None), "type", "cpu") == "cpu":
+            torch.set_num_threads(thread_count(self.n))
+
+
 def use_threads(component, n: int | None, event: str) -> None:
-    """Re-apply n threads on an Ultralytics trainer/validator event that fires after its select_device()."""
-    component.add_callback(event, lambda *_: torch.set_num_threads(thread_count(n)))
+    """Re-apply n threads on an Ultralytics trainer/validator event that fires after its select_device().
+    Not added where the component already runs on an accelerator (a trainer's callbacks travel to every
+    DDP worker)."""
+    if getattr(getattr(component, "device", None), "type", "cpu") != "cpu":
+        return
+    component.add_callback(event, PinThreads(n))

@@ -15,6 +15,7 @@ threads). `mode="exact"` runs every pruned copy in full, contiguous, from the in
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import multiprocessing
 import os
@@ -30,11 +31,12 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lipslib.engine import Cost, conv_shapes, cost_counter, fused, load_model, prune
+from lipslib.engine import CRITERIA, Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError
-from lipslib.evaluate import _first_line, check_data, make_validator, run_validator, split_images, write_json
+from lipslib.evaluate import (check_data, check_writable, device_arg, first_line, make_validator, run_validator,
+                              split_images, write_json)  # fmt: skip
 from lipslib.layers import default_targets, validate_layers
-from lipslib.memo import Recorder, reuse
+from lipslib.memo import Recorder, bytes_per_image, reuse
 from lipslib.runtime import cpu_threads, thread_count
 
 COLUMNS = [
@@ -43,6 +45,12 @@ COLUMNS = [
 ]  # fmt: skip  (the authors' prune_layerwise_results.csv)
 MODES = ("fast", "exact")
 KEEP_BATCHES_BYTES = 2 << 30  # letterboxed uint8 images kept in memory between the two passes
+MEMO_BYTES = 2 << 30  # default bound on the base activations the fast path holds (one batch of them)
+# Our single pass must reproduce Ultralytics' own validation of the base. Both compute in fp32 (TF32 is
+# switched off for the whole of Stage I, see `fp32_kernels`), so they differ by summation order only:
+# channels-last vs contiguous kernels, measured on CPU, move mAP50-95 by at most 1e-6. A real defect
+# (other images, preprocessing, NMS settings) moves it by far more than 1e-4.
+AGREEMENT_TOL = 1e-4
 
 
 @dataclass
@@ -122,11 +130,37 @@ def _evaluate_layers(job: _Job, names: list[str], tick) -> tuple[dict, list[dict
 
 
 def _n_workers(workers: int | None, threads: int | None, device, n_layers: int, fast: bool) -> int:
+    """Processes for the fast path: one per CPU thread by default; always 1 on an accelerator, because
+    the workers are forked from this process and CUDA cannot be used in a child forked after it started."""
+    if device.type != "cpu":
+        if workers not in (None, 1):
+            raise LipsError(f"sensitivity workers={workers} needs the CPU; on {device} use workers: 1 (or unset)")
+        return 1
     if workers is not None:
         return min(int(workers), n_layers)
-    if not fast or device.type != "cpu" or sys.platform != "linux":
+    if not fast or sys.platform != "linux":
         return 1
     return min(thread_count(threads), n_layers)
+
+
+@contextlib.contextmanager
+def fp32_kernels():
+    """Full-fp32 cuDNN and matmul kernels (no TF32) for the duration, so that two evaluations of the same
+    network differ by summation order alone; restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def memo_batch(base: nn.Module, imgsz: int, batch: int, memo_bytes: int, device) -> tuple[int, int]:
+    """The fast path holds every recorded activation of one batch of the base: bytes_per_image × batch.
+    Returns (batch, bytes_per_image) with the batch lowered so that this stays within `memo_bytes`."""
+    per_image = bytes_per_image(_for_inference(copy.deepcopy(base), True).to(device), imgsz)
+    cap = max(1, int(memo_bytes // per_image))
+    return min(int(batch), cap), per_image
 
 
 def _balance(names: list[str], n: int) -> list[list[str]]:
@@ -144,7 +178,7 @@ def _worker(job: _Job, i: int, names: list[str], q) -> None:
     try:
         q.put(("done", i, _evaluate_layers(job, names, lambda n: q.put(("tick", i, n)))))
     except Exception as e:
-        q.put(("error", i, f"{names[0]}…: {_first_line(e)}"))
+        q.put(("error", i, f"{names[0]}…: {first_line(e)}"))
 
 
 def _in_processes(job: _Job, groups: list[list[str]], bar) -> list:
@@ -184,33 +218,70 @@ def run_sensitivity(
     layers=None,
     imgsz: int = 640,
     batch: int = 16,
-    device: str = "cpu",
+    device: str | None = None,
     split: str = "val",
     criterion: str = "l1",
     mode: str = "fast",
     cost_imgsz: int = 640,
     threads: int | None = None,
     workers: int | None = None,
+    memo_gib: float = MEMO_BYTES / 2**30,
     out: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
     """Stage I. Returns {'importance', 'table' (DataFrame, the authors' columns), 'base', 'seconds'};
     with `out`, writes layer_importance.json, sensitivity.csv, params.json and the figures there.
-    `workers`: processes for the fast path (default: one per thread on a CPU, else 1)."""
+    `device`: None lets Ultralytics choose (the first GPU when present). `workers`: processes for the
+    fast path (default: one per thread on a CPU; 1 on a GPU). `memo_gib`: bound on the base activations
+    the fast path holds at once (one batch of them); the batch is lowered to stay within it."""
+    from ultralytics.utils.torch_utils import select_device
+
     if not 0.0 < float(ratio) < 1.0:
         raise LipsError(f"sensitivity ratio {ratio} is outside (0, 1); the paper uses 0.85")
     if mode not in MODES:
         raise LipsError(f"unknown sensitivity mode '{mode}'; choose one of {', '.join(MODES)}")
+    if criterion not in CRITERIA:
+        raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
     if workers is not None and int(workers) < 1:
         raise LipsError(f"sensitivity workers must be ≥ 1, got {workers}; leave it unset for one per CPU core")
+    if not float(memo_gib) > 0:
+        raise LipsError(f"sensitivity memo_gib must be > 0, got {memo_gib}")
+    if out:
+        check_writable(Path(out) / "layer_importance.json")
     t0 = time.perf_counter()
     info = check_data(data, splits=(split,))
     base = load_model(weights)
     names = validate_layers(base, layers) if layers else default_targets(base)
+    try:
+        dev = select_device(device_arg(device), verbose=False)  # Ultralytics' choice, made before any work
+    except ValueError as e:
+        raise LipsError(f"sensitivity: {first_line(e)}") from None
+    n = _n_workers(workers, threads, dev, len(names), mode == "fast")
     count = cost_counter(base, cost_imgsz)
     base_cost = count(base)
+    requested_batch, per_image = batch, None
+    if mode == "fast":
+        batch, per_image = memo_batch(base, imgsz, batch, int(float(memo_gib) * 2**30), dev)
+    with fp32_kernels():
+        result = _measure(base, names, info, weights, device, n, count, base_cost, float(ratio), criterion, mode,
+                          imgsz, batch, split, threads, progress)  # fmt: skip
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    if out:
+        params = dict(weights=str(weights), data=info["yaml_file"], split=split, ratio=float(ratio), imgsz=imgsz,
+                      batch=batch, requested_batch=requested_batch, memo_bytes_per_image=per_image,
+                      memo_gib=float(memo_gib), device=str(dev), criterion=criterion, mode=mode,
+                      cost_imgsz=cost_imgsz, threads=threads, workers=result.pop("workers"), layers=names,
+                      images=result["base"]["images"])  # fmt: skip
+        write_outputs(out, result, params, reference)
+    else:
+        result.pop("workers")
+    return result
 
+
+def _measure(base, names, info, weights, device, n, count, base_cost, ratio, criterion, mode, imgsz, batch, split,
+             threads, progress) -> dict:  # fmt: skip
+    """Ultralytics' validation of the base (kept as the check), then the pass over every pruned copy."""
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
     batches = None
     if len(split_images(info, split)) * 3 * imgsz**2 <= KEEP_BATCHES_BYTES:  # else the second pass reads again
@@ -221,8 +292,7 @@ def run_sensitivity(
     finally:
         if batches is not None:
             del validator.preprocess  # back to the class's own
-    job = _Job(base, validator, float(ratio), criterion, count, mode == "fast", base_cost, batches)
-    n = _n_workers(workers, threads, validator.device, len(names), job.fast)
+    job = _Job(base, validator, ratio, criterion, count, mode == "fast", base_cost, batches)
     groups = _balance(names, n) if n > 1 else [names]
 
     bar = tqdm(total=len(validator.dataloader) * (len(names) + len(groups)), disable=not progress, mininterval=1.0,
@@ -237,23 +307,17 @@ def run_sensitivity(
     base_stats = results[0][0]
     if any(r[0] != base_stats for r in results) or abs(
         base_stats["mAP_50_95"] - float(official["metrics/mAP50-95(B)"])
-    ) > 1e-4:
+    ) > AGREEMENT_TOL:
         raise LipsError("sensitivity's single-pass evaluation disagrees with Ultralytics' validation; lipslib bug")
     by_name = {row["layer_name"]: row for _, rows in results for row in rows}
     table = pd.DataFrame([{"index": i, **by_name[k]} for i, k in enumerate(names)], columns=COLUMNS)
     importance = importance_from_drops(base_stats["mAP_50_95"], dict(zip(table.layer_name, table.mAP_50_95)))
-    result = {
+    return {
         "importance": importance,
         "table": table,
         "base": {**base_stats, "gflops": base_cost.gflops, "params": base_cost.params},
-        "seconds": round(time.perf_counter() - t0, 2),
+        "workers": len(groups),
     }
-    if out:
-        params = dict(weights=str(weights), data=info["yaml_file"], split=split, ratio=float(ratio), imgsz=imgsz,
-                      batch=batch, device=str(device), criterion=criterion, mode=mode, cost_imgsz=cost_imgsz,
-                      threads=threads, workers=len(groups), layers=names, images=base_stats["images"])  # fmt: skip
-        write_outputs(out, result, params, reference)
-    return result
 
 
 def importance_from_drops(base_map: float, maps: dict[str, float]) -> dict[str, float]:

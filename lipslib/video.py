@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lipslib.errors import LipsError
-from lipslib.evaluate import write_json
+from lipslib.evaluate import check_writable, device_arg, write_json
 
 INFERENCE_KEYS = ("imgsz", "conf", "iou", "device", "half", "max_det", "classes")
 
@@ -35,7 +35,7 @@ def inference_args(args_yaml: str | os.PathLike | None) -> dict:
     out["imgsz"] = out["imgsz"] or 640
     out["conf"] = 0.25 if out["conf"] is None else out["conf"]
     out["iou"] = 0.7 if out["iou"] is None else out["iou"]
-    out["device"] = str(out["device"]) if out["device"] not in (None, "") else "cpu"
+    out["device"] = device_arg(out["device"])  # None: Ultralytics' choice, the first GPU when present
     out["half"] = bool(out["half"])
     out["max_det"] = out["max_det"] or 300
     return out
@@ -112,13 +112,19 @@ def compare_video(
     summary=None,
     warmup: int = 3,
     progress: bool = True,
+    device=None,
 ) -> dict:
+    """Run both detectors on every `frame_step`-th frame of `video` with the inference settings of
+    `args_yaml` (`device`, when given, overrides its device); write the side-by-side mp4 to `save` and
+    the JSON summary to `summary` (both checked writable first). Returns the summary."""
     import cv2
     import torch
     from tqdm.auto import tqdm
 
     if frame_step < 1:
         raise LipsError(f"--frame_step must be ≥ 1, got {frame_step}")
+    for target in filter(None, (save, summary)):
+        check_writable(target)
     from lipslib.assets import resolve_video
 
     path = resolve_video(video)
@@ -131,12 +137,14 @@ def compare_video(
     if not ok:
         raise LipsError(f"{path}: no frame could be decoded; is it a video file?")
     settings = inference_args(args_yaml)
+    if device is not None:
+        settings["device"] = device_arg(device)
     models = {}
     for key, weights, g in (("orig", model_orig, gflops_orig), ("pruned", model_pruned, gflops_pruned)):
         model, resolved = _detector(weights)
         models[key] = {"model": model, "weights": str(resolved), "gflops": g if g is not None else _gflops(resolved),
                        "ms": [], "dets": []}  # fmt: skip
-    cuda = settings["device"] not in ("cpu", "mps")
+    cuda = False  # known after the first predict: where Ultralytics put the model
     writer, decoded, processed, matched, total = None, 0, 0, 0, 0
     budget = max_frames or (header // frame_step + 1 if header > 0 else None)
     bar = tqdm(total=budget, desc="compare-video", unit="frame", disable=not progress)
@@ -150,6 +158,7 @@ def compare_video(
                         torch.cuda.synchronize()
                     t0 = time.perf_counter()
                     res = m["model"].predict(frame, verbose=False, **settings)[0]
+                    cuda = cuda or m["model"].predictor.device.type == "cuda"
                     if cuda:
                         torch.cuda.synchronize()
                     if processed >= warmup:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 
 def lips(*args, cwd=None):
@@ -79,3 +80,65 @@ def test_sensitivity_bad_ratio_is_one_line(assets, tmp_path):
     proc = lips("sensitivity", "--weights", "lips_iter24_best.pt", "--data", "coco128.yaml", "--ratio", "1.2",
                 "--out", tmp_path)  # fmt: skip
     assert_one_line_error(proc, "outside (0, 1)")
+
+
+def test_unwritable_output_is_one_line_before_any_work(assets):
+    proc = lips("prune", "--weights", "lips_iter01_best.pt", "--ratios", "0.1", "--out", "/proc/nope/x.pt")
+    assert_one_line_error(proc, "cannot write /proc/nope/x.pt")
+    assert_one_line_error(lips("val", "--weights", "lips_iter24_best.pt", "--data", "coco128.yaml", "--out",
+                               "/proc/nope/r.json"), "cannot write /proc/nope/r.json")  # fmt: skip
+
+
+def test_dataset_whose_folders_are_missing_names_them(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train: images/nope\nval: images/nope\nnames:\n  0: person\n")
+    proc = lips("val", "--weights", "yolo11n.yaml", "--data", tmp_path / "bad.yaml")
+    assert_one_line_error(proc, f"missing path '{tmp_path / 'images' / 'nope'}'")
+
+
+def test_unknown_criterion_is_refused_before_anything_is_read(tmp_path):
+    # the data does not exist either: a check made after reading it would complain about the data instead
+    proc = lips("sensitivity", "--weights", "yolo11n.yaml", "--data", tmp_path / "none.yaml", "--criterion",
+                "taylor", "--out", tmp_path / "s")  # fmt: skip
+    assert_one_line_error(proc, "unknown pruning criterion 'taylor'")
+
+
+def test_finetune_arguments_given_twice(assets, tmp_path):
+    proc = lips("finetune", "--weights", "lips_iter01_best.pt", "--data", "coco128.yaml", "--epochs", "1",
+                "--set", "epochs=2", "imgsz=96", "--out", tmp_path / "ft")  # fmt: skip
+    assert_one_line_error(proc, "epochs given both")
+    assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.slow
+def test_finetune_takes_set_values_on_the_coco_layout(assets, tmp_path):
+    """--set reaches Ultralytics (no duplicate-keyword crash), on coco_val2193's ./ split lists."""
+    pruned = tmp_path / "p.pt"
+    assert lips("prune", "--weights", "lips_iter01_best.pt", "--ratios", "0.1", "--out", pruned).returncode == 0
+    proc = lips("finetune", "--weights", pruned, "--data", "coco_val2193.yaml", "--set", "epochs=1", "imgsz=96",
+                "fraction=0.03", "device=cpu", "--json", "--out", tmp_path / "ft")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = yaml.safe_load((tmp_path / "ft" / "args.yaml").read_text())
+    assert (args["epochs"], args["imgsz"], args["fraction"]) == (1, 96, 0.03)
+    assert json.loads(proc.stdout)["map50_95"] is not None
+
+
+def test_dataset_with_other_classes_is_refused(assets, tmp_path):
+    root = assets / "datasets" / "coco128"
+    (tmp_path / "one.yaml").write_text(f"train: {root}/images/train2017\nval: {root}/images/val2017\n"
+                                       "names:\n  0: person\n")  # fmt: skip
+    proc = lips("finetune", "--weights", "lips_iter01_best.pt", "--data", tmp_path / "one.yaml", "--epochs", "1",
+                "--out", tmp_path / "ft")  # fmt: skip
+    assert_one_line_error(proc, "predicts 80 classes", "has 1")
+
+
+@pytest.mark.slow
+def test_val_on_the_coco_layout_agrees_with_plain_ultralytics(assets):
+    from ultralytics import YOLO
+
+    data = assets / "datasets" / "coco_val2193" / "coco_val2193.yaml"
+    weights = assets / "weights" / "lips_iter24_best.pt"
+    proc = lips("val", "--weights", weights, "--data", data, "--imgsz", "320", "--split", "val", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plain = YOLO(str(weights)).val(data=str(data), imgsz=320, split="val", batch=16, plots=False, verbose=False)
+    rec = json.loads(proc.stdout)
+    assert rec["images"] == 400 and abs(rec["map50_95"] - plain.box.map) < 1e-3, (rec["map50_95"], plain.box.map)

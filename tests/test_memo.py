@@ -72,3 +72,35 @@ def test_changed_modules_of_a_pruned_yolo():
     assert {"", "model", "model.17", "model.17.conv"} <= changed
     assert not any(n.startswith(("model.16", "model.3.", "model.23.cv2.0")) for n in changed)
     assert any(n.startswith("model.18") or n.startswith("model.19") for n in changed)  # the consumer
+
+
+def test_memo_holds_one_batch_and_the_batch_is_lowered_to_the_bound(yolo11n):
+    """What a Recorder holds grows with the batch exactly as bytes_per_image says; memo_batch caps the batch."""
+    from lipslib.memo import bytes_per_image
+    from lipslib.sensitivity import memo_batch
+
+    from lipslib.engine import fused
+
+    net = fused(copy.deepcopy(yolo11n))  # what the fast path runs
+    per_image = bytes_per_image(net, 128)
+    recorder = Recorder(net)
+    with torch.no_grad():
+        net(torch.zeros(3, 3, 128, 128).contiguous(memory_format=torch.channels_last))
+    assert recorder.nbytes() == 3 * per_image
+    assert 1e6 < per_image < 2e7  # at 128 px, every activation of a fused yolo11n in fp32: ~7.5 MB
+    assert memo_batch(yolo11n, 128, 32, int(3.5 * per_image), torch.device("cpu")) == (3, per_image)
+    assert memo_batch(yolo11n, 128, 2, 1 << 40, torch.device("cpu")) == (2, per_image)
+
+
+def test_no_worker_processes_on_a_gpu():
+    """Workers are forked: CUDA cannot be used in a child forked after it started, so on a GPU it is one."""
+    import pytest
+
+    from lipslib.errors import LipsError
+    from lipslib.sensitivity import _n_workers
+
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert _n_workers(None, None, gpu, 29, True) == 1 and _n_workers(1, None, gpu, 29, True) == 1
+    with pytest.raises(LipsError, match="needs the CPU"):
+        _n_workers(2, None, gpu, 29, True)
+    assert _n_workers(2, None, cpu, 29, True) == 2

@@ -1,0 +1,65 @@
+"""Every stage hands the configured device to Ultralytics. Ultralytics turns a device request into a
+torch.device in one function, `select_device`; here it is replaced by a recorder that answers 'cpu' (the
+only device this machine has), each stage runs configured for GPU '0', and every request must be '0'.
+The one deliberate exception is Ultralytics' ONNX export for the ONNX Runtime CPU timing, which asks
+for the CPU."""
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+from lipslib.config import load_params
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # trains and validates
+ASKERS = ("ultralytics.utils.torch_utils", "ultralytics.engine.trainer", "ultralytics.engine.validator",
+          "ultralytics.engine.predictor")  # fmt: skip
+
+
+@pytest.fixture
+def requests(monkeypatch):
+    from ultralytics.utils import torch_utils
+
+    real, calls = torch_utils.select_device, []
+
+    def record(device="", newline=False, verbose=True):
+        caller = inspect.stack()[1]
+        calls.append((Path(caller.filename).parent.name + "/" + Path(caller.filename).stem, str(device)))
+        return real("cpu", newline, verbose=False)
+
+    for name in ASKERS:
+        monkeypatch.setattr(importlib.import_module(name), "select_device", record)
+    return calls
+
+
+def test_each_stage_asks_for_the_configured_device(assets, coco128, requests, tmp_path):
+    from lipslib.benchmark import run_benchmark
+    from lipslib.optimize import optimize
+    from lipslib.sensitivity import run_sensitivity
+    from lipslib.video import compare_video
+
+    w24, w01 = (assets / "weights" / f"lips_iter{k}_best.pt" for k in ("24", "01"))
+    asked = {}
+
+    def stage(name, fn):
+        before = len(requests)
+        fn()
+        asked[name] = requests[before:]
+
+    stage("sensitivity", lambda: run_sensitivity(w24, coco128, layers=["model.17.conv"], imgsz=96, device="0",
+                                                 progress=False))  # fmt: skip
+    params = load_params(ROOT / "params.yaml", "smoke", {"device": "0", "optimize.iterations": 1})
+    stage("optimize", lambda: optimize(params, tmp_path / "opt", progress=False))  # finetune + evaluate
+    stage("benchmark", lambda: run_benchmark({"a": str(w24), "b": str(w01)}, coco128, tmp_path / "bench", imgsz=96,
+                                             latency_imgsz=64, runs=1, device="0"))  # fmt: skip
+    stage("video", lambda: compare_video(assets / "videos" / "crosswalk.mp4", w01, w24, frame_step=50, max_frames=2,
+                                         warmup=0, progress=False, device="0"))  # fmt: skip
+    for name, calls in asked.items():
+        assert calls, f"{name} never asked Ultralytics for a device"
+        assert {device for caller, device in calls if caller != "engine/exporter"} == {"0"}, (name, calls)
+        assert {device for caller, device in calls if caller == "engine/exporter"} <= {"cpu"}, (name, calls)
+    callers = {c for calls in asked.values() for c, _ in calls}
+    assert {"engine/trainer", "engine/validator", "engine/predictor"} <= callers, callers
+    assert {"lipslib/sensitivity", "lipslib/benchmark"} <= callers  # lipslib's own device decisions
