@@ -38,10 +38,10 @@ REHEARSAL ?= runs/rehearsal
 SET       ?=
 NOTEBOOKS := 01_sensitivity 02_schedule 03_optimize 04_benchmark 05_video_benchmark
 rehearsal: $(STAMP)
-	$(BIN)/lips inflate --weights lips_iter01_best.pt --data coco_val2193.yaml --out runs/rehearsal/yolo11n_iter01.pt
+	$(BIN)/lips inflate --weights lips_iter01_best.pt --data coco_val2193.yaml --out $(REHEARSAL)/yolo11n_iter01.pt
 	for nb in $(NOTEBOOKS); do \
 		PATH="$(abspath $(BIN)):$$PATH" $(BIN)/lips notebook $$nb --profile rehearsal --runs-dir $(REHEARSAL) \
-			--reports-dir $(REHEARSAL)/reports --set $(SET) || exit 1; \
+			--reports-dir $(REHEARSAL)/reports --set base=$(REHEARSAL)/yolo11n_iter01.pt $(SET) || exit 1; \
 	done
 
 # JupyterLab on the notebooks, headless (open the printed URL). LAB_ARGS passes more options.

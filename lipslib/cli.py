@@ -62,7 +62,8 @@ def cmd_prune(a):
 def cmd_inflate(a):
     from lipslib.engine import cost, has_batchnorm, save_checkpoint
     from lipslib.evaluate import check_writable
-    from lipslib.inflate import calibration_images, inflate
+    from lipslib.evaluate import calibration_images
+    from lipslib.inflate import inflate
 
     check_writable(a.out)
     images = calibration_images(a.data, a.split, a.images, a.imgsz) if a.data else None

@@ -88,6 +88,16 @@ def frame_tensor(image, imgsz: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
 
 
+def calibration_images(data, split: str = "train", n: int = 64, imgsz: int = 640) -> torch.Tensor:
+    """The first `n` images of a dataset split (Ultralytics' listing), letterboxed to imgsz × imgsz."""
+    if not isinstance(n, int) or n < 1:
+        raise LipsError(f"calibration needs at least one image, got {n!r}")
+    if not isinstance(imgsz, int) or imgsz < 32 or imgsz % 32:
+        raise LipsError(f"calibration image size {imgsz!r} must be a multiple of 32 (the models' largest stride)")
+    files = split_images(check_data(data, splits=(split,)), split)[:n]
+    return torch.cat([frame_tensor(f, imgsz) for f in files])
+
+
 def make_validator(info: dict, *, imgsz: int, batch: int, device, split: str, threads: int | None):
     """Ultralytics' DetectionValidator for a checked dataset, quiet, on `device` (None: Ultralytics chooses);
     on a CPU it uses `threads` threads."""
@@ -203,12 +213,16 @@ def paired_bootstrap(a: list[dict], b: list[dict], resamples: int = 1000, seed: 
 
 
 def check_writable(path: str | os.PathLike) -> Path:
-    """Make sure a file can be written at `path` (its folder is created) before any long work; a path that
-    cannot be is one LipsError line."""
-    path = Path(path)
+    """Make sure a file can later be written at `path` before any long work, creating nothing: a probe
+    file is made and removed in the nearest folder that exists. A path that cannot be is one LipsError."""
+    path = Path(path).absolute()
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lipslib-probe-"):
             pass
     except OSError as e:
         raise LipsError(f"cannot write {path} ({e.strerror or type(e).__name__}); choose another output path") from None

@@ -134,10 +134,3 @@ def inflate(weights: str | os.PathLike | nn.Module, yaml: str = "yolo11n.yaml", 
         raise LipsError(f"the inflated model differs from {weights} by {err:.2e} (> {atol}); this is a lipslib bug")
     return full
 
-
-def calibration_images(data, split: str = "train", n: int = 64, imgsz: int = 640) -> torch.Tensor:
-    """The first `n` images of a dataset split (Ultralytics' listing), letterboxed to imgsz × imgsz."""
-    from lipslib.evaluate import check_data, frame_tensor, split_images
-
-    files = split_images(check_data(data, splits=(split,)), split)[:n]
-    return torch.cat([frame_tensor(f, imgsz) for f in files])

@@ -67,6 +67,10 @@ def run_notebook(name: str, profile: str | None = None, overrides: dict | None =
     resolved = load_params(root / "params.yaml", profile, overrides)
     flat = {**flatten(resolved), "runs_dir": runs_dir, "reports_dir": reports_dir}
     wanted = declared_parameters(name)
+    asked = {k.replace(".", "_") for k in (overrides or {})}
+    ignored = sorted(asked - set(wanted))
+    if ignored:  # never drop an override silently
+        raise LipsError(f"notebook {name} does not take {', '.join(ignored)}; its parameters: {', '.join(wanted)}")
     out = root / reports_dir / "notebooks" / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -90,12 +94,17 @@ def sweep(targets: list[float], profile: str | None = None, overrides: dict | No
 
     if not targets:
         raise LipsError("--targets needs at least one GFLOPs value, e.g. 3.0,3.4,3.8")
+    declared = {name: set(declared_parameters(name)) for name in notebooks}
+    unused = sorted(k for k in (overrides or {}) if not any(k.replace(".", "_") in d for d in declared.values()))
+    if unused:
+        raise LipsError(f"no notebook of the sweep ({', '.join(notebooks)}) takes {', '.join(unused)}")
     rows = []
     for target in targets:
         folder = f"{root_dir}/{target:g}"
-        for name in notebooks:
-            run_notebook(name, profile, {**(overrides or {}), "schedule.target_gflops": float(target)},
-                         runs_dir=f"{folder}/runs", reports_dir=folder, progress=progress)  # fmt: skip
+        for name in notebooks:  # each notebook gets the overrides it declares
+            mine = {k: v for k, v in {**(overrides or {}), "schedule.target_gflops": float(target)}.items()
+                    if k.replace(".", "_") in declared[name]}  # fmt: skip
+            run_notebook(name, profile, mine, runs_dir=f"{folder}/runs", reports_dir=folder, progress=progress)
         best = json.loads((repo_root() / folder / "runs" / "optimize" / "best.json").read_text())
         rows.append({"target_gflops": float(target), **{k: best[k] for k in ("iteration", "gflops", "map50_95",
                                                                              "selection_map50_95", "split_report")}})

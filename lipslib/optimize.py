@@ -20,9 +20,10 @@ import yaml
 
 from lipslib.engine import cost, load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
-from lipslib.evaluate import check_data, check_writable, evaluate, split_images, write_json
+from lipslib.evaluate import calibration_images, check_data, check_writable, evaluate, split_images, write_json
 from lipslib.finetune import finetune
 from lipslib.layers import default_targets, validate_layers
+from lipslib.repair import repair_biases
 from lipslib.schedule import RuleParams, Targets, initial_schedule, update
 from lipslib.spec import write_spec
 
@@ -79,11 +80,11 @@ def calibrate(base, shape, target_gflops: float, criterion: str = "l1", lo: floa
 
 
 def layer_costs(base, criterion: str = "l1", probe: float = 0.5, imgsz: int = 320) -> dict[str, float]:
-    """GFLOPs each target layer saves per unit ratio, from pruning it alone at `probe`. Only their
-    proportions matter (weights of the cost-aware guard), so a smaller image counts them 4× faster."""
-    full = cost(base, imgsz).gflops
-    return {name: (full - cost(prune(base, {name: probe}, criterion=criterion, log=False).model, imgsz).gflops) / probe
-            for name in default_targets(base)}  # fmt: skip
+    """GFLOPs (at 640) each target layer saves per unit ratio, from pruning it alone at `probe`. Counted at
+    `imgsz` and scaled by the pixel ratio (YOLO's cost is per pixel, `engine.cost_counter`): 4× faster."""
+    full, scale = cost(base, imgsz).gflops, (640 / imgsz) ** 2
+    return {name: scale * (full - cost(prune(base, {name: probe}, criterion=criterion, log=False).model,
+                                       imgsz).gflops) / probe for name in default_targets(base)}  # fmt: skip
 
 
 def load_importance(spec, base) -> dict[str, float]:
@@ -106,16 +107,42 @@ def check_params(params: dict, base_gflops: float | None = None) -> tuple[Target
     s, o = params["schedule"], params["optimize"]
     if o["report"] not in REPORTS:
         raise LipsError(f"optimize.report must be one of {', '.join(REPORTS)}, got {o['report']!r}")
+    check_recover(params["recover"])
     if not isinstance(o["iterations"], int) or o["iterations"] < 1:
         raise LipsError(f"optimize.iterations must be an integer ≥ 1, got {o['iterations']!r}")
     if not isinstance(params["finetune"]["epochs"], int) or params["finetune"]["epochs"] < 1:
         raise LipsError(f"finetune.epochs must be an integer ≥ 1, got {params['finetune']['epochs']!r}")
     targets = Targets(float(s["target_gflops"]), float(s["target_map"]), float(s["gflops_tol"]))
-    rule = RuleParams(**{k: float(s[k]) for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc", "damping",
-                                                  "margin", "r_min", "r_max")})  # fmt: skip
+    if isinstance(s["kappa_cost"], str) and s["kappa_cost"] != "auto":
+        raise LipsError(f"schedule.kappa_cost must be a number or auto, got {s['kappa_cost']!r}")
+    rule = RuleParams(**{k: None if s[k] == "auto" else float(s[k])
+                         for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc", "damping", "margin", "r_min",
+                                   "r_max")})  # fmt: skip
     if base_gflops is not None and targets.gflops >= base_gflops:
         raise LipsError(f"target {targets.gflops} GFLOPs is not below the base model's {base_gflops:.3f}; lower it")
+    start = s["initial_gflops"]
+    if start is not None and not (targets.gflops <= float(start) < (base_gflops or float("inf"))):
+        raise LipsError(f"schedule.initial_gflops {start} must lie in [target {targets.gflops}, base's GFLOPs)")
     return targets, rule
+
+
+def check_recover(r: dict) -> None:
+    """Refuse bad recovery settings before any compute."""
+    from lipslib.distill import MODES
+
+    if r["distill"] not in MODES:
+        raise LipsError(f"recover.distill must be one of {', '.join(MODES)}, got {r['distill']!r}")
+    if not isinstance(r["repair"], bool):
+        raise LipsError(f"recover.repair must be true or false, got {r['repair']!r}")
+    if not float(r["distill_weight"]) > 0 or not isinstance(r["images"], int) or r["images"] < 1:
+        raise LipsError(f"recover.distill_weight must be > 0 and recover.images an integer ≥ 1, got "
+                        f"{r['distill_weight']!r} and {r['images']!r}")  # fmt: skip
+
+
+def recovery_args(params: dict) -> dict:
+    """finetune()'s distillation arguments from params: the teacher is the unpruned base."""
+    r = params["recover"]
+    return {"distill": r["distill"], "teacher": params["base"], "distill_weight": float(r["distill_weight"])}
 
 
 def prepare_data(data, report: str, out: Path) -> tuple[str, str, str]:
@@ -159,24 +186,30 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     iterations = range(len(state["done"]) + 1, o["iterations"] + 1)
     from tqdm.auto import tqdm
 
+    repair, calibration = params["recover"]["repair"], None
     for k in tqdm(iterations, desc="LIPS iterations", disable=not progress, initial=len(state["done"]),
                   total=o["iterations"]):  # fmt: skip
         it = out / f"iter_{k:02d}"
         if it.exists():  # left by a run killed in this iteration
             shutil.rmtree(it)
         ratios = state["ratios"]
-        res = prune(base, ratios, criterion=o["criterion"], track=o["warm_start"])
-        inherited = _warm_start(base, res, out, state["done"][-1], o["criterion"]) if o["warm_start"] and k > 1 else 0.0
+        warm = o["warm_start"] and k > 1
+        res = prune(base, ratios, criterion=o["criterion"], track=o["warm_start"] or repair)
+        if repair and not warm:  # a fresh copy of the base; a warm one inherits tuned biases instead
+            if calibration is None:
+                calibration = calibration_images(data, "train", params["recover"]["images"], params["imgsz"])
+            repair_biases(res, base, calibration)
+        inherited = _warm_start(base, res, out, state["done"][-1], o["criterion"]) if warm else 0.0
         write_spec(it / "final" / "prune_spec.txt", ratios)
         write_log(res.log, it / "prune_directed_log.csv")
         pruned = save_checkpoint(res.model, it / "final" / "pruned.pt",
                                  meta={"iteration": k, "ratios": ratios, "inherited": inherited})  # fmt: skip
         train = {k2: v for k2, v in ft.items() if k2 != "recipe"}
         tuned = finetune(pruned, data, it / "ft" / "finetune", recipe=ft["recipe"], imgsz=params["imgsz"],
-                         device=params["device"], threads=params["threads"], **train)["weights"]  # fmt: skip
+                         device=params["device"], threads=params["threads"], **recovery_args(params), **train)
         ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
-        sel = evaluate(tuned, data, split=select_split, **ev)
-        rep = evaluate(tuned, data, split=report_split, **ev) if report_split != select_split else sel
+        sel = tuned["metrics"]  # the tuned weights on the val split, which is the selection split
+        rep = evaluate(tuned["weights"], data, split=report_split, **ev) if report_split != select_split else sel
         new_ratios, rule_state = update(ratios, importance, sel, targets, state["rule_state"], rule,
                                         state["layer_cost"])  # fmt: skip
         row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
@@ -213,7 +246,8 @@ def initial_ratios(base, importance, params, targets) -> dict[str, float]:
         return initial_schedule(imp, s["initial"], ratio, float(s["spread"]), float(s["r_min"]), float(s["r_max"]))
 
     if s["initial_ratio"] == "auto":
-        return calibrate(base, shape, targets.gflops, params["optimize"]["criterion"], hi=float(s["r_max"]))[1]
+        start = targets.gflops if s["initial_gflops"] is None else float(s["initial_gflops"])
+        return calibrate(base, shape, start, params["optimize"]["criterion"], hi=float(s["r_max"]))[1]
     return shape(float(s["initial_ratio"]))
 
 

@@ -7,6 +7,10 @@ G / M the targets. Normalised gaps: overshoot e = (g − G) / G, cost slack c = 
 accuracy gap d = (M − m) / M.
 
 * cost gate (g > G·(1 + tol)):       Δr_i = κ_c·e·(1 − imp_i) − s_c·imp_i
+  κ_c "auto" (needs per-layer costs c_i, GFLOPs saved per unit ratio): Δr_i = a·(1 − imp_i) − s_c·imp_i with
+  a = ((g − G) + s_c·Σ c_i·imp_i) / Σ c_i·(1 − imp_i), the step whose first-order saving Σ c_i·Δr_i is the
+  whole overshoot g − G (steps adapted to the distance from the target, in GFLOPs rather than by a gain);
+  where the guard below raises the crossover to x, a = (g − G) / (Σ c_i − Σ c_i·imp_i / x), b = −a / x.
   every update is affine in importance, Δr_i = a + b·imp_i with a = κ_c·e > 0 and a + b = −s_c < 0:
   unimportant layers are pruned more, important ones less, and the crossover −a/b = κ_c·e / (κ_c·e + s_c)
   moves toward the important layers as the overshoot grows (what the authors' logs show: 0.31 at
@@ -50,7 +54,7 @@ class Targets:
 
 @dataclass(frozen=True)
 class RuleParams:
-    kappa_cost: float = 0.6  # κ_c: push per unit of relative overshoot
+    kappa_cost: float | None = 0.6  # κ_c: push per unit of relative overshoot; None: auto (close it, first order)
     step_cost: float = 0.003  # s_c: pull-back of the most important layer under the cost gate
     kappa_acc: float = 0.34  # κ_a: accuracy-gate step per unit of cost room
     step_acc: float = 0.004  # s_a: smallest accuracy-gate step
@@ -65,7 +69,7 @@ class RuleParams:
         if not 0 < self.damping <= 1:
             raise LipsError(f"damping must be in (0, 1], got {self.damping}")
         for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc"):
-            if getattr(self, k) < 0:
+            if getattr(self, k) is not None and getattr(self, k) < 0:
                 raise LipsError(f"{k} must be ≥ 0, got {getattr(self, k)}")
 
 
@@ -114,12 +118,22 @@ def update(
         damp *= params.damping
     if which == "cost":
         over = (g - targets.gflops) / targets.gflops
-        a = damp * params.kappa_cost * over
+        if params.kappa_cost is None:
+            if not costs:
+                raise LipsError("kappa_cost auto needs the layers' costs (GFLOPs saved per unit ratio)")
+            total = sum(costs[k] for k in ratios)
+            weighted = sum(costs[k] * importance[k] for k in ratios)
+            a = damp * ((g - targets.gflops) + params.step_cost * weighted) / (total - weighted)
+        else:
+            a = damp * params.kappa_cost * over
         b = -(a + damp * params.step_cost)
         if costs and a > 0:
             total = sum(costs[k] for k in ratios)
-            floor = min(1.0, sum(costs[k] * importance[k] for k in ratios) / total + params.margin)
+            weighted = sum(costs[k] * importance[k] for k in ratios)
+            floor = min(1.0, weighted / total + params.margin)
             if -a / b < floor:
+                if params.kappa_cost is None:  # auto at the guarded crossover: still the whole overshoot
+                    a = damp * (g - targets.gflops) / (total - weighted / floor)
                 b = -a / floor
     elif which == "accuracy":
         room = (targets.gflops - g) / targets.gflops

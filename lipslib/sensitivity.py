@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import multiprocessing
 import os
 import queue
@@ -45,7 +46,7 @@ COLUMNS = [
 ]  # fmt: skip  (the authors' prune_layerwise_results.csv)
 MODES = ("fast", "exact")
 KEEP_BATCHES_BYTES = 2 << 30  # letterboxed uint8 images kept in memory between the two passes
-MEMO_BYTES = 2 << 30  # default bound on the base activations the fast path holds (one batch of them)
+MEMO_BYTES = 2 << 30  # default bound on the base activations the fast path holds, all processes together
 # Our single pass must reproduce Ultralytics' own validation of the base. Both compute in fp32 (TF32 is
 # switched off for the whole of Stage I, see `fp32_kernels`), so they differ by summation order only:
 # channels-last vs contiguous kernels, measured on CPU, move mAP50-95 by at most 1e-6. A real defect
@@ -155,10 +156,17 @@ def fp32_kernels():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def largest_side(imgsz: int, stride: int = 32) -> int:
+    """The largest side of Ultralytics' rect validation batches at imgsz (letterboxed with half a stride of
+    padding, rounded up to the stride): 192 for 160, 672 for 640."""
+    return math.ceil(imgsz / stride + 0.5) * stride
+
+
 def memo_batch(base: nn.Module, imgsz: int, batch: int, memo_bytes: int, device) -> tuple[int, int]:
-    """The fast path holds every recorded activation of one batch of the base: bytes_per_image × batch.
-    Returns (batch, bytes_per_image) with the batch lowered so that this stays within `memo_bytes`."""
-    per_image = bytes_per_image(_for_inference(copy.deepcopy(base), True).to(device), imgsz)
+    """The fast path holds every recorded activation of one batch of the base: bytes_per_image × batch,
+    per image at most what a square image of the largest rect side takes. Returns (batch, bytes_per_image)
+    with the batch lowered so that this stays within `memo_bytes`."""
+    per_image = bytes_per_image(_for_inference(copy.deepcopy(base), True).to(device), largest_side(imgsz))
     cap = max(1, int(memo_bytes // per_image))
     return min(int(batch), cap), per_image
 
@@ -234,7 +242,8 @@ def run_sensitivity(
     with `out`, writes layer_importance.json, sensitivity.csv, params.json and the figures there.
     `device`: None lets Ultralytics choose (the first GPU when present). `workers`: processes for the
     fast path (default: one per thread on a CPU; 1 on a GPU). `memo_gib`: bound on the base activations
-    the fast path holds at once (one batch of them); the batch is lowered to stay within it."""
+    the fast path holds at once (one batch per process, all processes together); the batch is lowered to
+    stay within it."""
     from ultralytics.utils.torch_utils import select_device
 
     if not 0.0 < float(ratio) < 1.0:
@@ -261,8 +270,8 @@ def run_sensitivity(
     count = cost_counter(base, cost_imgsz)
     base_cost = count(base)
     requested_batch, per_image = batch, None
-    if mode == "fast":
-        batch, per_image = memo_batch(base, imgsz, batch, int(float(memo_gib) * 2**30), dev)
+    if mode == "fast":  # each worker process holds its own memo
+        batch, per_image = memo_batch(base, imgsz, batch, int(float(memo_gib) * 2**30) // n, dev)
     with fp32_kernels():
         result = _measure(base, names, info, weights, device, n, count, base_cost, float(ratio), criterion, mode,
                           imgsz, batch, split, threads, progress)  # fmt: skip
@@ -284,7 +293,7 @@ def _measure(base, names, info, weights, device, n, count, base_cost, ratio, cri
     """Ultralytics' validation of the base (kept as the check), then the pass over every pruned copy."""
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
     batches = None
-    if len(split_images(info, split)) * 3 * imgsz**2 <= KEEP_BATCHES_BYTES:  # else the second pass reads again
+    if len(split_images(info, split)) * 3 * largest_side(imgsz) ** 2 <= KEEP_BATCHES_BYTES:  # else: read again
         batches = []  # each raw batch, a shallow copy: preprocess replaces the dict's entries
         validator.preprocess = lambda raw: batches.append(dict(raw)) or type(validator).preprocess(validator, raw)
     try:  # Ultralytics' own validation of the base

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lipslib.errors import LipsError
-from lipslib.evaluate import check_writable, device_arg, write_json
+from lipslib.evaluate import check_writable, device_arg, first_line, write_json
 
 INFERENCE_KEYS = ("imgsz", "conf", "iou", "device", "half", "max_det", "classes")
 
@@ -139,6 +139,12 @@ def compare_video(
     settings = inference_args(args_yaml)
     if device is not None:
         settings["device"] = device_arg(device)
+    from ultralytics.utils.torch_utils import select_device
+
+    try:  # Ultralytics' own check, before both models are loaded
+        select_device(settings["device"], verbose=False)
+    except ValueError as e:
+        raise LipsError(f"compare-video: {first_line(e)}") from None
     models = {}
     for key, weights, g in (("orig", model_orig, gflops_orig), ("pruned", model_pruned, gflops_pruned)):
         model, resolved = _detector(weights)

@@ -142,3 +142,30 @@ def test_val_on_the_coco_layout_agrees_with_plain_ultralytics(assets):
     plain = YOLO(str(weights)).val(data=str(data), imgsz=320, split="val", batch=16, plots=False, verbose=False)
     rec = json.loads(proc.stdout)
     assert rec["images"] == 400 and abs(rec["map50_95"] - plain.box.map) < 1e-3, (rec["map50_95"], plain.box.map)
+
+
+def test_a_device_that_is_not_there_is_one_line(assets, tmp_path):
+    proc = lips("compare-video", "--video", "crosswalk.mp4", "--model_orig", "lips_iter01_best.pt", "--model_pruned",
+                "lips_iter24_best.pt", "--device", "7", "--max_frames", "2", "--save", tmp_path / "v.mp4")  # fmt: skip
+    assert_one_line_error(proc, "compare-video", "7")
+    assert not (tmp_path / "v.mp4").exists()
+
+
+@pytest.mark.parametrize("args, needle", [(("--images", "0"), "at least one image"),
+                                          (("--imgsz", "50"), "multiple of 32")])  # fmt: skip
+def test_inflate_bad_calibration(assets, tmp_path, args, needle):
+    proc = lips("inflate", "--weights", "lips_iter01_best.pt", "--data", "coco128.yaml", *args, "--out",
+                tmp_path / "x" / "y.pt")  # fmt: skip
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "x").exists()  # nothing created
+
+
+@pytest.mark.slow
+def test_a_training_error_is_one_line_and_leaves_no_traceback(assets, tmp_path):
+    """Ultralytics refuses a last batch of one image with a ValueError from inside training."""
+    pruned = tmp_path / "p.pt"
+    assert lips("prune", "--weights", "lips_iter01_best.pt", "--ratios", "0.1", "--out", pruned).returncode == 0
+    proc = lips("finetune", "--weights", pruned, "--data", "coco128.yaml", "--epochs", "1", "--imgsz", "32",
+                "--batch", "4", "--set", "fraction=0.1", "device=cpu", "--out", tmp_path / "ft")  # fmt: skip
+    assert_one_line_error(proc, "fine-tuning", "failed", "final batch=1")
+    assert not (tmp_path / "ft").exists()  # the run folder it made is gone

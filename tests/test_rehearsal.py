@@ -28,7 +28,7 @@ def test_rehearsal_end_to_end(assets, paper, tmp_path, yolo11n):
     print(f"rehearsal: {seconds:.0f} s")
     assert seconds <= 600
 
-    base = load_model(ROOT / "runs" / "rehearsal" / "yolo11n_iter01.pt")
+    base = load_model(out / "yolo11n_iter01.pt")
     assert has_batchnorm(base) and conv_shapes(base) == conv_shapes(yolo11n)
     sens = json.loads((out / "sensitivity" / "params.json").read_text())
     assert sens["data"].endswith("coco_val2193.yaml") and sens["images"] == 400 and sens["device"] == "cpu"

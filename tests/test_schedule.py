@@ -95,3 +95,19 @@ def test_cost_gate_with_costs_never_adds_gflops():
         saved = sum(costs[k] * (aware[k] - r0[k]) for k in r0)
         assert st["gate"] == "cost" and saved > 0
         assert sum(costs[k] * (plain[k] - r0[k]) for k in r0) < saved
+
+
+def test_auto_cost_step_closes_the_overshoot_to_first_order():
+    """kappa_cost auto: the step's predicted saving Σ c_i·Δr_i is the whole overshoot, for any costs."""
+    costs = {"a": 0.8, "b": 2.0, "c": 0.3}
+    r0 = initial_schedule(IMP)
+    for g in (4.6, 5.0, 5.4):
+        r1, st = update(r0, IMP, {"gflops": g, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None), costs=costs)
+        saved = sum(costs[k] * (r1[k] - r0[k]) for k in r0)
+        assert st["gate"] == "cost" and r1["c"] - r0["c"] > r1["a"] - r0["a"]  # unimportant layers pruned more
+        if max(r1.values()) < 0.9:
+            assert saved == pytest.approx(g - T.gflops, rel=1e-9)
+        else:  # 5.4: layer c hits r_max, so less is saved than asked
+            assert g == 5.4 and r1["c"] == 0.9 and saved < g - T.gflops
+    with pytest.raises(LipsError, match="needs the layers' costs"):
+        update(r0, IMP, {"gflops": 5.0, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None))
