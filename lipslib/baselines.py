@@ -24,7 +24,7 @@ import torch_pruning as tp
 from lipslib.engine import CRITERIA, output_tensors, cost, prune
 from lipslib.errors import LipsError
 from lipslib.layers import detect_head, default_targets
-from lipslib.optimize import bisect_gflops
+from lipslib.costs import bisect
 from lipslib.schedule import initial_schedule
 
 
@@ -86,22 +86,29 @@ def _ignored(model: nn.Module) -> list[nn.Module]:
     return keep + [head.dfl] + [m for m in model.modules() if isinstance(m, C2PSA)]
 
 
-def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", max_ratio: float = 0.9) -> nn.Module:
+def _gflops(model: nn.Module) -> float:
+    return cost(model).gflops
+
+
+def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", max_ratio: float = 0.9,
+                        round_to: int | None = None) -> nn.Module:  # fmt: skip
     """A copy of `base` pruned by torch-pruning's global ranking at global channel ratio `ratio`."""
     model = split_c2f(copy.deepcopy(base)).eval()
     example = torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device)
     with torch.enable_grad():
         pruner = tp.pruner.BasePruner(model, example, importance=CRITERIA[criterion](), global_pruning=True,
                                       pruning_ratio=ratio, max_pruning_ratio=max_ratio, ignored_layers=_ignored(model),
+                                      round_to=round_to,
                                       output_transform=output_tensors)  # fmt: skip
         pruner.step()
     return model
 
 
 def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance: dict[str, float] | None = None,
-              spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1") -> dict:  # fmt: skip
-    """Prune `base` once to `target_gflops` with a baseline method. Returns {'model', 'gflops', 'scalar',
-    'ratios' (per LIPS layer; None for global magnitude)}."""
+              spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1", round_to: int | None = None) -> dict:  # fmt: skip
+    """Prune `base` once to `target_gflops` with a baseline method (kept widths rounded to multiples of
+    `round_to` when given). Returns {'model', 'gflops', 'scalar', 'ratios' (per LIPS layer; None for global
+    magnitude)}."""
     base_gflops = cost(base).gflops
     if not 0 < target_gflops < base_gflops:
         raise LipsError(f"baseline target {target_gflops} GFLOPs must be in (0, {base_gflops:.3f}) for this base")
@@ -115,10 +122,11 @@ def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance:
         def shape(s):
             return initial_schedule(imp, kind, s, spread, 0.0, r_max)
 
-        s, model, g = bisect_gflops(lambda x: prune(base, shape(x), criterion=criterion, log=False).model,
-                                    target_gflops, hi=r_max)  # fmt: skip
+        s, model, g = bisect(lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
+                             target_gflops, _gflops, hi=r_max)  # fmt: skip
         return {"model": model, "gflops": g, "scalar": s, "ratios": shape(s)}
     if method == "global":
-        s, model, g = bisect_gflops(lambda r: global_magnitude_at(base, r, criterion, r_max), target_gflops, hi=r_max)
+        s, model, g = bisect(lambda r: global_magnitude_at(base, r, criterion, r_max, round_to), target_gflops, _gflops,
+                             hi=r_max)  # fmt: skip
         return {"model": model, "gflops": g, "scalar": s, "ratios": None}
     raise LipsError(f"unknown baseline '{method}'; choose uniform, shaped or global")

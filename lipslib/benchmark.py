@@ -8,18 +8,14 @@ warm-up, threads pinned) and ONNX Runtime on CPU from the Ultralytics ONNX expor
 
 from __future__ import annotations
 
-import copy
 import statistics
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
-from lipslib.engine import cost, fused, load_model
+from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
 from lipslib.evaluate import evaluate, frame_tensor
 from lipslib.runtime import cpu_threads
@@ -45,42 +41,6 @@ def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str =
     return pd.DataFrame(rows)
 
 
-def _timed(fn, sync=None) -> float:
-    if sync:
-        sync()
-    t0 = time.perf_counter()
-    fn()
-    if sync:
-        sync()
-    return 1e3 * (time.perf_counter() - t0)
-
-
-def _runners(weights, x, imgsz: int, gpu, onnx: bool, threads: int, tmp: Path) -> tuple[dict, dict]:
-    """({backend: zero-argument forward}, info) for one model: PyTorch CPU (fused fp32), ONNX Runtime CPU
-    from the Ultralytics export, and PyTorch CUDA on `gpu` (a torch.device) when given."""
-    model = load_model(weights)
-    info = {"weights": str(weights), "gflops": cost(model).gflops}
-    net = fused(model)
-    runners = {"torch_cpu": (lambda: net(x), None)}
-    if gpu is not None:
-        gnet, gx = copy.deepcopy(net).to(gpu), x.to(gpu)
-        runners["torch_cuda"] = (lambda: gnet(gx), torch.cuda.synchronize)
-    if onnx:
-        import onnxruntime as ort
-        from ultralytics import YOLO
-
-        from lipslib.engine import save_checkpoint
-
-        pt = save_checkpoint(model, tmp / f"{abs(hash(str(weights)))}.pt")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(YOLO(str(pt)).export(format="onnx", imgsz=imgsz, verbose=False), opts,
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
-        name, feed = session.get_inputs()[0].name, x.numpy()
-        runners["onnxruntime_cpu"] = (lambda: session.run(None, {name: feed}), None)
-    return runners, info
-
-
 def _check_base(models: dict[str, str], base: str) -> None:
     if base not in models:
         raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
@@ -88,39 +48,27 @@ def _check_base(models: dict[str, str], base: str) -> None:
 
 def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, runs: int = 15, warmup: int = 3,
                   threads: int = 1, onnx: bool = True, device=None) -> pd.DataFrame:  # fmt: skip
-    """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`:
-    PyTorch and ONNX Runtime on the CPU, and PyTorch CUDA when `device` (None: Ultralytics' choice) is a
-    GPU. Models are interleaved — every round times each model once — so machine drift hits all of them
-    alike; ratios to `base` (a label) sit next to the GFLOPs ratio."""
+    """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`
+    (`lipslib.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, and PyTorch
+    CUDA when `device` (None: Ultralytics' choice) is a GPU; ratios to `base` (a label) next to the
+    GFLOPs ratio."""
     from ultralytics.utils.torch_utils import select_device
 
     from lipslib.evaluate import device_arg
+    from lipslib.latency import interleaved, whole_runner
 
     _check_base(models, base)
     dev = select_device(device_arg(device), verbose=False)
-    gpu = dev if dev.type == "cuda" else None
     x = frame_tensor(image, imgsz)
-    # Subnormal floats are slow on x86 and appear in different amounts in trained and random-init
-    # weights (yolo11n from its yaml): flush them so models are timed on their arithmetic alone.
-    denormal = torch.set_flush_denormal(True)
-    try:
-        with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-            built = {k: _runners(w, x, imgsz, gpu, onnx, threads, Path(tmp))
-                     for k, w in models.items()}  # fmt: skip
-            times = {(k, b): [] for k, (runners, _) in built.items() for b in runners}
-            for i in range(warmup + runs):
-                for k, (runners, _) in built.items():
-                    for b, (fn, sync) in runners.items():
-                        t = _timed(fn, sync)
-                        if i >= warmup:
-                            times[(k, b)].append(t)
-    finally:
-        if denormal:
-            torch.set_flush_denormal(False)
-    rows = []
-    for k, (runners, info) in built.items():
-        rows.append({"model": k, **info, "threads": threads, "imgsz": imgsz, "runs": runs, "flush_denormal": denormal,
-                     **{f"{b}_ms": statistics.median(times[(k, b)]) for b in runners}})  # fmt: skip
+    backends = {"torch_cpu": ("torch", None), **({"onnxruntime_cpu": ("onnxruntime", None)} if onnx else {}),
+                **({"torch_cuda": ("torch", dev)} if dev.type == "cuda" else {})}  # fmt: skip
+    with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
+        runners = {(k, b): whole_runner(w, rt, x, threads, Path(tmp), gpu) for k, w in models.items()
+                   for b, (rt, gpu) in backends.items()}  # fmt: skip
+        times = interleaved(runners, runs, warmup)
+    rows = [{"model": k, "weights": str(w), "gflops": cost(load_model(w)).gflops, "threads": threads, "imgsz": imgsz,
+             "runs": runs, **{f"{b}_ms": statistics.median(times[(k, b)]) for b in backends}}
+            for k, w in models.items()]  # fmt: skip
     df = pd.DataFrame(rows)
     ref = df.set_index("model").loc[base]
     df["gflops_ratio"] = df.gflops / ref.gflops

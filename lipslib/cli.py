@@ -74,6 +74,29 @@ def cmd_inflate(a):
           f"{'with' if has_batchnorm(model) else 'no'} BatchNorm, same outputs; saved {a.out}")
 
 
+def cmd_latency(a):
+    from lipslib.latency import block_table, time_models
+
+    models = dict(_pair(w) if "=" in w else (w, w) for w in a.weights)
+    with _quiet(a.json):
+        times = time_models(models, a.runtime, a.image, a.imgsz, a.batch, a.threads, a.runs)
+        tables = {k: block_table(w, a.runtime, a.imgsz, a.batch, a.threads, a.runs) for k, w in models.items()
+                  if a.table}  # fmt: skip
+    first = next(iter(times.values()))["median_ms"]
+    rec = {k: {**t, "ratio": t["median_ms"] / first, **({"table_ms": sum(r["ms"] for r in tables[k]),
+                                                          "blocks": tables[k]} if a.table else {})}
+           for k, t in times.items()}  # fmt: skip
+    if a.json:
+        print(json.dumps({"runtime": a.runtime, "imgsz": a.imgsz, "batch": a.batch, "threads": a.threads,
+                          "models": rec}, indent=2))  # fmt: skip
+        return
+    print(f"{a.runtime}, {a.threads} thread(s), batch {a.batch}, {a.imgsz}×{a.imgsz}, median of {a.runs} interleaved runs")
+    for k, r in rec.items():
+        extra = f"; block table {r['table_ms']:.2f} ms ({r['table_ms'] / r['median_ms'] - 1:+.1%})" if a.table else ""
+        print(f"  {k}: {r['median_ms']:.2f} ms (quartiles {r['p25_ms']:.2f}–{r['p75_ms']:.2f}), "
+              f"{r['ratio']:.3f} × the first{extra}")
+
+
 def cmd_finetune(a):
     from lipslib.finetune import finetune
 
@@ -83,7 +106,8 @@ def cmd_finetune(a):
     if twice:
         raise LipsError(f"{', '.join(twice)} given both as --{twice[0]} and in --set; give each once")
     with _quiet(a.json):
-        rec = finetune(a.weights, a.data, a.out, recipe=a.recipe, **flags, **extra)
+        rec = finetune(a.weights, a.data, a.out, recipe=a.recipe, distill=a.distill, teacher=a.teacher,
+                       distill_weight=a.distill_weight, **flags, **extra)  # fmt: skip
     if a.json:
         print(json.dumps(rec, indent=2))
     else:
@@ -252,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .pt (a plain Ultralytics checkpoint)")
     s.set_defaults(func=cmd_inflate)
 
+    s = sub.add_parser("latency", help="measured latency of checkpoints on a runtime (interleaved, median, quartiles)")
+    s.add_argument("--weights", action="append", required=True, metavar="[LABEL=]WEIGHTS",
+                   help="a checkpoint or model yaml; repeat to compare (ratios are to the first)")
+    s.add_argument("--runtime", default="torch", help="torch (fused fp32) or onnxruntime (Ultralytics' ONNX export)")
+    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--runs", type=int, default=15)
+    s.add_argument("--image", default=None, help="a real frame to time on (default: Ultralytics' bus.jpg)")
+    s.add_argument("--table", action="store_true", help="also the per-block table (cached) and its sum's error")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_latency)
+
     s = sub.add_parser("finetune", help="fine-tune a pruned checkpoint, keeping its architecture")
     s.add_argument("--weights", required=True)
     s.add_argument("--data", required=True, help="dataset yaml (looked up under $LIPS_ASSETS/datasets too)")
@@ -261,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--recipe", default="auto", help="auto (bn-free for models without BatchNorm), paper, bn-free")
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other Ultralytics train argument")
+    s.add_argument("--distill", default="none",
+                   help="none, outputs (match the teacher's head outputs), features (Ultralytics' distill_model)")
+    s.add_argument("--teacher", default=None, help="the unpruned model the checkpoint was pruned from")
+    s.add_argument("--distill-weight", type=float, default=1.0)
     s.add_argument("--json", action="store_true", help="print the result as JSON (training log on stderr)")
     s.add_argument("--out", required=True, help="run folder (args.yaml, results.csv, weights/)")
     s.set_defaults(func=cmd_finetune)

@@ -102,11 +102,12 @@ def build_graph(model: nn.Module, trace_size: int = 64) -> tp.DependencyGraph:
 
 def n_remove(n: int, ratio: float, round_to: int | None = None) -> int:
     """Channels removed from a layer of n: floor(n · ratio); with round_to, the kept count is rounded to
-    the nearest multiple (at least one multiple), which hardware likes better than odd widths."""
+    the nearest multiple of it that fits in n (at least one multiple), which hardware likes better than odd
+    widths; a layer narrower than round_to is left as floor(n · ratio) says."""
     k = math.floor(n * ratio)
-    if round_to and round_to > 1:
-        kept = max(round_to, int(round((n - k) / round_to)) * round_to)
-        k = max(0, n - min(kept, n))
+    if round_to and round_to > 1 and n >= round_to:
+        kept = int(round((n - k) / round_to)) * round_to
+        k = n - min(max(kept, round_to), n // round_to * round_to)
     return k
 
 

@@ -194,22 +194,38 @@ def map50_95(images: list[dict]) -> float:
     return float(ap.mean()) if len(ap) else 0.0
 
 
-def paired_bootstrap(a: list[dict], b: list[dict], resamples: int = 1000, seed: int = 0) -> dict:
-    """How sure is "model a beats model b" on these images? Both models' mAP50-95 over the same resamples
-    of the images (with replacement): the ratio a/b's 2.5/50/97.5 percentiles and the share of
-    resamples where a > b."""
-    if len(a) != len(b) or not a:
-        raise LipsError(f"paired bootstrap needs the same images for both models (got {len(a)} and {len(b)})")
+def bootstrap_maps(matches: dict[str, list[dict]], resamples: int = 1000, seed: int = 0,
+                   progress: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each model's mAP50-95 (`image_matches` per model, the same images) over the same `resamples`
+    resamples of the images with replacement: paired, so any two rows give a ratio's distribution."""
+    from tqdm.auto import tqdm
+
+    sizes = {len(m) for m in matches.values()}
+    if len(sizes) != 1 or not sizes.pop():
+        raise LipsError(f"a paired bootstrap needs the same images for every model (got {', '.join(f'{k}: {len(m)}' for k, m in matches.items())})")
+    n = len(next(iter(matches.values())))
     rng = np.random.default_rng(seed)
-    ratios, wins = [], 0
-    for _ in range(resamples):
-        idx = rng.integers(0, len(a), len(a))
-        ma, mb = map50_95([a[i] for i in idx]), map50_95([b[i] for i in idx])
-        ratios.append(ma / max(mb, 1e-9))
-        wins += ma > mb
+    out = {k: np.empty(resamples) for k in matches}
+    for r in tqdm(range(resamples), desc="bootstrap", disable=not progress):
+        idx = rng.integers(0, n, n)
+        for k, m in matches.items():
+            out[k][r] = map50_95([m[i] for i in idx])
+    return out
+
+
+def ratio_interval(a: np.ndarray, b: np.ndarray) -> dict:
+    """How sure is "a beats b", from paired bootstrap mAPs: the ratio a/b's 2.5/50/97.5 percentiles and
+    the share of resamples where a > b."""
+    ratios = a / np.maximum(b, 1e-9)
     lo, mid, hi = np.percentile(ratios, [2.5, 50, 97.5])
-    return {"ratio_ci95": [float(lo), float(hi)], "ratio_median": float(mid), "p_a_beats_b": wins / resamples,
-            "resamples": resamples, "images": len(a)}  # fmt: skip
+    return {"ratio_ci95": [float(lo), float(hi)], "ratio_median": float(mid), "p_a_beats_b": float(np.mean(a > b)),
+            "resamples": len(a)}  # fmt: skip
+
+
+def paired_bootstrap(a: list[dict], b: list[dict], resamples: int = 1000, seed: int = 0) -> dict:
+    """`ratio_interval` of models a and b (`image_matches` on the same images)."""
+    maps = bootstrap_maps({"a": a, "b": b}, resamples, seed)
+    return {**ratio_interval(maps["a"], maps["b"]), "images": len(a)}
 
 
 def check_writable(path: str | os.PathLike) -> Path:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lipslib.engine import cost, load_model, prune, save_checkpoint, write_log
+from lipslib.costs import GflopsCost, bisect, cost_model
+from lipslib.engine import load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
 from lipslib.evaluate import calibration_images, check_data, check_writable, evaluate, split_images, write_json
 from lipslib.finetune import finetune
@@ -33,7 +34,7 @@ REPORTS = {  # optimize.report: (how the data is prepared, split that chooses th
     "val": ("val alone (the report is optimistic)", "val", "val"),
 }
 HISTORY_COLUMNS = ["iteration", "gflops", "params", "map50_95", "map50", "gate", "step",
-                   "report_map50_95", "report_map50"]  # fmt: skip
+                   "report_map50_95", "report_map50", "cost"]  # fmt: skip
 FINGERPRINT_IGNORES = ("threads", "profile")  # may change between a run and its resume
 
 
@@ -56,35 +57,13 @@ def split_halves(data, out: Path) -> Path:
     return path
 
 
-def bisect_gflops(make, target_gflops: float, lo: float = 0.0, hi: float = 0.9, steps: int = 14):
-    """Bisection on a scalar s until the model `make(s)` costs `target_gflops` (GFLOPs fall as s grows).
-    Returns (s, model, gflops) of the closest step."""
-    best = None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        model = make(mid)
-        g = cost(model).gflops
-        if best is None or abs(g - target_gflops) < abs(best[2] - target_gflops):
-            best = (mid, model, g)
-        lo, hi = (mid, hi) if g > target_gflops else (lo, mid)
-    return best
-
-
-def calibrate(base, shape, target_gflops: float, criterion: str = "l1", lo: float = 0.0, hi: float = 0.9,
-              steps: int = 14) -> tuple[float, dict[str, float], float]:  # fmt: skip
-    """The scalar s of a schedule family `shape(s) -> ratios` at which pruning `base` costs
-    `target_gflops`. Returns (s, ratios, gflops)."""
-    s, _, g = bisect_gflops(lambda x: prune(base, shape(x), criterion=criterion, log=False).model, target_gflops,
-                            lo, hi, steps)  # fmt: skip
-    return s, shape(s), g
-
-
-def layer_costs(base, criterion: str = "l1", probe: float = 0.5, imgsz: int = 320) -> dict[str, float]:
-    """GFLOPs (at 640) each target layer saves per unit ratio, from pruning it alone at `probe`. Counted at
-    `imgsz` and scaled by the pixel ratio (YOLO's cost is per pixel, `engine.cost_counter`): 4× faster."""
-    full, scale = cost(base, imgsz).gflops, (640 / imgsz) ** 2
-    return {name: scale * (full - cost(prune(base, {name: probe}, criterion=criterion, log=False).model,
-                                       imgsz).gflops) / probe for name in default_targets(base)}  # fmt: skip
+def calibrate(base, shape, target: float, criterion: str = "l1", lo: float = 0.0, hi: float = 0.9, steps: int = 14,
+              measure=None, round_to: int | None = None) -> tuple[float, dict[str, float], float]:  # fmt: skip
+    """The scalar s of a schedule family `shape(s) -> ratios` at which pruning `base` costs `target`
+    (`measure`: a model's cost, default GFLOPs). Returns (s, ratios, cost)."""
+    s, _, c = bisect(lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
+                     target, measure or GflopsCost().measure, lo, hi, steps)  # fmt: skip
+    return s, shape(s), c
 
 
 def load_importance(spec, base) -> dict[str, float]:
@@ -102,8 +81,9 @@ def _fingerprint(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in FINGERPRINT_IGNORES}
 
 
-def check_params(params: dict, base_gflops: float | None = None) -> tuple[Targets, RuleParams]:
-    """Refuse bad parameters before any compute."""
+def check_params(params: dict, base_cost: float | None = None) -> tuple[Targets, RuleParams]:
+    """Refuse bad parameters before any compute; `base_cost` (the base's cost in the loop's unit) adds the
+    checks against the base."""
     s, o = params["schedule"], params["optimize"]
     if o["report"] not in REPORTS:
         raise LipsError(f"optimize.report must be one of {', '.join(REPORTS)}, got {o['report']!r}")
@@ -112,17 +92,28 @@ def check_params(params: dict, base_gflops: float | None = None) -> tuple[Target
         raise LipsError(f"optimize.iterations must be an integer ≥ 1, got {o['iterations']!r}")
     if not isinstance(params["finetune"]["epochs"], int) or params["finetune"]["epochs"] < 1:
         raise LipsError(f"finetune.epochs must be an integer ≥ 1, got {params['finetune']['epochs']!r}")
-    targets = Targets(float(s["target_gflops"]), float(s["target_map"]), float(s["gflops_tol"]))
+    if s["round_to"] is not None and (not isinstance(s["round_to"], int) or s["round_to"] < 1):
+        raise LipsError(f"schedule.round_to must be an integer ≥ 1 (e.g. 8) or null, got {s['round_to']!r}")
+    latency = s["target_ms"] is not None
+    if latency:
+        from lipslib.latency import check_runtime
+
+        lat = params["latency"]
+        check_runtime(lat["runtime"], lat["threads"], lat["imgsz"])
+    unit = "ms" if latency else "GFLOPs"
+    target = float(s["target_ms"] if latency else s["target_gflops"])
+    if not target > 0:
+        raise LipsError(f"schedule.target_{'ms' if latency else 'gflops'} must be > 0, got {target}")
+    targets = Targets(target, float(s["target_map"]), float(s["cost_tol"]))
     if isinstance(s["kappa_cost"], str) and s["kappa_cost"] != "auto":
         raise LipsError(f"schedule.kappa_cost must be a number or auto, got {s['kappa_cost']!r}")
     rule = RuleParams(**{k: None if s[k] == "auto" else float(s[k])
                          for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc", "damping", "margin", "r_min",
-                                   "r_max")})  # fmt: skip
-    if base_gflops is not None and targets.gflops >= base_gflops:
-        raise LipsError(f"target {targets.gflops} GFLOPs is not below the base model's {base_gflops:.3f}; lower it")
-    start = s["initial_gflops"]
-    if start is not None and not (targets.gflops <= float(start) < (base_gflops or float("inf"))):
-        raise LipsError(f"schedule.initial_gflops {start} must lie in [target {targets.gflops}, base's GFLOPs)")
+                                   "r_max")}, neutral_acc=bool(s["neutral_acc"]))  # fmt: skip
+    if base_cost is not None and targets.cost >= base_cost:
+        raise LipsError(f"target {targets.cost:g} {unit} is not below the base model's {base_cost:.3f} {unit}; lower it")
+    if not isinstance(s["start"], (int, float)) or not 0 <= s["start"] < 1:
+        raise LipsError(f"schedule.start must be in [0, 1): the share of the way back to the base, got {s['start']!r}")
     return targets, rule
 
 
@@ -169,18 +160,21 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
                         f"use another --out or delete {out} to start fresh")  # fmt: skip
     base = load_model(params["base"])
     o, ft = params["optimize"], params["finetune"]
+    round_to = params["schedule"]["round_to"]
     if state is None:
-        base_cost = cost(base)
-        check_params(params, base_cost.gflops)
+        costs = cost_model(params, base)
+        base_cost = costs.measure(base)
+        check_params(params, base_cost)
         importance = load_importance(o["importance"], base)
         data, select, report = prepare_data(params["data"], o["report"], out)
         state = {"params": _fingerprint(params), "importance": importance, "data": data,
-                 "split_select": select, "split_report": report,
-                 "base_gflops": base_cost.gflops, "ratios": initial_ratios(base, importance, params, targets),
-                 "layer_cost": layer_costs(base, o["criterion"]),
+                 "split_select": select, "split_report": report, "cost": costs.state(), "cost_unit": costs.unit,
+                 "base_cost": base_cost, "ratios": initial_ratios(base, importance, params, targets, costs, base_cost),
+                 "layer_cost": costs.layer_costs(base, o["criterion"], round_to),
                  "rule_state": None, "done": []}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         write_json(state_file, state)
+    costs = cost_model(params, base, state["cost"])
     importance, data = state["importance"], state["data"]
     select_split, report_split = state["split_select"], state["split_report"]
     iterations = range(len(state["done"]) + 1, o["iterations"] + 1)
@@ -194,12 +188,12 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
             shutil.rmtree(it)
         ratios = state["ratios"]
         warm = o["warm_start"] and k > 1
-        res = prune(base, ratios, criterion=o["criterion"], track=o["warm_start"] or repair)
+        res = prune(base, ratios, criterion=o["criterion"], round_to=round_to, track=o["warm_start"] or repair)
         if repair and not warm:  # a fresh copy of the base; a warm one inherits tuned biases instead
             if calibration is None:
                 calibration = calibration_images(data, "train", params["recover"]["images"], params["imgsz"])
             repair_biases(res, base, calibration)
-        inherited = _warm_start(base, res, out, state["done"][-1], o["criterion"]) if warm else 0.0
+        inherited = _warm_start(base, res, out, state["done"][-1], o["criterion"], round_to) if warm else 0.0
         write_spec(it / "final" / "prune_spec.txt", ratios)
         write_log(res.log, it / "prune_directed_log.csv")
         pruned = save_checkpoint(res.model, it / "final" / "pruned.pt",
@@ -210,34 +204,37 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
         sel = tuned["metrics"]  # the tuned weights on the val split, which is the selection split
         rep = evaluate(tuned["weights"], data, split=report_split, **ev) if report_split != select_split else sel
-        new_ratios, rule_state = update(ratios, importance, sel, targets, state["rule_state"], rule,
-                                        state["layer_cost"])  # fmt: skip
+        measured = sel["gflops"] if costs.unit == "GFLOPs" else costs.measure(load_model(tuned["weights"]))
+        new_ratios, rule_state = update(ratios, importance, {"cost": measured, "map50_95": sel["map50_95"]}, targets,
+                                        state["rule_state"], rule, state["layer_cost"])  # fmt: skip
         row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
                "map50": sel["map50"], "gate": rule_state["gate"], "step": rule_state["step"],
-               "report_map50_95": rep["map50_95"], "report_map50": rep["map50"]}  # fmt: skip
+               "report_map50_95": rep["map50_95"], "report_map50": rep["map50"], "cost": measured}  # fmt: skip
         write_json(it / "metrics.json", {**row, "selection": sel, "report": rep, "ratios": ratios,
                                          "inherited": inherited})  # fmt: skip
         state.update(ratios=new_ratios, rule_state=rule_state, done=state["done"] + [{**row, "ratios": ratios}])
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
-    return _finish(out, state, targets, float(o["best_gflops_tol"]))
+    return _finish(out, state, targets, float(o["best_cost_tol"]))
 
 
 def tuned_weights(out: Path, iteration: int) -> Path:
     return out / f"iter_{iteration:02d}" / "ft" / "finetune" / "weights" / "last_pruned_full.pt"
 
 
-def _warm_start(base, res, out: Path, prev: dict, criterion: str) -> float:
+def _warm_start(base, res, out: Path, prev: dict, criterion: str, round_to: int | None) -> float:
     """Give `res.model` the previous iteration's fine-tuned weights where both keep the same base
     elements. Read from its saved checkpoint (as a resumed run would), so resuming changes nothing."""
     from lipslib.warmstart import inherit
 
     donor = load_model(tuned_weights(out, prev["iteration"]))
-    donor_origin = prune(base, prev["ratios"], criterion=criterion, log=False, track=True).origin
+    donor_origin = prune(base, prev["ratios"], criterion=criterion, round_to=round_to, log=False, track=True).origin
     return inherit(res.model, res.origin, donor, donor_origin)
 
 
-def initial_ratios(base, importance, params, targets) -> dict[str, float]:
+def initial_ratios(base, importance, params, targets, costs=None, base_cost=None) -> dict[str, float]:
+    """The starting schedule: uniform or importance-shaped, at schedule.initial_ratio, or with `auto` at the
+    ratio whose pruned copy costs target + start·(base_cost − target), by the cost's prediction."""
     s = params["schedule"]
     names = default_targets(base)
     imp = {k: importance.get(k, 0.0) for k in names}
@@ -246,8 +243,9 @@ def initial_ratios(base, importance, params, targets) -> dict[str, float]:
         return initial_schedule(imp, s["initial"], ratio, float(s["spread"]), float(s["r_min"]), float(s["r_max"]))
 
     if s["initial_ratio"] == "auto":
-        start = targets.gflops if s["initial_gflops"] is None else float(s["initial_gflops"])
-        return calibrate(base, shape, start, params["optimize"]["criterion"], hi=float(s["r_max"]))[1]
+        start = targets.cost + float(s["start"]) * ((base_cost or targets.cost) - targets.cost)
+        return calibrate(base, shape, start, params["optimize"]["criterion"], hi=float(s["r_max"]),
+                         measure=(costs or GflopsCost()).predict, round_to=s["round_to"])[1]  # fmt: skip
     return shape(float(s["initial_ratio"]))
 
 
@@ -262,8 +260,8 @@ def _finish(out: Path, state: dict, targets: Targets, tol: float) -> dict:
     from lipslib.plots import layer_iteration
 
     done = pd.DataFrame(state["done"])
-    within = done[done.gflops <= targets.gflops * (1 + tol)]
-    pick = within.loc[within.map50_95.idxmax()] if len(within) else done.loc[done.gflops.idxmin()]
+    within = done[done.cost <= targets.cost * (1 + tol)]
+    pick = within.loc[within.map50_95.idxmax()] if len(within) else done.loc[done.cost.idxmin()]
     k = int(pick.iteration)
     weights = tuned_weights(out, k)
     shutil.copyfile(weights, out / "best.pt")
@@ -272,7 +270,8 @@ def _finish(out: Path, state: dict, targets: Targets, tol: float) -> dict:
             "map50_95": float(pick.report_map50_95), "map50": float(pick.report_map50),
             "selection_map50_95": float(pick.map50_95), "data": state["data"],
             "split_select": state["split_select"], "split_report": state["split_report"],
-            "within_target": bool(len(within)), "target_gflops": targets.gflops, "gflops_tol": tol}  # fmt: skip
+            "cost": float(pick.cost), "cost_unit": state["cost_unit"], "target_cost": targets.cost, "cost_tol": tol,
+            "within_target": bool(len(within))}  # fmt: skip
     write_json(out / "best.json", best)
     wide = pd.DataFrame([{"iteration": d["iteration"], **d["ratios"]} for d in state["done"]]).set_index("iteration")
     layer_iteration(wide, state["importance"], out / "layer_iteration.png", title="LIPS ratios per iteration")

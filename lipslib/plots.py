@@ -112,3 +112,27 @@ def pareto_figure(table: pd.DataFrame, path) -> Path:
            title="LIPS sweep over GFLOPs targets")  # fmt: skip
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def baselines_pareto(result: dict, path) -> Path:
+    """mAP50-95 vs GFLOPs from the baselines benchmark's JSON: one line per method over the budgets, 95 %
+    bootstrap intervals as bars, the base as a point."""
+    rows = [{"method": m, "gflops": r["gflops"], "map": r["map50_95"], "lo": r["map50_95_ci95"][0],
+             "hi": r["map50_95_ci95"][1]} for b in result["budgets"] for m, r in b["methods"].items()]  # fmt: skip
+    df = pd.DataFrame(rows).sort_values("gflops")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    palette = dict(zip(df.method.unique(), sns.color_palette("tab10", df.method.nunique())))
+    for method, g in df.groupby("method", sort=False):
+        dashed = "recover" in method
+        ax.errorbar(g.gflops, g["map"], yerr=[g["map"] - g.lo, g.hi - g["map"]], marker="o", capsize=3,
+                    color=palette[method], ls="--" if dashed else "-", label=method)  # fmt: skip
+    base = result["base"]
+    ax.scatter([base["gflops"]], [base["map50_95"]], marker="*", s=160, color="black", zorder=5,
+               label=f"base ({Path(base['weights']).stem})")  # fmt: skip
+    s = result["settings"]
+    ax.set(xlabel="GFLOPs (640, fused)", ylabel=f"mAP50-95, {s['report_split']} split ({s['report_images']} images)",
+           title=f"Equal cost, equal epochs ({s['iterations'] * s['epochs_per_iteration']}): "
+                 f"{Path(s['data']).stem} @ {s['imgsz']}")  # fmt: skip
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -50,7 +50,8 @@ def replay_paper(paper_dir, out=None, targets: Targets = Targets(4.5, 0.35), par
     for k, row in runs.iterrows():
         long += [{"iteration": row.iteration, "layer": n, "paper": row.ratios[n], "replay": ours[n]} for n in ours]
         if k + 1 < len(runs):
-            ours, state = update(ours, importance, row, targets, state, params)
+            ours, state = update(ours, importance, {"cost": row.gflops, "map50_95": row.map50_95}, targets, state,
+                                 params)  # fmt: skip
             gates.append({"iteration": row.iteration, "gate": state["gate"], "a": state["a"], "b": state["b"]})
     df = pd.DataFrame(long)
     summary = compare(df, pd.DataFrame(gates))

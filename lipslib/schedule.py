@@ -2,7 +2,8 @@
 
 Pure functions on dicts and floats (no torch), so the rule can be tested and replayed without a model.
 
-Notation: r_i ratio of layer i, imp_i its importance in [0, 1], g / m the measured GFLOPs / mAP50-95,
+Notation: r_i ratio of layer i, imp_i its importance in [0, 1], g / m the measured cost / mAP50-95 (the cost
+is GFLOPs, or milliseconds of latency with a latency target; c_i below are in the same unit),
 G / M the targets. Normalised gaps: overshoot e = (g − G) / G, cost slack c = (G − g) / G,
 accuracy gap d = (M − m) / M.
 
@@ -23,6 +24,9 @@ accuracy gap d = (M − m) / M.
   importance Σ c_i·imp_i / Σ c_i. Given `costs`, the crossover is raised to at least that + `margin`, so
   the cost gate never adds GFLOPs (the fitted rule alone can: with a tiny overshoot its pull-back of
   the important layers dominates — the authors' run hovered at 4.53 GFLOPs above its 4.5 target).
+  Cost-neutral variant (`neutral_acc`, needs costs): Δr_i = −s·(imp_i − ī_c), ī_c = Σ c_i·imp_i / Σ c_i, whose
+  first-order GFLOPs change Σ c_i·Δr_i is 0: at the budget, capacity moves from unimportant layers to
+  important ones instead of being added, so the loop does not leave the budget to reallocate.
 * hold (both met): Δr_i = 0.
 * oscillation: each time the gate flips between cost and accuracy, all steps are multiplied by ρ.
 Ratios are then clipped to [r_min, r_max]. Defaults were fitted to the authors' 24 published updates.
@@ -39,17 +43,17 @@ GATES = ("cost", "accuracy", "hold")
 
 @dataclass(frozen=True)
 class Targets:
-    gflops: float
+    cost: float  # GFLOPs, or ms with a latency target
     map50_95: float
-    gflops_tol: float = 0.0  # relative: the cost gate opens above gflops · (1 + tol)
+    cost_tol: float = 0.0  # relative: the cost gate opens above cost · (1 + tol)
 
     def __post_init__(self):
-        if not self.gflops > 0:
-            raise LipsError(f"target GFLOPs must be > 0, got {self.gflops}")
+        if not self.cost > 0:
+            raise LipsError(f"target cost (GFLOPs or ms) must be > 0, got {self.cost}")
         if not 0 < self.map50_95 <= 1:
             raise LipsError(f"target mAP50-95 must be in (0, 1], got {self.map50_95}")
-        if self.gflops_tol < 0:
-            raise LipsError(f"GFLOPs tolerance must be ≥ 0, got {self.gflops_tol}")
+        if self.cost_tol < 0:
+            raise LipsError(f"cost tolerance must be ≥ 0, got {self.cost_tol}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class RuleParams:
     step_acc: float = 0.004  # s_a: smallest accuracy-gate step
     damping: float = 0.5  # ρ: step factor at each gate flip
     margin: float = 0.05  # cost-aware guard: crossover ≥ cost-weighted mean importance + margin
+    neutral_acc: bool = False  # accuracy gate at constant GFLOPs (first order), given costs
     r_min: float = 0.0
     r_max: float = 0.9
 
@@ -87,8 +92,8 @@ def initial_schedule(importance: dict[str, float], kind: str = "uniform", ratio:
     raise LipsError(f"unknown initial schedule '{kind}'; choose uniform or importance")
 
 
-def gate(gflops: float, map50_95: float, targets: Targets) -> str:
-    if gflops > targets.gflops * (1 + targets.gflops_tol):
+def gate(cost: float, map50_95: float, targets: Targets) -> str:
+    if cost > targets.cost * (1 + targets.cost_tol):
         return "cost"
     if map50_95 < targets.map50_95:
         return "accuracy"
@@ -104,26 +109,26 @@ def update(
     params: RuleParams = RuleParams(),
     costs: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], dict]:
-    """One LIPS update. `measured` has 'gflops' and 'map50_95'; `costs` (optional) the GFLOPs each layer
+    """One LIPS update. `measured` has 'cost' and 'map50_95'; `costs` (optional) the cost each layer
     saves per unit ratio. Returns the new ratios and the new state (gate, damp, a, b: the affine
     coefficients of this step, step = −b)."""
     missing = sorted(set(ratios) - set(importance))
     if missing:
         raise LipsError(f"no importance for layers {', '.join(missing)}")
     state = dict(state or {})
-    g, m = float(measured["gflops"]), float(measured["map50_95"])
+    g, m = float(measured["cost"]), float(measured["map50_95"])
     which = gate(g, m, targets)
     damp = state.get("damp", 1.0)
     if which != "hold" and state.get("gate") in ("cost", "accuracy") and state["gate"] != which:
         damp *= params.damping
     if which == "cost":
-        over = (g - targets.gflops) / targets.gflops
+        over = (g - targets.cost) / targets.cost
         if params.kappa_cost is None:
             if not costs:
-                raise LipsError("kappa_cost auto needs the layers' costs (GFLOPs saved per unit ratio)")
+                raise LipsError("kappa_cost auto needs the layers' costs (cost saved per unit ratio)")
             total = sum(costs[k] for k in ratios)
             weighted = sum(costs[k] * importance[k] for k in ratios)
-            a = damp * ((g - targets.gflops) + params.step_cost * weighted) / (total - weighted)
+            a = damp * ((g - targets.cost) + params.step_cost * weighted) / (total - weighted)
         else:
             a = damp * params.kappa_cost * over
         b = -(a + damp * params.step_cost)
@@ -133,12 +138,18 @@ def update(
             floor = min(1.0, weighted / total + params.margin)
             if -a / b < floor:
                 if params.kappa_cost is None:  # auto at the guarded crossover: still the whole overshoot
-                    a = damp * (g - targets.gflops) / (total - weighted / floor)
+                    a = damp * (g - targets.cost) / (total - weighted / floor)
                 b = -a / floor
     elif which == "accuracy":
-        room = (targets.gflops - g) / targets.gflops
+        room = (targets.cost - g) / targets.cost
         gap = (targets.map50_95 - m) / targets.map50_95
-        a, b = 0.0, -damp * max(params.step_acc, params.kappa_acc * min(gap, room))
+        b = -damp * max(params.step_acc, params.kappa_acc * min(gap, room))
+        if params.neutral_acc:
+            if not costs:
+                raise LipsError("neutral_acc needs the layers' costs (cost saved per unit ratio)")
+            a = -b * sum(costs[k] * importance[k] for k in ratios) / sum(costs[k] for k in ratios)
+        else:
+            a = 0.0
     else:
         a = b = 0.0
     new = {k: _clip(r + a + b * importance[k], params.r_min, params.r_max) for k, r in sorted(ratios.items())}

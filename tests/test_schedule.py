@@ -9,7 +9,7 @@ from lipslib.errors import LipsError
 from lipslib.schedule import RuleParams, Targets, gate, initial_schedule, update
 
 IMP = {"a": 1.0, "b": 0.5, "c": 0.1}
-T = Targets(gflops=4.5, map50_95=0.35)
+T = Targets(cost=4.5, map50_95=0.35)
 
 
 def affine(old, new):
@@ -22,7 +22,7 @@ def affine(old, new):
 
 def test_accuracy_gate_prunes_important_layers_less():
     r0 = initial_schedule(IMP)
-    r1, st = update(r0, IMP, {"gflops": 4.24, "map50_95": 0.29}, T)
+    r1, st = update(r0, IMP, {"cost": 4.24, "map50_95": 0.29}, T)
     a, b, res = affine(r0, r1)
     assert st["gate"] == "accuracy" and abs(a) < 1e-12 and b < 0 and res < 1e-12
     assert r1["a"] < r1["b"] < r1["c"] < 0.3
@@ -30,14 +30,14 @@ def test_accuracy_gate_prunes_important_layers_less():
 
 def test_accuracy_step_shrinks_toward_the_cost_target():
     r0 = initial_schedule(IMP)
-    steps = [update(r0, IMP, {"gflops": g, "map50_95": 0.3}, T)[1]["step"] for g in (4.2, 4.35, 4.45)]
+    steps = [update(r0, IMP, {"cost": g, "map50_95": 0.3}, T)[1]["step"] for g in (4.2, 4.35, 4.45)]
     assert steps[0] > steps[1] > steps[2] == RuleParams().step_acc
 
 
 def test_cost_gate_pushes_unimportant_layers_and_grows_with_overshoot():
     r0 = initial_schedule(IMP)
-    small, s1 = update(r0, IMP, {"gflops": 4.52, "map50_95": 0.33}, T)
-    large, s2 = update(r0, IMP, {"gflops": 4.56, "map50_95": 0.33}, T)
+    small, s1 = update(r0, IMP, {"cost": 4.52, "map50_95": 0.33}, T)
+    large, s2 = update(r0, IMP, {"cost": 4.56, "map50_95": 0.33}, T)
     for new, st in ((small, s1), (large, s2)):
         a, b, _ = affine(r0, new)
         assert st["gate"] == "cost" and a > 0 and a + b < 0
@@ -46,15 +46,15 @@ def test_cost_gate_pushes_unimportant_layers_and_grows_with_overshoot():
 
 def test_hold_when_both_targets_met_and_damping_on_flips():
     r0 = initial_schedule(IMP)
-    same, st = update(r0, IMP, {"gflops": 4.4, "map50_95": 0.36}, T)
+    same, st = update(r0, IMP, {"cost": 4.4, "map50_95": 0.36}, T)
     assert st["gate"] == "hold" and same == r0
-    _, st = update(r0, IMP, {"gflops": 4.6, "map50_95": 0.3}, T, {"gate": "accuracy", "damp": 1.0})
+    _, st = update(r0, IMP, {"cost": 4.6, "map50_95": 0.3}, T, {"gate": "accuracy", "damp": 1.0})
     assert st["damp"] == RuleParams().damping
-    assert gate(4.52, 0.3, Targets(4.5, 0.35, gflops_tol=0.01)) == "accuracy"
+    assert gate(4.52, 0.3, Targets(4.5, 0.35, cost_tol=0.01)) == "accuracy"
 
 
 def test_clipping_and_importance_shaped_start():
-    r, _ = update({"a": 0.01, "b": 0.89, "c": 0.3}, IMP, {"gflops": 9.0, "map50_95": 0.1}, T,
+    r, _ = update({"a": 0.01, "b": 0.89, "c": 0.3}, IMP, {"cost": 9.0, "map50_95": 0.1}, T,
                   params=RuleParams(r_min=0.05, r_max=0.9))  # fmt: skip
     assert min(r.values()) >= 0.05 and max(r.values()) <= 0.9
     shaped = initial_schedule(IMP, "importance", ratio=0.3, spread=0.2)
@@ -90,8 +90,8 @@ def test_cost_gate_with_costs_never_adds_gflops():
     costs = {"a": 10.0, "b": 1.0, "c": 1.0}
     r0 = initial_schedule(IMP)
     for gflops in (4.501, 4.52, 4.6):
-        plain, _ = update(r0, IMP, {"gflops": gflops, "map50_95": 0.3}, T)
-        aware, st = update(r0, IMP, {"gflops": gflops, "map50_95": 0.3}, T, costs=costs)
+        plain, _ = update(r0, IMP, {"cost": gflops, "map50_95": 0.3}, T)
+        aware, st = update(r0, IMP, {"cost": gflops, "map50_95": 0.3}, T, costs=costs)
         saved = sum(costs[k] * (aware[k] - r0[k]) for k in r0)
         assert st["gate"] == "cost" and saved > 0
         assert sum(costs[k] * (plain[k] - r0[k]) for k in r0) < saved
@@ -102,12 +102,21 @@ def test_auto_cost_step_closes_the_overshoot_to_first_order():
     costs = {"a": 0.8, "b": 2.0, "c": 0.3}
     r0 = initial_schedule(IMP)
     for g in (4.6, 5.0, 5.4):
-        r1, st = update(r0, IMP, {"gflops": g, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None), costs=costs)
+        r1, st = update(r0, IMP, {"cost": g, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None), costs=costs)
         saved = sum(costs[k] * (r1[k] - r0[k]) for k in r0)
         assert st["gate"] == "cost" and r1["c"] - r0["c"] > r1["a"] - r0["a"]  # unimportant layers pruned more
         if max(r1.values()) < 0.9:
-            assert saved == pytest.approx(g - T.gflops, rel=1e-9)
+            assert saved == pytest.approx(g - T.cost, rel=1e-9)
         else:  # 5.4: layer c hits r_max, so less is saved than asked
-            assert g == 5.4 and r1["c"] == 0.9 and saved < g - T.gflops
+            assert g == 5.4 and r1["c"] == 0.9 and saved < g - T.cost
     with pytest.raises(LipsError, match="needs the layers' costs"):
-        update(r0, IMP, {"gflops": 5.0, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None))
+        update(r0, IMP, {"cost": 5.0, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None))
+
+
+def test_cost_neutral_accuracy_gate_moves_capacity_without_adding_gflops():
+    costs = {"a": 0.8, "b": 2.0, "c": 0.3}
+    r0 = initial_schedule(IMP)
+    r1, st = update(r0, IMP, {"cost": 4.45, "map50_95": 0.2}, T, params=RuleParams(neutral_acc=True), costs=costs)
+    assert st["gate"] == "accuracy"
+    assert sum(costs[k] * (r1[k] - r0[k]) for k in r0) == pytest.approx(0.0, abs=1e-12)
+    assert r1["a"] < r0["a"] and r1["c"] > r0["c"]  # the important layer is pruned less, the other more

@@ -1,0 +1,103 @@
+"""What the LIPS loop counts as a pruned copy's cost: GFLOPs, or milliseconds on a runtime.
+
+* `GflopsCost`: 2 × MACs of the fused copy at 640 (the paper's convention), exact and cheap; it measures
+  and predicts alike.
+* `LatencyCost`: measured, never modelled from FLOPs. `measure` times the model interleaved with the base
+  (so machine drift cancels) and scales the ratio by the base's time taken when the run started;
+  `predict` (for the bisection of a starting schedule and for per-layer costs) is the per-block table's
+  sum (`lipslib.latency`) times the base's whole/table factor, which removes the table's own bias.
+Both give per-layer costs (cost saved per unit ratio, pruning one target layer alone at 0.5) for the
+cost-aware steps of `schedule.update`. A latency cost's reference is kept in the run's state, so a
+resumed run compares against the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from lipslib.engine import cost, prune
+from lipslib.layers import default_targets
+
+
+class GflopsCost:
+    unit = "GFLOPs"
+
+    def state(self) -> dict:
+        return {"kind": "gflops"}
+
+    def measure(self, model: nn.Module) -> float:
+        return cost(model).gflops
+
+    predict = measure
+
+    def layer_costs(self, base: nn.Module, criterion: str = "l1", round_to: int | None = None,
+                    probe: float = 0.5, imgsz: int = 320) -> dict[str, float]:  # fmt: skip
+        """GFLOPs (at 640) each target layer saves per unit ratio. Counted at `imgsz` and scaled by the pixel
+        ratio (YOLO's cost is per pixel, `engine.cost_counter`): 4× faster than at 640."""
+        full, scale = cost(base, imgsz).gflops, (640 / imgsz) ** 2
+        return {name: scale * (full - cost(prune(base, {name: probe}, criterion=criterion, round_to=round_to,
+                                                 log=False).model, imgsz).gflops) / probe
+                for name in default_targets(base)}  # fmt: skip
+
+
+class LatencyCost:
+    unit = "ms"
+
+    def __init__(self, base: nn.Module, runtime: str = "torch", imgsz: int = 640, threads: int = 1, runs: int = 15,
+                 reference: dict | None = None):  # fmt: skip
+        """`reference` ({'base_ms', 'factor'}) comes from a saved state; without it the base is timed now."""
+        from lipslib.latency import check_runtime, table_ms, time_models
+
+        check_runtime(runtime, threads, imgsz)
+        self.base, self.settings = base, dict(runtime=runtime, imgsz=imgsz, threads=threads, runs=runs)
+        if reference is None:
+            base_ms = time_models({"base": base}, runtime, imgsz=imgsz, threads=threads, runs=runs)["base"]["median_ms"]
+            reference = {"base_ms": base_ms, "factor": base_ms / table_ms(base, **self.settings)}
+        self.reference = reference
+
+    def state(self) -> dict:
+        return {"kind": "latency", **self.settings, **self.reference}
+
+    def measure(self, model: nn.Module) -> float:
+        from lipslib.latency import time_models
+
+        s = self.settings
+        t = time_models({"base": self.base, "model": model}, s["runtime"], imgsz=s["imgsz"], threads=s["threads"],
+                        runs=s["runs"])  # fmt: skip
+        return self.reference["base_ms"] * t["model"]["median_ms"] / t["base"]["median_ms"]
+
+    def predict(self, model: nn.Module) -> float:
+        from lipslib.latency import table_ms
+
+        return self.reference["factor"] * table_ms(model, **self.settings)
+
+    def layer_costs(self, base: nn.Module, criterion: str = "l1", round_to: int | None = None,
+                    probe: float = 0.5) -> dict[str, float]:  # fmt: skip
+        from lipslib.latency import layer_latency_costs
+
+        costs = layer_latency_costs(base, default_targets(base), criterion, probe, round_to, **self.settings)
+        return {k: self.reference["factor"] * v for k, v in costs.items()}
+
+
+def cost_model(params: dict, base: nn.Module, saved: dict | None = None):
+    """The loop's cost for `params` (schedule.target_ms set: latency on the `latency` settings), restored
+    from a run's saved cost state where there is one."""
+    if params["schedule"]["target_ms"] is None:
+        return GflopsCost()
+    lat = params["latency"]
+    reference = {k: saved[k] for k in ("base_ms", "factor")} if saved else None
+    return LatencyCost(base, lat["runtime"], int(lat["imgsz"]), int(lat["threads"]), int(lat["runs"]), reference)
+
+
+def bisect(make, target: float, measure, lo: float = 0.0, hi: float = 0.9, steps: int = 14):
+    """Bisection on a scalar s until `measure(make(s))` is `target` (the cost falls as s grows). Returns
+    (s, model, cost) of the closest step."""
+    best = None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        model = make(mid)
+        c = measure(model)
+        if best is None or abs(c - target) < abs(best[2] - target):
+            best = (mid, model, c)
+        lo, hi = (mid, hi) if c > target else (lo, mid)
+    return best

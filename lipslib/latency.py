@@ -1,0 +1,250 @@
+"""Latency as a cost, measured on the runtime a model will run on, never modelled from FLOPs.
+
+Whole models: batch-`batch` forward on a real letterboxed frame, PyTorch (fused, fp32) or ONNX Runtime
+(Ultralytics' ONNX export, what deployments run), models interleaved round by round so that machine drift
+hits all alike; median and quartiles. Subnormal floats are flushed (they are slow on x86 and appear in
+different amounts in trained and random-init weights), so models are timed on their arithmetic.
+
+Per block: a YOLO forward is a chain of top-level blocks (`model.model[i]`), and a block's time depends
+on its own widths and input shape only. `block_table` times every block alone on the input it receives in
+a real forward (for ONNX Runtime each block is exported on its own), and caches each time on disk under a
+key of the machine, runtime, threads, the block's structure (its printed module tree: every width) and
+its input shapes, so the pruned copies a loop tries re-time only the blocks they change. The table's sum
+predicts the whole model; `table_error` reports how well.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from lipslib.engine import fused, load_model, save_checkpoint
+from lipslib.errors import LipsError
+from lipslib.runtime import cpu_threads
+
+RUNTIMES = ("torch", "onnxruntime")
+CACHE_ENV = "LIPS_LATENCY_CACHE"
+
+
+def machine_key(runtime: str, threads: int) -> str:
+    """What a time is valid for: processor, cores, library versions, runtime and threads."""
+    import onnxruntime
+
+    return "|".join([platform.processor() or platform.machine(), str(os.cpu_count()), torch.__version__,
+                     onnxruntime.__version__, runtime, str(threads)])  # fmt: skip
+
+
+def check_runtime(runtime: str, threads: int, imgsz: int, batch: int = 1) -> None:
+    if runtime not in RUNTIMES:
+        raise LipsError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    if not isinstance(threads, int) or threads < 1:
+        raise LipsError(f"latency threads must be an integer ≥ 1, got {threads!r}")
+    if not isinstance(imgsz, int) or imgsz < 32 or imgsz % 32:
+        raise LipsError(f"latency image size {imgsz!r} must be a multiple of 32 (the models' largest stride)")
+    if not isinstance(batch, int) or batch < 1:
+        raise LipsError(f"latency batch must be an integer ≥ 1, got {batch!r}")
+
+
+def _inference(model: nn.Module) -> nn.Module:
+    """A fused eval copy whose Detect head returns its predictions alone (as exported)."""
+    net = fused(copy.deepcopy(model).float())
+    net.model[-1].export = True
+    return net
+
+
+def _onnx(module: nn.Module, inputs: tuple, threads: int, path: Path):
+    """An ONNX Runtime session of `module` on `inputs` (legacy TorchScript exporter, as Ultralytics uses)."""
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        torch.onnx.export(module, inputs, str(path), opset_version=17, dynamo=False,
+                          input_names=[f"x{i}" for i in range(len(inputs))])  # fmt: skip
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {f"x{i}": t.numpy() for i, t in enumerate(inputs)}
+    return lambda: session.run(None, feed)
+
+
+def whole_runner(weights, runtime: str, x: torch.Tensor, threads: int, tmp: Path, gpu=None) -> Callable[[], object]:
+    """A zero-argument forward of a whole model on `x`: PyTorch (on `gpu`, a CUDA torch.device, when given,
+    synchronised), or Ultralytics' ONNX export in ONNX Runtime on the CPU."""
+    model = load_model(weights)
+    if runtime == "torch" and gpu is not None:
+        net, gx = fused(copy.deepcopy(model)).to(gpu), x.to(gpu)
+        return lambda: (net(gx), torch.cuda.synchronize(gpu))
+    if runtime == "torch":
+        net = fused(copy.deepcopy(model))
+        return lambda: net(x)
+    import onnxruntime as ort
+    from ultralytics import YOLO
+
+    pt = save_checkpoint(model, tmp / f"m{len(list(tmp.iterdir()))}.pt")
+    onnx = YOLO(str(pt)).export(format="onnx", imgsz=x.shape[-1], batch=x.shape[0], verbose=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+    name, feed = session.get_inputs()[0].name, x.numpy()
+    return lambda: session.run(None, {name: feed})
+
+
+def interleaved(runners: dict[str, Callable[[], object]], runs: int = 15, warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds of each runner over `runs` rounds after `warmup`; every round runs each once, in an order
+    rotated from round to round, so drift and position hit all alike."""
+    names, times = list(runners), {k: [] for k in runners}
+    denormal = torch.set_flush_denormal(True)
+    try:
+        with torch.inference_mode():
+            for r in range(warmup + runs):
+                for k in names[r % len(names):] + names[: r % len(names)]:
+                    t0 = time.perf_counter()
+                    runners[k]()
+                    if r >= warmup:
+                        times[k].append(1e3 * (time.perf_counter() - t0))
+    finally:
+        if denormal:
+            torch.set_flush_denormal(False)
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median_ms": statistics.median(times), "p25_ms": q[0], "p75_ms": q[2], "min_ms": min(times),
+            "runs": len(times)}  # fmt: skip
+
+
+def time_models(models: dict[str, object], runtime: str = "torch", image=None, imgsz: int = 640, batch: int = 1,
+                threads: int = 1, runs: int = 15, warmup: int = 3) -> dict[str, dict]:  # fmt: skip
+    """{label: summary} for {label: weights or module}, timed interleaved on one real frame (`image`, default
+    Ultralytics' bus.jpg) on `runtime` with `threads` threads."""
+    from ultralytics.utils import ASSETS
+
+    from lipslib.evaluate import frame_tensor
+
+    check_runtime(runtime, threads, imgsz, batch)
+    x = frame_tensor(image or ASSETS / "bus.jpg", imgsz).repeat(batch, 1, 1, 1)
+    with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
+        runners = {k: whole_runner(w, runtime, x, threads, Path(tmp)) for k, w in models.items()}
+        return {k: summary(t) for k, t in interleaved(runners, runs, warmup).items()}
+
+
+class _Block(nn.Module):
+    """One top-level block as a module of positional tensors (a list input becomes several arguments)."""
+
+    def __init__(self, block: nn.Module, listed: bool):
+        super().__init__()
+        self.block, self.listed = block, listed
+
+    def forward(self, *xs):
+        return self.block(list(xs) if self.listed else xs[0])
+
+
+def block_inputs(net: nn.Module, x: torch.Tensor) -> list[tuple[tuple, bool]]:
+    """The input each top-level block of `net` receives in a forward on `x`: (tensors, given as a list)."""
+    seen: list = []
+
+    def record(module, args):
+        arg = args[0]
+        seen.append((tuple(t.detach().clone() for t in arg) if isinstance(arg, list) else (arg.detach().clone(),),
+                     isinstance(arg, list)))  # fmt: skip
+
+    handles = [m.register_forward_pre_hook(record) for m in net.model]
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lipslib" / "latency.json")
+
+
+def block_table(model, runtime: str = "torch", imgsz: int = 640, batch: int = 1, threads: int = 1, runs: int = 15,
+                cache: Path | None = None) -> list[dict]:  # fmt: skip
+    """Per top-level block of `model` (weights or module): {'block', 'type', 'ms', 'cached'} on `runtime`, each
+    block timed alone on its real input (a zero input of batch × 3 × imgsz × imgsz through the network),
+    interleaved with the other uncached blocks; times are read from and written to `cache`."""
+    check_runtime(runtime, threads, imgsz, batch)
+    cache = Path(cache) if cache else default_cache()
+    store = json.loads(cache.read_text()) if cache.is_file() else {}
+    net = _inference(load_model(model))
+    x = torch.zeros(batch, 3, imgsz, imgsz)
+    machine = machine_key(runtime, threads)
+    rows, todo = [], {}
+    with torch.inference_mode():
+        inputs = block_inputs(net, x)
+    for i, (block, (args, listed)) in enumerate(zip(net.model, inputs)):
+        shapes = [list(t.shape) for t in args]
+        key = hashlib.sha1(f"{machine}|{block!r}|{shapes}".encode()).hexdigest()
+        rows.append({"block": i, "type": type(block).__name__, "key": key, "ms": store.get(key), "cached": key in store})
+        if key not in store and key not in todo:
+            todo[key] = (_Block(block, listed).eval(), args)
+    if todo:
+        with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
+            if runtime == "torch":
+                runners = {k: (lambda m=m, a=a: m(*a)) for k, (m, a) in todo.items()}
+            else:
+                runners = {k: _onnx(m, a, threads, Path(tmp) / f"{k}.onnx") for k, (m, a) in todo.items()}
+            measured = interleaved(runners, runs)
+        store.update({k: statistics.median(t) for k, t in measured.items()})
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp_file = cache.with_suffix(".tmp")
+        tmp_file.write_text(json.dumps(store, sort_keys=True))
+        os.replace(tmp_file, cache)
+    for row in rows:
+        row["ms"] = store[row.pop("key")]
+    return rows
+
+
+def table_ms(model, **kw) -> float:
+    """The table's prediction of a whole forward: the sum over blocks."""
+    return sum(r["ms"] for r in block_table(model, **kw))
+
+
+def layer_latency_costs(base, targets, criterion: str = "l1", probe: float = 0.5, round_to: int | None = None,
+                        **kw) -> dict[str, float]:  # fmt: skip
+    """Milliseconds each target layer saves per unit ratio (the table's prediction, pruning it alone at
+    `probe`): the latency counterpart of `optimize.layer_costs`."""
+    from lipslib.engine import prune
+
+    full = table_ms(base, **kw)
+    return {name: (full - table_ms(prune(base, {name: probe}, criterion=criterion, round_to=round_to,
+                                         log=False).model, **kw)) / probe for name in targets}  # fmt: skip
+
+
+def table_error(models: dict[str, object], runtime: str = "torch", imgsz: int = 640, threads: int = 1,
+                runs: int = 15) -> dict[str, dict]:  # fmt: skip
+    """How well a block table predicts a whole forward: for each model, its blocks and the whole model (the
+    same export for ONNX Runtime) timed in the same interleaved rounds, so that load and drift hit both
+    alike. {label: {'table_ms', 'whole_ms', 'error'}}."""
+    check_runtime(runtime, threads, imgsz)
+    out = {}
+    for label, weights in models.items():
+        net = _inference(load_model(weights))
+        x = torch.zeros(1, 3, imgsz, imgsz)
+        inputs = block_inputs(net, x)
+        parts = {f"b{i}": (_Block(b, listed).eval(), args) for i, (b, (args, listed)) in enumerate(zip(net.model, inputs))}
+        parts["whole"] = (net, (x,))
+        with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
+            if runtime == "torch":
+                runners = {k: (lambda m=m, a=a: m(*a)) for k, (m, a) in parts.items()}
+            else:
+                runners = {k: _onnx(m, a, threads, Path(tmp) / f"{k}.onnx") for k, (m, a) in parts.items()}
+            times = {k: statistics.median(t) for k, t in interleaved(runners, runs).items()}
+        whole = times.pop("whole")
+        out[label] = {"table_ms": sum(times.values()), "whole_ms": whole, "error": sum(times.values()) / whole - 1}
+    return out
