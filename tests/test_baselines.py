@@ -10,8 +10,6 @@ from lipslib.baselines import at_gflops, split_c2f
 from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def iter01(assets):

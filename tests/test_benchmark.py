@@ -10,8 +10,6 @@ import pytest
 from lipslib.benchmark import published_points, run_benchmark
 from lipslib.errors import LipsError
 
-pytestmark = pytest.mark.slow
-
 
 def test_published_points_are_the_seed_table():
     df = published_points().set_index("model")
@@ -25,6 +23,7 @@ def test_unknown_base_is_refused_before_any_evaluation(tmp_path):
         run_benchmark({"a": "missing.pt"}, "coco128.yaml", tmp_path, base="b")
 
 
+@pytest.mark.slow  # validates
 def test_benchmark_cli(assets, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lipslib", "benchmark", "--model", "yolo11n=yolo11n.yaml",
                            "--model", "lips_iter24=lips_iter24_best.pt", "--data", "coco128.yaml", "--imgsz", "160",

@@ -1,5 +1,5 @@
 """Fine-tuning keeps the pruned model (the rebuilt-net failure gives mAP 0.00) and evaluation matches
-plain Ultralytics. These train/validate real models on CPU: tens of seconds each."""
+plain Ultralytics. Those that train or validate real models on CPU (tens of seconds each) are `slow`."""
 
 import json
 import os
@@ -15,8 +15,6 @@ from lipslib.evaluate import evaluate
 from lipslib.layers import default_targets
 from lipslib.finetune import BN_FREE_RECIPE, PAPER_RECIPE, finetune, recipe_for
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def pruned_iter01(assets, tmp_path_factory):
@@ -27,6 +25,7 @@ def pruned_iter01(assets, tmp_path_factory):
     return engine.save_checkpoint(model, tmp_path_factory.mktemp("pruned") / "pruned.pt")
 
 
+@pytest.mark.slow  # trains
 def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, tmp_path):
     from ultralytics import YOLO
 
@@ -57,6 +56,7 @@ def _ultralytics_runs() -> set:
     return {p for base in (ROOT.parent / "tests/tmp/runs", Path(SETTINGS["runs_dir"])) for p in base.glob("*/*")}
 
 
+@pytest.mark.slow  # validates
 def test_val_cli_matches_plain_ultralytics(assets, coco128, tmp_path):
     """iter-24 at 640 on the 128 val2017 images: plain Ultralytics measured 0.399 (shared/README)."""
     before = _ultralytics_runs()
@@ -104,6 +104,7 @@ def test_dataset_without_labels(pruned_iter01, assets, tmp_path):
         evaluate(pruned_iter01, data, imgsz=256)
 
 
+@pytest.mark.slow  # validates
 def test_image_matches_rebuild_ultralytics_map_and_feed_a_paired_bootstrap(assets, coco128):
     from lipslib.evaluate import image_matches, map50_95, paired_bootstrap
 

@@ -75,6 +75,7 @@ def test_sweep_two_targets(assets, tmp_path):
     assert (tmp_path / "sweeps" / "pareto.csv").read_text().count("\n") == 3
 
 
+@pytest.mark.slow  # `make lab` may create .venv and pip-install
 def test_make_lab_serves_on_localhost():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,6 @@ import pytest
 from lipslib.errors import LipsError
 from lipslib.sensitivity import COLUMNS, importance_from_drops, run_sensitivity
 
-pytestmark = pytest.mark.slow
 LAYERS = ["model.2.cv2.conv", "model.17.conv", "model.23.cv3.1.0.1.conv"]  # backbone, neck, head
 
 
@@ -22,6 +21,7 @@ def test_importance_formula():
         importance_from_drops(0.40, {"a": 0.41})
 
 
+@pytest.mark.slow  # validates
 def test_fast_equals_exact_and_repeats_byte_identically(assets, coco128, tmp_path):
     w = assets / "weights" / "lips_iter24_best.pt"
     kw = dict(layers=LAYERS, imgsz=256, progress=False)
@@ -40,6 +40,7 @@ def test_fast_equals_exact_and_repeats_byte_identically(assets, coco128, tmp_pat
     assert row.out_channels_after == row.out_channels_before - math.floor(row.out_channels_before * 0.85)
 
 
+@pytest.mark.slow  # validates
 def test_all_29_layers_of_iter24(assets, coco128, paper, tmp_path):
     """The acceptance run (iter-24, 128 val2017 images, 320, CPU); timing is in benchmarks/, not here."""
     res = run_sensitivity(assets / "weights" / "lips_iter24_best.pt", coco128, imgsz=320, out=tmp_path,
