@@ -55,14 +55,15 @@ def split_halves(data, out: Path) -> Path:
     return path
 
 
-def bisect_gflops(make, target_gflops: float, lo: float = 0.0, hi: float = 0.9, steps: int = 14):
-    """Bisection on a scalar s until the model `make(s)` costs `target_gflops` (GFLOPs fall as s grows).
-    Returns (s, model, gflops) of the closest step."""
+def bisect_gflops(make, target_gflops: float, lo: float = 0.0, hi: float = 0.9, steps: int = 14,
+                  count=cost):  # fmt: skip
+    """Bisection on a scalar s until the model `make(s)` costs `target_gflops` (GFLOPs fall as s grows;
+    `count`: engine.cost or an engine.cost_counter). Returns (s, model, gflops) of the closest step."""
     best = None
     for _ in range(steps):
         mid = (lo + hi) / 2
         model = make(mid)
-        g = cost(model).gflops
+        g = count(model).gflops
         if best is None or abs(g - target_gflops) < abs(best[2] - target_gflops):
             best = (mid, model, g)
         lo, hi = (mid, hi) if g > target_gflops else (lo, mid)
