@@ -83,15 +83,20 @@ def run_notebook(name: str, profile: str | None = None, overrides: dict | None =
 
 def render(executed: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """A copy of an executed notebook for readers (GitHub, GitLab and nbviewer show it with its outputs,
-    nothing to run): nbconvert's ClearMetadataPreprocessor drops papermill's per-cell timings and the run's
-    paths, so a rerun that computes the same results leaves the same file. Returns the copy's path."""
+    nothing to run): nbconvert's ClearMetadataPreprocessor, on every cell, drops papermill's per-cell timings
+    and the run's paths, so a rerun that computes the same results leaves the same file. Returns its path."""
     import nbformat
     from nbconvert.exporters import NotebookExporter
     from nbconvert.preprocessors import ClearMetadataPreprocessor
 
+    class ClearAllCellsMetadata(ClearMetadataPreprocessor):  # nbconvert's clears code cells only
+        def preprocess_cell(self, cell, resources, index):
+            cell.metadata = dict(self.nested_filter(cell.metadata.items(), self.preserve_cell_metadata_mask))
+            return cell, resources
+
     executed = Path(executed)
-    keep = ClearMetadataPreprocessor(preserve_cell_metadata_mask={"tags"},
-                                     preserve_nb_metadata_mask={"kernelspec", "language_info"})  # fmt: skip
+    keep = ClearAllCellsMetadata(preserve_cell_metadata_mask={"tags"},
+                                 preserve_nb_metadata_mask={"kernelspec", "language_info"})  # fmt: skip
     exporter = NotebookExporter(preprocessors=[keep])
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     out = Path(out_dir) / executed.name
