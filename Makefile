@@ -51,4 +51,4 @@ lab: $(STAMP)
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
-	rm -rf runs reports/notebooks reports/figures reports/tables reports/metrics reports/sweeps .pytest_cache
+	rm -rf runs reports/notebooks reports/figures reports/tables reports/dvclive reports/sweeps .pytest_cache

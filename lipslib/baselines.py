@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from lipslib.engine import CRITERIA, output_tensors, cost, prune
+from lipslib.engine import CRITERIA, cost_counter, output_tensors, prune
 from lipslib.errors import LipsError
 from lipslib.layers import detect_head, default_targets
 from lipslib.costs import bisect
@@ -86,10 +86,6 @@ def _ignored(model: nn.Module) -> list[nn.Module]:
     return keep + [head.dfl] + [m for m in model.modules() if isinstance(m, C2PSA)]
 
 
-def _gflops(model: nn.Module) -> float:
-    return cost(model).gflops
-
-
 def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", max_ratio: float = 0.9,
                         round_to: int | None = None) -> nn.Module:  # fmt: skip
     """A copy of `base` pruned by torch-pruning's global ranking at global channel ratio `ratio`."""
@@ -105,11 +101,13 @@ def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", ma
 
 
 def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance: dict[str, float] | None = None,
-              spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1", round_to: int | None = None) -> dict:  # fmt: skip
+              spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1", round_to: int | None = None,
+              steps: int = 14) -> dict:  # fmt: skip
     """Prune `base` once to `target_gflops` with a baseline method (kept widths rounded to multiples of
-    `round_to` when given). Returns {'model', 'gflops', 'scalar', 'ratios' (per LIPS layer; None for global
-    magnitude)}."""
-    base_gflops = cost(base).gflops
+    `round_to` when given; `steps` of bisection on its scalar). Returns {'model', 'gflops', 'scalar',
+    'ratios' (per LIPS layer; None for global magnitude)}."""
+    count = cost_counter(base)  # exact (counted at 64 px and scaled): the bisection's counts cost little
+    base_gflops = count(base).gflops
     if not 0 < target_gflops < base_gflops:
         raise LipsError(f"baseline target {target_gflops} GFLOPs must be in (0, {base_gflops:.3f}) for this base")
     names = default_targets(base)
@@ -123,10 +121,10 @@ def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance:
             return initial_schedule(imp, kind, s, spread, 0.0, r_max)
 
         s, model, g = bisect(lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
-                             target_gflops, _gflops, hi=r_max)  # fmt: skip
+                             target_gflops, lambda m: count(m).gflops, hi=r_max, steps=steps)  # fmt: skip
         return {"model": model, "gflops": g, "scalar": s, "ratios": shape(s)}
     if method == "global":
-        s, model, g = bisect(lambda r: global_magnitude_at(base, r, criterion, r_max, round_to), target_gflops, _gflops,
-                             hi=r_max)  # fmt: skip
+        s, model, g = bisect(lambda r: global_magnitude_at(base, r, criterion, r_max, round_to), target_gflops,
+                             lambda m: count(m).gflops, hi=r_max, steps=steps)  # fmt: skip
         return {"model": model, "gflops": g, "scalar": s, "ratios": None}
     raise LipsError(f"unknown baseline '{method}'; choose uniform, shaped or global")

@@ -201,7 +201,8 @@ def _pair(text: str) -> tuple[str, str]:
 def cmd_notebook(a):
     from lipslib.notebook import run_notebook
 
-    out = run_notebook(a.name, a.profile, _overrides(a.set), runs_dir=a.runs_dir, reports_dir=a.reports_dir)
+    out = run_notebook(a.name, a.profile, _overrides(a.set), runs_dir=a.runs_dir, reports_dir=a.reports_dir,
+                       docs_dir=a.docs)  # fmt: skip
     print(f"executed {a.name} → {out}")
 
 
@@ -387,12 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
     s.add_argument("--runs-dir", default="runs")
     s.add_argument("--reports-dir", default="reports")
+    s.add_argument("--docs", default=None, metavar="DIR", help="also write a copy for readers there (docs/notebooks)")
     s.set_defaults(func=cmd_notebook)
 
     s = sub.add_parser("stage-params", help="resolve params.yaml per notebook (what each DVC stage depends on)")
     s.add_argument("--profile", default=None)
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
-    s.add_argument("--out", default="runs/config")
+    s.add_argument("--out", default="params")
     s.set_defaults(func=cmd_stage_params)
 
     s = sub.add_parser("sweep", help="run the pipeline notebooks once per GFLOPs target, plus a Pareto figure")

@@ -52,8 +52,33 @@ def model_classes(model) -> int:
     return int(model.model[-1].nc)
 
 
+ULTRALYTICS_DVC = "ultralytics.utils.callbacks.dvc"
+
+
 class PrunedTrainer(DetectionTrainer):
-    """DetectionTrainer whose model is the pruned module stored in `args.model`, never a rebuild."""
+    """DetectionTrainer whose model is the pruned module stored in `args.model`, never a rebuild.
+
+    Without Ultralytics' DVCLive callback: with dvclive installed (the pipeline's logger) Ultralytics would
+    open a DVCLive run at every fine-tune — in ./dvclive, rewriting dvc.yaml, and outside `dvc exp run` saving
+    one DVC experiment per fine-tune. The LIPS loop is logged once instead (lipslib.tracking); each fine-tune's
+    epochs stay in its results.csv."""
+
+    def __init__(self, *args, **kwargs):
+        import ultralytics.utils.callbacks as integrations
+
+        # The integrations are added, and their first event run, inside BaseTrainer.__init__: filter them there.
+        add = integrations.add_integration_callbacks
+
+        def add_without_dvc(trainer):
+            add(trainer)
+            for event, fns in trainer.callbacks.items():
+                trainer.callbacks[event] = [f for f in fns if getattr(f, "__module__", None) != ULTRALYTICS_DVC]
+
+        integrations.add_integration_callbacks = add_without_dvc
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            integrations.add_integration_callbacks = add
 
     def get_model(self, cfg=None, weights=None, verbose=True):
         if weights is None:  # setup_model passes the checkpoint's module as `weights`

@@ -3,7 +3,7 @@
 A notebook declares its knobs in one `parameters` cell, named as params.yaml's keys flattened with `_`
 (`schedule_target_gflops`), plus `profile`, `runs_dir` and `reports_dir`. `run_notebook` fills them from a
 profile (and overrides), executes with the repo root as working directory, and writes the executed copy
-under `reports_dir/notebooks/`.
+under `reports_dir/notebooks/` (and, given `docs_dir`, a copy for readers: `render`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from lipslib.errors import LipsError
 
 NOTEBOOKS = ("01_sensitivity", "02_schedule", "03_optimize", "04_benchmark", "05_video_benchmark")
 EXTRA_PARAMETERS = ("profile", "runs_dir", "reports_dir")
+STAGE_PARAMS_DIR = "params"  # one resolved YAML per notebook, the params file of its DVC stage (git-tracked)
 
 
 def repo_root() -> Path:
@@ -58,7 +59,7 @@ def declared_parameters(name: str) -> list[str]:
 
 
 def run_notebook(name: str, profile: str | None = None, overrides: dict | None = None, runs_dir: str = "runs",
-                 reports_dir: str = "reports", progress: bool = True) -> Path:  # fmt: skip
+                 reports_dir: str = "reports", progress: bool = True, docs_dir: str | None = None) -> Path:  # fmt: skip
     import papermill as pm
 
     if name not in NOTEBOOKS:
@@ -79,6 +80,32 @@ def run_notebook(name: str, profile: str | None = None, overrides: dict | None =
                             kernel_name="python3")  # fmt: skip
     except pm.PapermillExecutionError as e:
         raise LipsError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {out})") from None
+    if docs_dir:
+        render(out, root / docs_dir)
+    return out
+
+
+def render(executed: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """A copy of an executed notebook for readers (GitHub, GitLab and nbviewer show it with its outputs,
+    nothing to run): nbconvert's ClearMetadataPreprocessor, on every cell, drops papermill's per-cell timings
+    and the run's paths, so a rerun that computes the same results leaves the same file. Returns its path."""
+    import nbformat
+    from nbconvert.exporters import NotebookExporter
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+
+    class ClearAllCellsMetadata(ClearMetadataPreprocessor):  # nbconvert's clears code cells only
+        def preprocess_cell(self, cell, resources, index):
+            cell.metadata = dict(self.nested_filter(cell.metadata.items(), self.preserve_cell_metadata_mask))
+            return cell, resources
+
+    executed = Path(executed)
+    keep = ClearAllCellsMetadata(preserve_cell_metadata_mask={"tags"},
+                                 preserve_nb_metadata_mask={"kernelspec", "language_info"})  # fmt: skip
+    exporter = NotebookExporter(preprocessors=[keep])
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    out = Path(out_dir) / executed.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body)
     return out
 
 
@@ -115,10 +142,11 @@ def sweep(targets: list[float], profile: str | None = None, overrides: dict | No
     return out
 
 
-def write_stage_params(out: str | os.PathLike = "runs/config", profile: str | None = None,
+def write_stage_params(out: str | os.PathLike = STAGE_PARAMS_DIR, profile: str | None = None,
                        overrides: dict | None = None) -> list[Path]:  # fmt: skip
-    """One YAML per notebook holding the resolved values of exactly the parameters it declares. DVC
-    stages depend on these files, so a change reruns only the stages whose notebooks read the key."""
+    """One YAML per notebook holding the resolved values of exactly the parameters it declares. Each DVC
+    stage declares its file as its `params:`, so a change reruns only the stages whose notebooks read the key,
+    and `dvc params diff` / `dvc exp show` list the values each notebook ran with."""
     import yaml
 
     root = repo_root()

@@ -1,27 +1,32 @@
-"""Figures (seaborn/matplotlib, Agg backend so servers without a display can draw)."""
+"""Figures (seaborn/matplotlib). Each function saves its figure and returns it, so a notebook shows the
+same figure inline (the value of a cell). Outside Jupyter the Agg backend draws without a display; inside,
+ipykernel's inline backend (MPLBACKEND) is kept."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
-def _save(fig, path) -> Path:
+def _save(fig, path):
+    """Save and close (pyplot forgets it; the Figure still renders when a notebook displays it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return fig
 
 
-def importance_bar(importance: dict[str, float], path, title: str = "Layer importance (Stage I)") -> Path:
+def importance_bar(importance: dict[str, float], path, title: str = "Layer importance (Stage I)"):
     """Horizontal bars, most important layer on top."""
     df = pd.DataFrame(sorted(importance.items(), key=lambda kv: -kv[1]), columns=["layer", "importance"])
     fig, ax = plt.subplots(figsize=(7, 0.26 * len(df) + 1.2))
@@ -31,24 +36,31 @@ def importance_bar(importance: dict[str, float], path, title: str = "Layer impor
     return _save(fig, path)
 
 
-def importance_scatter(ours: dict[str, float], reference: dict[str, float], path) -> float:
-    """Ours vs a reference vector on the common layers; returns the Spearman rank correlation."""
+def spearman(ours: dict[str, float], reference: dict[str, float]) -> float:
+    """Spearman rank correlation of two {layer: value} vectors on their common layers (nan below two)."""
     from scipy.stats import spearmanr
 
     common = sorted(set(ours) & set(reference))
+    if len(common) < 2:
+        return float("nan")
+    return float(spearmanr([ours[k] for k in common], [reference[k] for k in common]).statistic)
+
+
+def importance_scatter(ours: dict[str, float], reference: dict[str, float], path):
+    """Ours vs a reference vector on the common layers, titled with their Spearman rank correlation."""
+    common = sorted(set(ours) & set(reference))
     df = pd.DataFrame({"layer": common, "ours": [ours[k] for k in common], "reference": [reference[k] for k in common]})
-    rho = float(spearmanr(df["ours"], df["reference"]).statistic) if len(common) > 1 else float("nan")
+    rho = spearman(ours, reference)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     sns.scatterplot(data=df, x="reference", y="ours", ax=ax)
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
     ax.set(xlabel="reference importance (paper)", ylabel="our importance",
            title=f"Importance vs reference — Spearman ρ = {rho:.3f} ({len(common)} layers)")  # fmt: skip
-    _save(fig, path)
-    return rho
+    return _save(fig, path)
 
 
 def layer_iteration(wide: pd.DataFrame, importance: dict[str, float], path, title: str = "Pruning ratio per iteration",
-                    ax=None) -> Path | None:  # fmt: skip
+                    ax=None):  # fmt: skip
     """Every layer's ratio per iteration (rows: iteration, columns: layer), coloured and labelled by its
     importance, like the paper's Fig. 5."""
     own = ax is None
@@ -68,7 +80,7 @@ def layer_iteration(wide: pd.DataFrame, importance: dict[str, float], path, titl
     return None
 
 
-def replay_trajectories(long: pd.DataFrame, importance: dict[str, float], path) -> Path:
+def replay_trajectories(long: pd.DataFrame, importance: dict[str, float], path):
     """The authors' ratios and our rule's replay of their measurements, side by side on one scale."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
     for ax, col, title in zip(axes, ("paper", "replay"), ("Authors' ratios", "Our rule on their measurements")):
@@ -78,7 +90,7 @@ def replay_trajectories(long: pd.DataFrame, importance: dict[str, float], path) 
     return _save(fig, path)
 
 
-def benchmark_figure(df: pd.DataFrame, path, title: str = "mAP50-95 vs GFLOPs") -> Path:
+def benchmark_figure(df: pd.DataFrame, path, title: str = "mAP50-95 vs GFLOPs"):
     """Published points (filled circles, COCO val2017) and measured points (crosses, with their data)
     on one scatter; the two kinds are never drawn alike."""
     fig, ax = plt.subplots(figsize=(9, 6))
@@ -100,7 +112,7 @@ def benchmark_figure(df: pd.DataFrame, path, title: str = "mAP50-95 vs GFLOPs") 
     return _save(fig, path)
 
 
-def pareto_figure(table: pd.DataFrame, path) -> Path:
+def pareto_figure(table: pd.DataFrame, path):
     """Best model per GFLOPs target: mAP50-95 (report split) vs GFLOPs, each point labelled by its target."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     t = table.sort_values("gflops")

@@ -338,7 +338,7 @@ def importance_from_drops(base_map: float, maps: dict[str, float]) -> dict[str, 
 
 
 def write_outputs(out, result: dict, params: dict, reference=None) -> Path:
-    from lipslib.plots import importance_bar, importance_scatter
+    from lipslib.plots import importance_bar, importance_scatter, spearman
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -351,6 +351,7 @@ def write_outputs(out, result: dict, params: dict, reference=None) -> Path:
         import json
 
         ref = json.loads(Path(reference).read_text())
-        rho = importance_scatter(result["importance"], ref, out / "importance_vs_reference.png")
+        importance_scatter(result["importance"], ref, out / "importance_vs_reference.png")
+        rho = spearman(result["importance"], ref)
         write_json(out / "reference.json", {"reference": str(reference), "spearman": rho})
     return out

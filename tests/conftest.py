@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def _assets() -> Path | None:
@@ -12,11 +13,23 @@ def _assets() -> Path | None:
     return path.resolve() if path.is_dir() else None
 
 
+def _missing_assets() -> str:
+    return (f"real assets not found (LIPS_ASSETS={os.environ.get('LIPS_ASSETS') or 'unset'}, "
+            f"no {ROOT.parent / 'shared' / 'assets'}): set LIPS_ASSETS to the shared assets folder")  # fmt: skip
+
+
+def pytest_collection_finish(session):
+    """In CI, tests that need the assets must run: without them the run fails here, in one line, rather than
+    skipping them and going green. Locally they skip."""
+    if IN_CI and _assets() is None and any("assets" in item.fixturenames for item in session.items):
+        pytest.exit(f"CI=true: {_missing_assets()}", returncode=1)
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     path = _assets()
     if path is None:
-        pytest.skip("real assets not found: set LIPS_ASSETS to the shared assets folder")
+        pytest.skip(_missing_assets())
     os.environ["LIPS_ASSETS"] = str(path)
     return path
 

@@ -10,8 +10,6 @@ from lipslib.baselines import at_gflops, split_c2f
 from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def iter01(assets):
@@ -31,7 +29,8 @@ def test_each_method_lands_on_the_target(iter01, paper, method):
     import json
 
     importance = json.loads((paper / "layer_importance.json").read_text())
-    res = at_gflops(method, iter01, 3.9, importance=importance)
+    # 7 bisection steps (library default 14): measured +0.13 % uniform, +0.03 % shaped, −0.61 % global
+    res = at_gflops(method, iter01, 3.9, importance=importance, steps=7)
     assert res["gflops"] == pytest.approx(3.9, rel=0.01)
     assert cost(res["model"]).gflops == res["gflops"]
     with torch.no_grad():

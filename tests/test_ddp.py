@@ -18,7 +18,6 @@ from lipslib.evaluate import check_data, evaluate
 from lipslib.finetune import PrunedTrainer, finetune, train_args
 from lipslib.layers import default_targets
 
-pytestmark = pytest.mark.slow  # trains
 PROBE = """
     trainer.setup_model()
     import json
@@ -41,6 +40,7 @@ def run(script: Path):
                           timeout=600)  # fmt: skip
 
 
+@pytest.mark.slow  # trains
 def test_ultralytics_ddp_files_rebuild_the_pruned_trainer(pruned, coco128, tmp_path):
     import cloudpickle
     from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file
@@ -82,6 +82,7 @@ def test_a_failed_ddp_worker_is_one_line(pruned, coco128, tmp_path, monkeypatch)
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # validates
 def test_ddp_parent_reports_the_saved_weights(pruned, coco128, tmp_path, monkeypatch):
     """The parent holds no metrics under DDP: what it returns must be the weights the workers saved."""
     import torch

@@ -1,5 +1,5 @@
 """Fine-tuning keeps the pruned model (the rebuilt-net failure gives mAP 0.00) and evaluation matches
-plain Ultralytics. These train/validate real models on CPU: tens of seconds each."""
+plain Ultralytics. Those that train or validate real models on CPU (tens of seconds each) are `slow`."""
 
 import json
 import os
@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lipslib import engine
 from lipslib.errors import LipsError
 from lipslib.evaluate import evaluate
 from lipslib.layers import default_targets
-from lipslib.finetune import BN_FREE_RECIPE, PAPER_RECIPE, finetune, recipe_for
-
-pytestmark = pytest.mark.slow
+from lipslib.finetune import finetune, recipe_for
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +26,7 @@ def pruned_iter01(assets, tmp_path_factory):
     return engine.save_checkpoint(model, tmp_path_factory.mktemp("pruned") / "pruned.pt")
 
 
+@pytest.mark.slow  # trains
 def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, tmp_path):
     from ultralytics import YOLO
 
@@ -35,6 +35,9 @@ def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, t
     rec = finetune(pruned_iter01, coco128, run, epochs=1, imgsz=320, batch=16, device="cpu", workers=0)
     final = run / "weights" / "last_pruned_full.pt"
     assert rec["weights"] == str(final) and (run / "args.yaml").is_file() and (run / "results.csv").is_file()
+    received = yaml.safe_load((run / "args.yaml").read_text())  # what Ultralytics trained with
+    expected = {**SEED_TABLE, **GENTLE, "epochs": 1, "imgsz": 320, "batch": 16}  # auto: the BN-free recipe
+    assert {k: received[k] for k in expected} == expected
     reloaded = YOLO(str(final)).model  # plain Ultralytics, no lipslib code
     assert engine.conv_shapes(reloaded) == engine.conv_shapes(before)
     assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in before.parameters())
@@ -43,11 +46,17 @@ def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, t
     assert result["map50_95"] > 0.05, result
 
 
+# The seed's published fine-tuning table (README, "Recipes"), typed here rather than read from lipslib.
+SEED_TABLE = dict(optimizer="SGD", lr0=0.01, lrf=0.01, momentum=0.937, weight_decay=0.0005, warmup_epochs=3.0,
+                  warmup_bias_lr=0.1, batch=64, imgsz=640, epochs=20)  # fmt: skip
+GENTLE = dict(lr0=0.002, warmup_epochs=0.0, warmup_bias_lr=0.0)  # README: the bn-free recipe
+
+
 def test_bn_free_models_get_the_gentle_recipe(pruned_iter01, yolo11n):
-    bn_free = recipe_for(engine.load_model(pruned_iter01), "auto")
-    assert bn_free["warmup_bias_lr"] == 0.0 and bn_free["lr0"] == BN_FREE_RECIPE["lr0"]
-    assert recipe_for(yolo11n, "auto") == PAPER_RECIPE
-    assert PAPER_RECIPE | {"lr0": 0.01, "momentum": 0.937, "weight_decay": 5e-4, "warmup_epochs": 3.0} == PAPER_RECIPE
+    assert recipe_for(yolo11n, "auto") == SEED_TABLE  # yolo11n has BatchNorm
+    assert recipe_for(yolo11n, "paper") == SEED_TABLE
+    assert recipe_for(engine.load_model(pruned_iter01), "auto") == {**SEED_TABLE, **GENTLE}  # BN-free
+    assert recipe_for(yolo11n, "bn-free") == {**SEED_TABLE, **GENTLE}
 
 
 def _ultralytics_runs() -> set:
@@ -57,6 +66,7 @@ def _ultralytics_runs() -> set:
     return {p for base in (ROOT.parent / "tests/tmp/runs", Path(SETTINGS["runs_dir"])) for p in base.glob("*/*")}
 
 
+@pytest.mark.slow  # validates
 def test_val_cli_matches_plain_ultralytics(assets, coco128, tmp_path):
     """iter-24 at 640 on the 128 val2017 images: plain Ultralytics measured 0.399 (shared/README)."""
     before = _ultralytics_runs()
@@ -104,6 +114,7 @@ def test_dataset_without_labels(pruned_iter01, assets, tmp_path):
         evaluate(pruned_iter01, data, imgsz=256)
 
 
+@pytest.mark.slow  # validates
 def test_image_matches_rebuild_ultralytics_map_and_feed_a_paired_bootstrap(assets, coco128):
     from lipslib.evaluate import image_matches, map50_95, paired_bootstrap
 

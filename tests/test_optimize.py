@@ -15,7 +15,6 @@ from lipslib.config import load_params
 from lipslib.errors import LipsError
 from lipslib.optimize import check_params, optimize
 
-pytestmark = pytest.mark.slow
 PARAMS = ROOT / "params.yaml"
 
 
@@ -32,6 +31,7 @@ def uninterrupted(assets, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # trains (the uninterrupted run)
 def test_artifacts_of_a_run(uninterrupted):
     out = uninterrupted
     history = pd.read_csv(out / "history.csv")
@@ -51,6 +51,7 @@ def test_artifacts_of_a_run(uninterrupted):
     assert abs(best["gflops"] - target) / target < 0.02
 
 
+@pytest.mark.slow  # trains
 def test_kill_during_second_iteration_then_resume(uninterrupted, tmp_path):
     out = tmp_path / "runs"
     proc = run_cli(out)
@@ -72,6 +73,7 @@ def test_kill_during_second_iteration_then_resume(uninterrupted, tmp_path):
     pd.testing.assert_frame_equal(resumed, clean, check_exact=False, atol=1e-6)
 
 
+@pytest.mark.slow  # needs the trained run
 def test_other_parameters_are_refused(uninterrupted):
     params = load_params(PARAMS, "smoke", {"schedule.target_gflops": 3.9})
     with pytest.raises(LipsError, match="other parameters.*schedule"):
@@ -80,7 +82,7 @@ def test_other_parameters_are_refused(uninterrupted):
 
 @pytest.mark.parametrize(
     "override, message",
-    [({"schedule.target_gflops": 0}, "target GFLOPs must be > 0"),
+    [({"schedule.target_gflops": 0}, "target_gflops must be > 0"),
      ({"schedule.r_min": 0.5, "schedule.r_max": 0.4}, "r_min"),
      ({"optimize.iterations": 0}, "iterations must be"),
      ({"schedule.target_gflops": 9.0}, "not below the base")],

@@ -11,7 +11,14 @@ import pytest
 from lipslib.errors import LipsError
 from lipslib.sensitivity import COLUMNS, importance_from_drops, run_sensitivity
 
-pytestmark = pytest.mark.slow
+
+def scipy_spearman(a: dict, b: dict) -> float:
+    from scipy.stats import spearmanr
+
+    common = sorted(set(a) & set(b))
+    return float(spearmanr([a[k] for k in common], [b[k] for k in common]).statistic)
+
+
 LAYERS = ["model.2.cv2.conv", "model.17.conv", "model.23.cv3.1.0.1.conv"]  # backbone, neck, head
 
 
@@ -22,6 +29,7 @@ def test_importance_formula():
         importance_from_drops(0.40, {"a": 0.41})
 
 
+@pytest.mark.slow  # validates
 def test_fast_equals_exact_and_repeats_byte_identically(assets, coco128, tmp_path):
     w = assets / "weights" / "lips_iter24_best.pt"
     kw = dict(layers=LAYERS, imgsz=256, progress=False)
@@ -40,6 +48,7 @@ def test_fast_equals_exact_and_repeats_byte_identically(assets, coco128, tmp_pat
     assert row.out_channels_after == row.out_channels_before - math.floor(row.out_channels_before * 0.85)
 
 
+@pytest.mark.slow  # validates
 def test_all_29_layers_of_iter24(assets, coco128, paper, tmp_path):
     """The acceptance run (iter-24, 128 val2017 images, 320, CPU); timing is in benchmarks/, not here."""
     res = run_sensitivity(assets / "weights" / "lips_iter24_best.pt", coco128, imgsz=320, out=tmp_path,
@@ -48,9 +57,12 @@ def test_all_29_layers_of_iter24(assets, coco128, paper, tmp_path):
     assert len(importance) == 29 and max(importance.values()) == 1.0 and min(importance.values()) >= 0.0
     for name in ("layer_importance.png", "importance_vs_reference.png", "sensitivity.csv", "params.json"):
         assert (tmp_path / name).is_file()
-    rho = json.loads((tmp_path / "reference.json").read_text())["spearman"]
+    # The authors measured their vector on COCO val2017 (5,000 images); ours on 128 images ranks the layers
+    # alike: measured ρ = 0.948 here (rect batches, as `yolo val`). One swap of neighbours moves ρ by 0.0005.
+    rho = scipy_spearman(importance, json.loads((paper / "layer_importance.json").read_text()))
     print(f"iter-24 sensitivity: {res['seconds']} s, Spearman vs paper {rho:.3f}")
-    assert -1.0 <= rho <= 1.0
+    assert rho >= 0.94, rho
+    assert json.loads((tmp_path / "reference.json").read_text())["spearman"] == pytest.approx(rho)
 
 
 def test_bad_inputs(assets, coco128, tmp_path):
