@@ -48,6 +48,7 @@ from lipslib.sensitivity import run_sensitivity
 
 METHODS = ("lips", "lips_recover", "uniform", "uniform_recover", "shaped", "global")
 RECOVER = {"recover.repair": True, "recover.distill": "outputs"}
+PLAIN = {"recover.repair": False, "recover.distill": "none"}
 GFLOPS_TOL = 0.01
 
 
@@ -179,7 +180,7 @@ def main():
         for method in methods:
             steps.set_postfix_str(f"{budget} GFLOPs: {method}")
             over = {**common, "optimize.importance": str(importance_path), "schedule.target_gflops": budget,
-                    **(RECOVER if method.endswith("_recover") else {})}  # fmt: skip
+                    **(RECOVER if method.endswith("_recover") else PLAIN)}  # fmt: skip
             if method.startswith("lips"):
                 mp = load_params(a.params, a.profile, over)
                 check_params(mp, base_gflops)

@@ -209,6 +209,12 @@ def cmd_notebook(a):
 def cmd_stage_params(a):
     from lipslib.notebook import write_stage_params
 
+    if a.cells:  # the notebooks themselves: outside DVC, whose stages depend on them
+        from lipslib.notebook import write_parameters_cells
+
+        changed = write_parameters_cells(a.profile or "demo")
+        print(f"parameters cells rewritten from profile {a.profile or 'demo'}: {', '.join(changed) or 'none changed'}")
+        return
     paths = write_stage_params(a.out, a.profile, _overrides(a.set))
     print(f"wrote {len(paths)} stage parameter files to {a.out}")
 
@@ -395,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default=None)
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
     s.add_argument("--out", default="params")
+    s.add_argument("--cells", action="store_true",
+                   help="instead, rewrite the notebooks' parameters cells from the profile (default demo)")
     s.set_defaults(func=cmd_stage_params)
 
     s = sub.add_parser("sweep", help="run the pipeline notebooks once per GFLOPs target, plus a Pareto figure")

@@ -33,7 +33,7 @@ from lipslib.engine import fused, load_model, save_checkpoint
 from lipslib.errors import LipsError
 from lipslib.runtime import cpu_threads
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "cuda")  # cuda: PyTorch on the first GPU, synchronised
 CACHE_ENV = "LIPS_LATENCY_CACHE"
 
 
@@ -48,6 +48,8 @@ def machine_key(runtime: str, threads: int) -> str:
 def check_runtime(runtime: str, threads: int, imgsz: int, batch: int = 1) -> None:
     if runtime not in RUNTIMES:
         raise LipsError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "cuda" and not torch.cuda.is_available():
+        raise LipsError("runtime cuda needs a CUDA GPU, and this machine has none; use torch or onnxruntime")
     if not isinstance(threads, int) or threads < 1:
         raise LipsError(f"latency threads must be an integer ≥ 1, got {threads!r}")
     if not isinstance(imgsz, int) or imgsz < 32 or imgsz % 32:
@@ -81,7 +83,9 @@ def whole_runner(weights, runtime: str, x: torch.Tensor, threads: int, tmp: Path
     """A zero-argument forward of a whole model on `x`: PyTorch (on `gpu`, a CUDA torch.device, when given,
     synchronised), or Ultralytics' ONNX export in ONNX Runtime on the CPU."""
     model = load_model(weights)
-    if runtime == "torch" and gpu is not None:
+    if runtime == "cuda":
+        gpu = gpu or torch.device("cuda", 0)
+    if runtime in ("torch", "cuda") and gpu is not None:
         net, gx = fused(copy.deepcopy(model)).to(gpu), x.to(gpu)
         return lambda: (net(gx), torch.cuda.synchronize(gpu))
     if runtime == "torch":
@@ -150,6 +154,17 @@ class _Block(nn.Module):
         return self.block(list(xs) if self.listed else xs[0])
 
 
+def _part_runners(parts: dict, runtime: str, threads: int, tmp: Path) -> dict[str, Callable[[], object]]:
+    """Zero-argument runners of {key: (module, inputs)} on a runtime (ONNX Runtime: each exported alone)."""
+    if runtime == "onnxruntime":
+        return {k: _onnx(m, a, threads, tmp / f"{k}.onnx") for k, (m, a) in parts.items()}
+    if runtime == "cuda":
+        gpu = torch.device("cuda", 0)
+        moved = {k: (copy.deepcopy(m).to(gpu), tuple(t.to(gpu) for t in a)) for k, (m, a) in parts.items()}
+        return {k: (lambda m=m, a=a: (m(*a), torch.cuda.synchronize(gpu))) for k, (m, a) in moved.items()}
+    return {k: (lambda m=m, a=a: m(*a)) for k, (m, a) in parts.items()}
+
+
 def block_inputs(net: nn.Module, x: torch.Tensor) -> list[tuple[tuple, bool]]:
     """The input each top-level block of `net` receives in a forward on `x`: (tensors, given as a list)."""
     seen: list = []
@@ -195,11 +210,7 @@ def block_table(model, runtime: str = "torch", imgsz: int = 640, batch: int = 1,
             todo[key] = (_Block(block, listed).eval(), args)
     if todo:
         with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
-            if runtime == "torch":
-                runners = {k: (lambda m=m, a=a: m(*a)) for k, (m, a) in todo.items()}
-            else:
-                runners = {k: _onnx(m, a, threads, Path(tmp) / f"{k}.onnx") for k, (m, a) in todo.items()}
-            measured = interleaved(runners, runs)
+            measured = interleaved(_part_runners(todo, runtime, threads, Path(tmp)), runs)
         store.update({k: statistics.median(t) for k, t in measured.items()})
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp_file = cache.with_suffix(".tmp")
@@ -240,11 +251,8 @@ def table_error(models: dict[str, object], runtime: str = "torch", imgsz: int = 
         parts = {f"b{i}": (_Block(b, listed).eval(), args) for i, (b, (args, listed)) in enumerate(zip(net.model, inputs))}
         parts["whole"] = (net, (x,))
         with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
-            if runtime == "torch":
-                runners = {k: (lambda m=m, a=a: m(*a)) for k, (m, a) in parts.items()}
-            else:
-                runners = {k: _onnx(m, a, threads, Path(tmp) / f"{k}.onnx") for k, (m, a) in parts.items()}
-            times = {k: statistics.median(t) for k, t in interleaved(runners, runs).items()}
+            times = {k: statistics.median(t) for k, t in interleaved(_part_runners(parts, runtime, threads,
+                                                                                    Path(tmp)), runs).items()}
         whole = times.pop("whole")
         out[label] = {"table_ms": sum(times.values()), "whole_ms": whole, "error": sum(times.values()) / whole - 1}
     return out

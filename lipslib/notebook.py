@@ -52,6 +52,44 @@ def params(profile: str, namespace: dict) -> dict:
     return load_params(path, profile, {k: v for k, v in namespace.items() if k in known})
 
 
+def parameters_cell(name: str, profile: str = "demo") -> str:
+    """The source of notebook `name`'s `parameters` cell with every params.yaml name set to what `profile`
+    resolves to (the cell's order and its extra names kept), so a notebook opened in JupyterLab runs what
+    `dvc repro` runs. Values are Python literals."""
+    import ast
+
+    import nbformat
+
+    flat = flatten(load_params(repo_root() / "params.yaml", profile))
+    cell = _parameters_cell(nbformat.read(repo_root() / "notebooks" / f"{name}.ipynb", as_version=4))
+    lines = []
+    for stmt in ast.parse(cell.source).body:
+        key = stmt.targets[0].id
+        lines.append(f"{key} = {flat[key]!r}" if key in flat and key != "profile" else ast.get_source_segment(cell.source, stmt))
+    return "\n".join(lines)
+
+
+def write_parameters_cells(profile: str = "demo") -> list[str]:
+    """Rewrite the committed notebooks' `parameters` cells from `profile` (`parameters_cell`); returns the
+    names of the notebooks that changed."""
+    import nbformat
+
+    changed = []
+    for name in NOTEBOOKS:
+        path = repo_root() / "notebooks" / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        cell, source = _parameters_cell(nb), parameters_cell(name, profile)
+        if cell.source != source:
+            cell.source = source
+            nbformat.write(nb, path)
+            changed.append(name)
+    return changed
+
+
+def _parameters_cell(nb):
+    return next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+
+
 def declared_parameters(name: str) -> list[str]:
     import papermill as pm
 

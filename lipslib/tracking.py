@@ -3,7 +3,7 @@
 One DVCLive step per iteration (the step is the iteration number), from the loop's own record
 (history.csv), plus the chosen iteration under `best` in the summary:
 
-  <dir>/metrics.json               step and the last iteration's values, and best.{iteration, gflops, map50_95, …}
+  <dir>/metrics.json               step and the last iteration's values, and best.{iteration, cost, gflops, map50_95, …}
   <dir>/plots/metrics/<name>.tsv   one row per iteration: gflops, params, map50_95, map50, report_map50_95, …
 
 `dvc exp show` lists the summary per experiment (best.map50_95, best.gflops, best.iteration) and
@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 # history.csv columns logged per iteration (the rule's step size is `rule_step`: DVCLive owns `step`)
-LOGGED = {"gflops": "gflops", "params": "params", "map50_95": "map50_95", "map50": "map50",
+LOGGED = {"cost": "cost", "gflops": "gflops", "params": "params", "map50_95": "map50_95", "map50": "map50",
           "report_map50_95": "report_map50_95", "report_map50": "report_map50", "step": "rule_step"}  # fmt: skip
-BEST = ("iteration", "gflops", "params", "map50_95", "map50", "selection_map50_95", "target_gflops")
+BEST = ("iteration", "gflops", "params", "map50_95", "map50", "selection_map50_95", "cost", "target_cost")
 
 
 def log_loop(history: pd.DataFrame, best: dict, out: str | os.PathLike) -> Path:

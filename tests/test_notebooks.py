@@ -17,7 +17,8 @@ import pytest
 
 from conftest import ROOT
 from lipslib.config import flatten, load_params
-from lipslib.notebook import EXTRA_PARAMETERS, NOTEBOOKS, STAGE_PARAMS_DIR, render, run_notebook, write_stage_params
+from lipslib.notebook import (EXTRA_PARAMETERS, NOTEBOOKS, STAGE_PARAMS_DIR, parameters_cell, render, run_notebook,
+                              write_stage_params)
 
 FLAT = set(flatten(load_params(ROOT / "params.yaml", "paper")))
 
@@ -48,6 +49,13 @@ def test_committed_notebook_contract(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_holds_the_demo_profile(name):
+    """Opened in JupyterLab and run, a notebook runs what `dvc repro` runs (params.yaml's demo profile)."""
+    cell = next(c for c in read(name).cells if "parameters" in c.metadata.get("tags", []))
+    assert cell.source == parameters_cell(name, "demo"), "run `lips stage-params --cells`"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_reads_as_a_research_document(name):
     """The question, the method with its equations, figures drawn in the notebook, and a closing paragraph
     computed from the run; code that reads on a page."""
@@ -75,7 +83,7 @@ def test_rendered_copy_for_readers(name):
 
 def test_stage_params_isolate_stages(tmp_path):
     a = {p.name: p.read_text() for p in write_stage_params(tmp_path / "a", "demo")}
-    b = {p.name: p.read_text() for p in write_stage_params(tmp_path / "b", "demo", {"schedule.target_gflops": 3.7})}
+    b = {p.name: p.read_text() for p in write_stage_params(tmp_path / "b", "demo", {"schedule.target_gflops": 3.6})}
     changed = sorted(k for k in a if a[k] != b[k])
     assert changed == ["02_schedule.yaml", "03_optimize.yaml"]  # Stage I untouched by a target change
 

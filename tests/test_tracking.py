@@ -9,19 +9,20 @@ import pytest
 
 from lipslib.tracking import log_loop
 
-HISTORY = pd.DataFrame({"iteration": [1, 2, 3], "gflops": [4.10, 3.93, 3.87], "params": [1_760_000, 1_700_000, 1_690_000],
+HISTORY = pd.DataFrame({"iteration": [1, 2, 3], "cost": [4.10, 3.93, 3.87], "gflops": [4.10, 3.93, 3.87], "params": [1_760_000, 1_700_000, 1_690_000],
                         "map50_95": [0.20, 0.23, 0.22], "map50": [0.30, 0.33, 0.32], "gate": ["cost", "cost", "accuracy"],
                         "step": [0.010, 0.010, 0.015], "report_map50_95": [0.18, 0.21, 0.19],
                         "report_map50": [0.28, 0.31, 0.29]})  # fmt: skip
 BEST = {"iteration": 3, "gflops": 3.87, "params": 1_690_000, "map50_95": 0.19, "map50": 0.29,
-        "selection_map50_95": 0.22, "target_gflops": 3.9, "within_target": True, "weights": "w.pt"}  # fmt: skip
+        "selection_map50_95": 0.22, "cost": 3.87, "target_cost": 3.9, "cost_unit": "GFLOPs", "within_target": True,
+        "weights": "w.pt"}  # fmt: skip
 
 
 def test_one_step_per_iteration_and_the_best_in_the_summary(tmp_path):
     out = log_loop(HISTORY, BEST, tmp_path / "dvclive")
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["best"] == {"iteration": 3, "gflops": 3.87, "params": 1_690_000, "map50_95": 0.19, "map50": 0.29,
-                               "selection_map50_95": 0.22, "target_gflops": 3.9, "within_target": 1}  # fmt: skip
+                               "selection_map50_95": 0.22, "cost": 3.87, "target_cost": 3.9, "within_target": 1}
     assert summary["step"] == 3 and summary["map50_95"] == 0.22  # DVCLive: the last step's values
     tsv = pd.read_csv(out / "plots" / "metrics" / "report_map50_95.tsv", sep="\t")
     assert tsv.to_dict("list") == {"step": [1, 2, 3], "report_map50_95": [0.18, 0.21, 0.19]}
