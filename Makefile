@@ -24,8 +24,9 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 # The demo: `dvc repro` runs the five notebooks (dvc.yaml) on the demo profile of params.yaml —
-# Stage I on the authors' iter-01 (on train2017, so the val images that choose and report play no part
-# in it), the schedule and paper-log replay, the LIPS loop to 3.9 GFLOPs (4 iterations × 3 epochs at 320,
+# Stage I on the authors' iter-01 (on coco_val2193's fine-tune split, so the images that choose and report
+# play no part in it), the schedule and paper-log replay, the LIPS loop to 3.7 GFLOPs (4 iterations × 1 epoch
+# on half the fine-tune images at 320, with recovery, chosen on `val`, reported on the 1,000 `test` images,
 # CPU), the benchmark and the video comparison. A second `dvc repro` finds everything up to date.
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro

@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("latency", help="measured latency of checkpoints on a runtime (interleaved, median, quartiles)")
     s.add_argument("--weights", action="append", required=True, metavar="[LABEL=]WEIGHTS",
                    help="a checkpoint or model yaml; repeat to compare (ratios are to the first)")
-    s.add_argument("--runtime", default="torch", help="torch (fused fp32) or onnxruntime (Ultralytics' ONNX export)")
+    s.add_argument("--runtime", default="torch",
+                   help="torch (fused fp32, CPU), onnxruntime (Ultralytics' ONNX export, CPU) or cuda (PyTorch, GPU 0)")
     s.add_argument("--imgsz", type=int, default=640)
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--threads", type=int, default=1)
