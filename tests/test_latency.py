@@ -36,9 +36,15 @@ def test_rounded_widths_meet_the_target(iter01, paper, method):
 
 def test_table_sum_agrees_with_whole_model_timing(tmp_path, yolo11n):
     """PyTorch on one thread at 320: measured here within 6 % (yolo11n) and 1 % (iter-24) on a quiet machine;
-    the bound leaves room for a busy one."""
-    err = table_error({"yolo11n": yolo11n}, "torch", imgsz=320, threads=1, runs=15)
-    assert abs(err["yolo11n"]["error"]) < 0.25, err
+    the bound leaves room for a busy one, and a burst of load during one measurement gets two more tries (a
+    table that is wrong, not noisy, misses all three)."""
+    errors = []
+    for _ in range(3):
+        err = table_error({"yolo11n": yolo11n}, "torch", imgsz=320, threads=1, runs=15)
+        errors.append(err["yolo11n"]["error"])
+        if abs(errors[-1]) < 0.25:
+            break
+    assert abs(errors[-1]) < 0.25, errors
     first = block_table(yolo11n, "torch", imgsz=320, runs=3, cache=tmp_path / "c.json")
     again = block_table(yolo11n, "torch", imgsz=320, runs=3, cache=tmp_path / "c.json")
     assert len(again) == len(yolo11n.model) and not any(r["cached"] for r in first)
