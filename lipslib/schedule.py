@@ -24,6 +24,7 @@ accuracy gap d = (M − m) / M.
   importance Σ c_i·imp_i / Σ c_i. Given `costs`, the crossover is raised to at least that + `margin`, so
   the cost gate never adds GFLOPs (the fitted rule alone can: with a tiny overshoot its pull-back of
   the important layers dominates — the authors' run hovered at 4.53 GFLOPs above its 4.5 target).
+  Costs measured ≤ 0 (a latency table can say that pruning a layer made it no faster) count as 0.
   Cost-neutral variant (`neutral_acc`, needs costs): Δr_i = −s·(imp_i − ī_c), ī_c = Σ c_i·imp_i / Σ c_i, whose
   first-order GFLOPs change Σ c_i·Δr_i is 0: at the budget, capacity moves from unimportant layers to
   important ones instead of being added, so the loop does not leave the budget to reallocate.
@@ -115,6 +116,11 @@ def update(
     missing = sorted(set(ratios) - set(importance))
     if missing:
         raise LipsError(f"no importance for layers {', '.join(missing)}")
+    if costs:  # a measured latency saving can be ≤ 0 (noise, or a width a kernel likes less): no saving to steer by
+        costs = {k: max(0.0, float(v)) for k, v in costs.items()}
+        if sum(costs[k] * (1 - importance[k]) for k in ratios) <= 0:
+            raise LipsError("no layer below full importance saves any cost (per-layer costs ≤ 0): the cost-aware "
+                            "steps cannot move the cost; check the latency table or use a GFLOPs target")
     state = dict(state or {})
     g, m = float(measured["cost"]), float(measured["map50_95"])
     which = gate(g, m, targets)

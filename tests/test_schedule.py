@@ -113,6 +113,22 @@ def test_auto_cost_step_closes_the_overshoot_to_first_order():
         update(r0, IMP, {"cost": 5.0, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None))
 
 
+def test_cost_steps_survive_layers_measured_as_no_faster():
+    """A latency table can say that pruning a layer made it slower (the authors' iter-01 head at 640 in
+    PyTorch: −2.3 ms). Measured this way, the cheapest layers were the unimportant ones, and the auto step
+    turned round (important layers pruned more, the cost rising). Such costs count as no saving."""
+    costs = {"a": 4.5, "b": 1.5, "c": -2.3}  # a: most important, c: least
+    r0 = initial_schedule(IMP)
+    r1, st = update(r0, IMP, {"cost": 5.0, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None), costs=costs)
+    positive = {k: max(0.0, c) for k, c in costs.items()}
+    assert st["gate"] == "cost" and st["a"] > 0 and st["b"] < 0
+    assert r1["c"] - r0["c"] > r1["b"] - r0["b"] > r1["a"] - r0["a"]
+    assert sum(positive[k] * (r1[k] - r0[k]) for k in r0) == pytest.approx(5.0 - T.cost, rel=1e-9)
+    with pytest.raises(LipsError, match="saves any cost"):
+        update(r0, IMP, {"cost": 5.0, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None),
+               costs={"a": 3.0, "b": -1.0, "c": 0.0})
+
+
 def test_cost_neutral_accuracy_gate_moves_capacity_without_adding_gflops():
     costs = {"a": 0.8, "b": 2.0, "c": 0.3}
     r0 = initial_schedule(IMP)
