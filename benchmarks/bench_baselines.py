@@ -50,6 +50,7 @@ METHODS = ("lips", "lips_recover", "uniform", "uniform_recover", "shaped", "glob
 RECOVER = {"recover.repair": True, "recover.distill": "outputs"}
 PLAIN = {"recover.repair": False, "recover.distill": "none"}
 GFLOPS_TOL = 0.01
+DEFAULT_OUT = "reports/bench/baselines.json"
 
 
 def _overrides(pairs) -> dict:
@@ -135,8 +136,14 @@ def write_report(result: dict, out: Path) -> None:
                   f"{result['settings']['report_split']}, imgsz {result['settings']['imgsz']})\n\n"
                   + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f") + "\n\n"
                   + "Goals: " + json.dumps(result["goals"]) + "\n")  # fmt: skip
+    draw(result, out)
+
+
+def draw(result: dict, out: Path) -> None:
+    """The Pareto figure beside the JSON; the README's copy only from the default run."""
     baselines_pareto(result, out.with_suffix(".png"))
-    baselines_pareto(result, Path("docs/figures/baselines_pareto.png"))
+    if out == Path(DEFAULT_OUT):
+        baselines_pareto(result, Path("docs/figures/baselines_pareto.png"))
 
 
 def main():
@@ -154,12 +161,12 @@ def main():
     p.add_argument("--resamples", type=int, default=500)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params.yaml overrides")
     p.add_argument("--work", default="runs/bench_baselines")
-    p.add_argument("--out", default="reports/bench/baselines.json")
+    p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
     a = p.parse_args()
     out = Path(a.out)
     if a.figure_only:
-        baselines_pareto(json.loads(out.read_text()), out.with_suffix(".png"))
+        draw(json.loads(out.read_text()), out)
         return
     work, methods = Path(a.work), a.methods.split(",")
     common = {"base": a.base, "data": a.data, "imgsz": a.imgsz, "optimize.report": a.report,

@@ -2,8 +2,8 @@
 latency target land where asked?
 
 Three LIPS loops from the demo profile (the authors' iter-01 → 3.7 GFLOPs on coco_val2193, chosen on `val`,
-reported on `test`): plain, with `schedule.round_to: 8`, and with `schedule.target_ms` set to the latency the
-rounded model reached (on the `latency` settings given here). Then every model — yolo11n (its yaml: random
+reported on `test`): plain, with `schedule.round_to: 8`, and with `schedule.target_ms` at 0.85 × the base's
+time (about what the rounded model reached, on the `latency` settings given here). Then every model — yolo11n (its yaml: random
 weights time the same), the authors' iter-01 and iter-24, the three loops' best — is timed in PyTorch and
 ONNX Runtime on the CPU (batch 1, interleaved rounds, median), with its GFLOPs, params, ratios to yolo11n,
 and report mAP50-95 where it was fine-tuned; and the per-block table's error against whole-model timing.
@@ -30,6 +30,7 @@ from lipslib.latency import RUNTIMES, table_error, time_models
 from lipslib.optimize import optimize
 
 GOAL = 1.1  # latency ratio ≤ GOAL × GFLOPs ratio
+TARGET_CUT = 0.85  # the latency-target loop aims at this share of the base's time
 
 
 def loop(name: str, work: Path, overrides: dict) -> dict:
@@ -57,9 +58,12 @@ def main():
     if saved.is_file():
         target_ms = json.loads(saved.read_text())["target_ms"]
     else:
+        # a cut the rounded loop reached (its model: 0.85 × the base's time), in ms as this process measures the
+        # base; the loop measures its own reference, and base timings of separate processes differed by up to
+        # 9 % here, so a target equal to the rounded model's time could land above the loop's base
         measure = LatencyCost(load_model("lips_iter01_best.pt"), a.target_runtime, a.imgsz, a.threads, a.runs)
-        target_ms = round(measure.measure(load_model(best["lips_round8"]["stable_path"])), 3)
-        write_json(saved, {"target_ms": target_ms, "of": best["lips_round8"]["stable_path"]})
+        target_ms = round(TARGET_CUT * measure.reference["base_ms"], 3)
+        write_json(saved, {"target_ms": target_ms, "base_ms": measure.reference["base_ms"], "cut": TARGET_CUT})
     best["lips_target_ms"] = loop("target_ms", work, {"schedule.round_to": 8, "schedule.target_ms": target_ms,
                                                       **latency})  # fmt: skip
     models = {"yolo11n": "yolo11n.yaml", "lips_iter01": "lips_iter01_best.pt", "lips_iter24": "lips_iter24_best.pt",
