@@ -65,7 +65,10 @@ def parameters_cell(name: str, profile: str = "demo") -> str:
     lines = []
     for stmt in ast.parse(cell.source).body:
         key = stmt.targets[0].id
-        lines.append(f"{key} = {flat[key]!r}" if key in flat and key != "profile" else ast.get_source_segment(cell.source, stmt))
+        if key == "profile":
+            lines.append(f'profile = "{profile}"')
+        else:
+            lines.append(f"{key} = {flat[key]!r}" if key in flat else ast.get_source_segment(cell.source, stmt))
     return "\n".join(lines)
 
 
