@@ -34,10 +34,8 @@ class GflopsCost:
                     probe: float = 0.5, imgsz: int = 320) -> dict[str, float]:  # fmt: skip
         """GFLOPs (at 640) each target layer saves per unit ratio. Counted at `imgsz` and scaled by the pixel
         ratio (YOLO's cost is per pixel, `engine.cost_counter`): 4× faster than at 640."""
-        full, scale = cost(base, imgsz).gflops, (640 / imgsz) ** 2
-        return {name: scale * (full - cost(prune(base, {name: probe}, criterion=criterion, round_to=round_to,
-                                                 log=False).model, imgsz).gflops) / probe
-                for name in default_targets(base)}  # fmt: skip
+        return probe_savings(base, lambda m: cost(m, imgsz).gflops, criterion, probe, round_to,
+                             scale=(640 / imgsz) ** 2)  # fmt: skip
 
 
 class LatencyCost:
@@ -73,10 +71,21 @@ class LatencyCost:
 
     def layer_costs(self, base: nn.Module, criterion: str = "l1", round_to: int | None = None,
                     probe: float = 0.5) -> dict[str, float]:  # fmt: skip
-        from lipslib.latency import layer_latency_costs
+        """Milliseconds each target layer saves per unit ratio: the block table's prediction, scaled by the
+        base's whole/table factor."""
+        from lipslib.latency import table_ms
 
-        costs = layer_latency_costs(base, default_targets(base), criterion, probe, round_to, **self.settings)
-        return {k: self.reference["factor"] * v for k, v in costs.items()}
+        return probe_savings(base, lambda m: table_ms(m, **self.settings), criterion, probe, round_to,
+                             scale=self.reference["factor"])  # fmt: skip
+
+
+def probe_savings(base: nn.Module, measure, criterion: str = "l1", probe: float = 0.5, round_to: int | None = None,
+                  scale: float = 1.0) -> dict[str, float]:  # fmt: skip
+    """{target layer: scale × the cost it saves per unit ratio}, by `measure` (a model's cost), pruning each
+    target layer of `base` alone at `probe`."""
+    full = measure(base)
+    return {name: scale * (full - measure(prune(base, {name: probe}, criterion=criterion, round_to=round_to,
+                                                log=False).model)) / probe for name in default_targets(base)}  # fmt: skip
 
 
 def cost_model(params: dict, base: nn.Module, saved: dict | None = None):

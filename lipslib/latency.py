@@ -226,17 +226,6 @@ def table_ms(model, **kw) -> float:
     return sum(r["ms"] for r in block_table(model, **kw))
 
 
-def layer_latency_costs(base, targets, criterion: str = "l1", probe: float = 0.5, round_to: int | None = None,
-                        **kw) -> dict[str, float]:  # fmt: skip
-    """Milliseconds each target layer saves per unit ratio (the table's prediction, pruning it alone at
-    `probe`): the latency counterpart of `optimize.layer_costs`."""
-    from lipslib.engine import prune
-
-    full = table_ms(base, **kw)
-    return {name: (full - table_ms(prune(base, {name: probe}, criterion=criterion, round_to=round_to,
-                                         log=False).model, **kw)) / probe for name in targets}  # fmt: skip
-
-
 def table_error(models: dict[str, object], runtime: str = "torch", imgsz: int = 640, threads: int = 1,
                 runs: int = 15) -> dict[str, dict]:  # fmt: skip
     """How well a block table predicts a whole forward: for each model, its blocks and the whole model (the

@@ -118,7 +118,9 @@ def update(
         raise LipsError(f"no importance for layers {', '.join(missing)}")
     if costs:  # a measured latency saving can be ≤ 0 (noise, or a width a kernel likes less): no saving to steer by
         costs = {k: max(0.0, float(v)) for k, v in costs.items()}
-        if sum(costs[k] * (1 - importance[k]) for k in ratios) <= 0:
+        total = sum(costs[k] for k in ratios)  # Σ c_i
+        weighted = sum(costs[k] * importance[k] for k in ratios)  # Σ c_i·imp_i
+        if total - weighted <= 0:
             raise LipsError("no layer below full importance saves any cost (per-layer costs ≤ 0): the cost-aware "
                             "steps cannot move the cost; check the latency table or use a GFLOPs target")
     state = dict(state or {})
@@ -132,15 +134,11 @@ def update(
         if params.kappa_cost is None:
             if not costs:
                 raise LipsError("kappa_cost auto needs the layers' costs (cost saved per unit ratio)")
-            total = sum(costs[k] for k in ratios)
-            weighted = sum(costs[k] * importance[k] for k in ratios)
             a = damp * ((g - targets.cost) + params.step_cost * weighted) / (total - weighted)
         else:
             a = damp * params.kappa_cost * over
         b = -(a + damp * params.step_cost)
         if costs and a > 0:
-            total = sum(costs[k] for k in ratios)
-            weighted = sum(costs[k] * importance[k] for k in ratios)
             floor = min(1.0, weighted / total + params.margin)
             if -a / b < floor:
                 if params.kappa_cost is None:  # auto at the guarded crossover: still the whole overshoot
@@ -153,7 +151,7 @@ def update(
         if params.neutral_acc:
             if not costs:
                 raise LipsError("neutral_acc needs the layers' costs (cost saved per unit ratio)")
-            a = -b * sum(costs[k] * importance[k] for k in ratios) / sum(costs[k] for k in ratios)
+            a = -b * weighted / total
         else:
             a = 0.0
     else:
