@@ -27,6 +27,7 @@ from lipslib.layers import default_targets, validate_layers
 from lipslib.repair import repair_biases
 from lipslib.schedule import RuleParams, Targets, initial_schedule, update
 from lipslib.spec import write_spec
+from lipslib.warmstart import inherit
 
 REPORTS = {  # optimize.report: (how the data is prepared, split that chooses the best iteration, split that reports it)
     "half": ("val split in two halves", "val", "test"),
@@ -189,11 +190,14 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         ratios = state["ratios"]
         warm = o["warm_start"] and k > 1
         res = prune(base, ratios, criterion=o["criterion"], round_to=round_to, track=o["warm_start"] or repair)
-        if repair and not warm:  # a fresh copy of the base; a warm one inherits tuned biases instead
+        donor, donor_origin, inherited = None, None, 0.0
+        if warm:
+            donor, donor_origin = _previous(base, out, state["done"][-1], o["criterion"], round_to)
+            inherited = inherit(res.model, res.origin, donor, donor_origin)
+        if repair:  # after inheriting: a warm copy's new cuts remove the donor's tuned channels
             if calibration is None:
                 calibration = calibration_images(data, "train", params["recover"]["images"], params["imgsz"])
-            repair_biases(res, base, calibration)
-        inherited = _warm_start(base, res, out, state["done"][-1], o["criterion"], round_to) if warm else 0.0
+            repair_biases(res, base, calibration, donor=donor, donor_origin=donor_origin)
         write_spec(it / "final" / "prune_spec.txt", ratios)
         write_log(res.log, it / "prune_directed_log.csv")
         pruned = save_checkpoint(res.model, it / "final" / "pruned.pt",
@@ -222,14 +226,12 @@ def tuned_weights(out: Path, iteration: int) -> Path:
     return out / f"iter_{iteration:02d}" / "ft" / "finetune" / "weights" / "last_pruned_full.pt"
 
 
-def _warm_start(base, res, out: Path, prev: dict, criterion: str, round_to: int | None) -> float:
-    """Give `res.model` the previous iteration's fine-tuned weights where both keep the same base
-    elements. Read from its saved checkpoint (as a resumed run would), so resuming changes nothing."""
-    from lipslib.warmstart import inherit
-
+def _previous(base, out: Path, prev: dict, criterion: str, round_to: int | None) -> tuple:
+    """(the previous iteration's fine-tuned model, its channel origins in `base`), read from its saved
+    checkpoint (as a resumed run would), so resuming changes nothing."""
     donor = load_model(tuned_weights(out, prev["iteration"]))
     donor_origin = prune(base, prev["ratios"], criterion=criterion, round_to=round_to, log=False, track=True).origin
-    return inherit(res.model, res.origin, donor, donor_origin)
+    return donor, donor_origin
 
 
 def initial_ratios(base, importance, params, targets, costs=None, base_cost=None) -> dict[str, float]:

@@ -6,6 +6,11 @@ itself can measure. Folding δ into the consumer's bias (a fused conv) or out of
 model in eval mode) restores every kept channel's mean pre-activation, so the pruned copy starts from
 the base's operating point instead of a shifted one. One pass of the base over the images; the removed
 inputs of each conv come from `prune(..., track=True)`.
+
+A warm-started copy (`lipslib.warmstart`) carries a fine-tuned donor's weights, so what its new cuts remove
+is the donor's contribution, not the base's: with `donor`, δ is measured on the donor over the channels the
+donor has and the copy drops. Output channels the donor lacks (they come back with the base's weights) get
+δ = 0, and input channels that come back are not compensated: the donor never computed them.
 """
 
 from __future__ import annotations
@@ -24,28 +29,39 @@ def _kept(origin: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor, torch.
     return torch.unique(flat // (in_ch * kh * kw)), torch.unique((flat // (kh * kw)) % in_ch)
 
 
-def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tensor, batch: int = 16) -> dict:
-    """{conv name: δ (one value per kept output channel)}: the mean over `images` of what the removed input
-    channels of each dense conv of `base` added to its kept outputs. `res` must come from pruning `base`
-    with track=True."""
-    if res.origin is None:
+def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tensor, batch: int = 16,
+                          donor: nn.Module | None = None, donor_origin: dict | None = None) -> dict:  # fmt: skip
+    """{conv name: δ (one value per output channel of the conv in `res.model`)}: the mean over `images` of
+    what the input channels that `res.model` drops added to its kept outputs, measured on `base`, or with
+    `donor` (pruned from `base` with channel origins `donor_origin`) on the donor. `res` must come from
+    pruning `base` with track=True."""
+    if res.origin is None or (donor is not None and donor_origin is None):
         raise ValueError("bias repair needs the channel origins: prune with track=True")
+    ref = base if donor is None else donor
+    ref_convs = dict(ref.named_modules())
     plans, sums = {}, {}
     for name, conv in base.named_modules():
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1:  # depthwise: a channel goes in and out together
             continue
-        kept_out, kept_in = _kept(res.origin[f"{name}.weight"], conv.weight.shape)
-        removed = torch.tensor(sorted(set(range(conv.in_channels)) - set(kept_in.tolist())), dtype=torch.long)
-        if len(removed):
-            plans[name] = (conv, kept_out, removed)
+        key = f"{name}.weight"
+        out_new, in_new = _kept(res.origin[key], conv.weight.shape)
+        if donor is None:
+            out_ref, in_ref = torch.arange(conv.out_channels), torch.arange(conv.in_channels)
+        else:
+            out_ref, in_ref = _kept(donor_origin[key], conv.weight.shape)
+        rows = torch.searchsorted(out_ref, out_new).clamp(max=len(out_ref) - 1)  # out_new's places in the reference
+        present = out_ref[rows] == out_new
+        removed = torch.nonzero(~torch.isin(in_ref, in_new)).flatten()
+        if len(removed) and present.any():
+            plans[name] = (ref_convs[name], rows[present], present, removed)
 
     def hook(name):
-        conv, kept_out, removed = plans[name]
-        weight = conv.weight.detach()[kept_out][:, removed]
+        conv, rows, _, removed = plans[name]
+        weight = conv.weight.detach()[rows][:, removed]
 
         def record(module, args):
             x = args[0][:, removed.to(args[0].device)]
-            y = F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation)
+            y = F.conv2d(x, weight.to(x), None, conv.stride, conv.padding, conv.dilation)
             s = sums.setdefault(name, [0, 0.0])
             s[0] += y.shape[0] * y.shape[2] * y.shape[3]
             s[1] = s[1] + y.double().sum((0, 2, 3))
@@ -55,19 +71,26 @@ def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tenso
     handles = [plans[n][0].register_forward_pre_hook(hook(n)) for n in plans]
     try:
         with torch.no_grad():
-            net = base.eval()
+            net = ref.eval()
             for i in range(0, len(images), batch):
                 net(images[i : i + batch].to(next(net.parameters()).device))
     finally:
         for h in handles:
             h.remove()
-    return {n: (s / k).float() for n, (k, s) in sums.items()}
+    deltas = {}
+    for name, (k, s) in sums.items():
+        present = plans[name][2]
+        deltas[name] = torch.zeros(len(present))
+        deltas[name][present] = (s.cpu() / k).float()
+    return deltas
 
 
-def repair_biases(res: PruneResult, base: nn.Module, images: torch.Tensor, batch: int = 16) -> dict[str, float]:
-    """Fold the removed channels' mean contributions (`removed_contributions`) into `res.model`, in place:
-    a conv's bias, or for a conv followed by BatchNorm its running mean. Returns {conv: mean |δ|}."""
-    deltas = removed_contributions(res, base, images, batch)
+def repair_biases(res: PruneResult, base: nn.Module, images: torch.Tensor, batch: int = 16,
+                  donor: nn.Module | None = None, donor_origin: dict | None = None) -> dict[str, float]:  # fmt: skip
+    """Fold the removed channels' mean contributions (`removed_contributions`, on `base` or on `donor`) into
+    `res.model`, in place: a conv's bias, or for a conv followed by BatchNorm its running mean. Returns
+    {conv: mean |δ|}."""
+    deltas = removed_contributions(res, base, images, batch, donor, donor_origin)
     modules = dict(res.model.named_modules())
     with torch.no_grad():
         for name, delta in deltas.items():
