@@ -101,13 +101,18 @@ def build_graph(model: nn.Module, trace_size: int = 64) -> tp.DependencyGraph:
 
 
 def n_remove(n: int, ratio: float, round_to: int | None = None) -> int:
-    """Channels removed from a layer of n: floor(n · ratio); with round_to, the kept count is rounded to
-    the nearest multiple of it that fits in n (at least one multiple), which hardware likes better than odd
-    widths; a layer narrower than round_to is left as floor(n · ratio) says."""
+    """Channels removed from a layer of n: floor(n · ratio); with round_to, the kept count is the nearest
+    (ties: the smaller) of the multiples of round_to that fit in n and n itself, which hardware likes better
+    than odd widths. n itself is a candidate so that a layer whose base width is not a multiple (the
+    authors' iter-01 has 12, 23, 45, …) is not cut by up to round_to − 1 channels at any ratio: forced
+    cuts of the narrow stem layers (12 → 8) cost most of the rounded loop's accuracy. A layer narrower than
+    round_to is left as floor(n · ratio) says."""
     k = math.floor(n * ratio)
     if round_to and round_to > 1 and n >= round_to:
-        kept = int(round((n - k) / round_to)) * round_to
-        k = n - min(max(kept, round_to), n // round_to * round_to)
+        want = n - k
+        lower = max(want // round_to * round_to, round_to)
+        candidates = {m for m in (lower, lower + round_to) if m <= n} | {n}
+        k = n - min(candidates, key=lambda m: (abs(m - want), m))
     return k
 
 

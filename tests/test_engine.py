@@ -42,6 +42,11 @@ def test_channels_removed_is_floor(n, r, expected):
 def test_round_to_keeps_multiples():
     assert engine.n_remove(256, 0.2105, round_to=8) == 256 - 200  # 203 kept → 200
     assert engine.n_remove(16, 0.9, round_to=8) == 8  # at least one multiple stays
+    assert engine.n_remove(12, 0.03, round_to=8) == 0  # 12 kept is nearer 12 (the base width) than 8
+    assert engine.n_remove(12, 0.2, round_to=8) == 4  # 10: a tie, the smaller
+    assert engine.n_remove(45, 0.07, round_to=8) == 5  # 42 → 40
+    assert [engine.n_remove(23, r / 100, round_to=8) for r in range(0, 100, 5)] == sorted(
+        engine.n_remove(23, r / 100, round_to=8) for r in range(0, 100, 5))  # more ratio never keeps more
 
 
 @pytest.mark.parametrize("iteration", ["01", "24"])
