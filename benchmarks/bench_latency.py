@@ -26,7 +26,7 @@ import torch
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model
 from lipslib.evaluate import check_data, split_images, write_json
-from lipslib.latency import RUNTIMES, table_error, time_models
+from lipslib.latency import RUNTIMES, op_breakdown, table_error, time_models
 from lipslib.optimize import optimize
 
 GOAL = 1.1  # latency ratio ≤ GOAL × GFLOPs ratio
@@ -71,6 +71,7 @@ def main():
     image = split_images(check_data("coco_val2193.yaml", splits=("test",)), "test")[0]
     runtimes = [rt for rt in RUNTIMES if rt != "cuda" or torch.cuda.is_available()]  # CUDA where there is a GPU
     times = {rt: time_models(models, rt, image, a.imgsz, threads=a.threads, runs=a.runs) for rt in runtimes}
+    ops = {k: op_breakdown(w, image, a.imgsz, a.threads) for k, w in models.items()}  # where PyTorch's time goes
     rows = []
     for k, w in models.items():
         m = load_model(w)
@@ -84,6 +85,16 @@ def main():
     for rt in runtimes:
         df[f"{rt}_ratio"] = df[f"{rt}_ms"] / df.loc["yolo11n", f"{rt}_ms"]
         df[f"{rt}_ratio_over_gflops_ratio"] = df[f"{rt}_ratio"] / df.gflops_ratio
+    # the profiled split: do the convs' times fall with their FLOPs, and what would the whole model's ratio be
+    # if they did exactly (the rest as measured)?
+    prof = pd.DataFrame(ops).T
+    df["conv_ms_profiled"], df["rest_ms_profiled"] = prof.conv, prof.total - prof.conv
+    df["conv_ratio"] = df.conv_ms_profiled / df.loc["yolo11n", "conv_ms_profiled"]
+    df["conv_ratio_over_gflops_ratio"] = df.conv_ratio / df.gflops_ratio
+    df["rest_ratio"] = df.rest_ms_profiled / df.loc["yolo11n", "rest_ms_profiled"]
+    df["if_convs_scaled_ratio_over_gflops_ratio"] = ((df.gflops_ratio * df.loc["yolo11n", "conv_ms_profiled"]
+                                                      + df.rest_ms_profiled) / prof.loc["yolo11n", "total"]
+                                                     / df.gflops_ratio)  # fmt: skip
     errors = {rt: table_error({"yolo11n": "yolo11n.yaml", "lips_round8": models["lips_round8"]}, rt, a.imgsz,
                               a.threads, a.runs) for rt in runtimes}  # fmt: skip
     landed = best["lips_target_ms"]["cost"] / target_ms - 1
@@ -95,6 +106,7 @@ def main():
         "imgsz": a.imgsz, "runs": a.runs,
         "models": df.reset_index().to_dict("records"),
         "table_error": errors,
+        "ops_ms": {"what": "self time per forward by op kind (torch.profiler, PyTorch CPU, 5 forwards)", **ops},
         "target_ms": {"runtime": a.target_runtime, "target": target_ms, "landed": best["lips_target_ms"]["cost"],
                       "relative": landed, "goal": "within 5 %", "met": abs(landed) <= 0.05},
         "goals": {f"rounded_{rt}": {"ratio_over_gflops_ratio": float(df.loc["lips_round8", f"{rt}_ratio_over_gflops_ratio"]),
@@ -108,7 +120,10 @@ def main():
             "report_map50_95"]  # fmt: skip
     md = Path(a.out).with_suffix(".md")
     md.write_text(f"# Latency vs GFLOPs ({a.imgsz} px, {a.threads} thread(s), median of {a.runs})\n\n"
-                  + df[cols].to_markdown(floatfmt=".4f") + "\n\nTable error: " + json.dumps(errors)
+                  + df[cols].to_markdown(floatfmt=".4f") + "\n\nWhere PyTorch's time goes (torch.profiler, ms):\n\n"
+                  + pd.concat([pd.DataFrame(ops).T, df[["conv_ratio", "conv_ratio_over_gflops_ratio", "rest_ratio",
+                               "if_convs_scaled_ratio_over_gflops_ratio"]]], axis=1).to_markdown(floatfmt=".3f")
+                  + "\n\nTable error: " + json.dumps(errors)
                   + "\n\nLatency target: " + json.dumps(result["target_ms"]) + "\n\nGoals: "
                   + json.dumps(result["goals"]) + "\n")  # fmt: skip
     print(md.read_text())

@@ -75,16 +75,20 @@ def cmd_inflate(a):
 
 
 def cmd_latency(a):
-    from lipslib.latency import block_table, time_models
+    from lipslib.latency import block_table, op_breakdown, time_models
 
+    if a.ops and (a.runtime != "torch" or a.batch != 1):
+        raise LipsError("--ops profiles PyTorch's CPU ops at batch 1: use it with --runtime torch --batch 1")
     models = dict(_pair(w) if "=" in w else (w, w) for w in a.weights)
     with _quiet(a.json):
         times = time_models(models, a.runtime, a.image, a.imgsz, a.batch, a.threads, a.runs)
         tables = {k: block_table(w, a.runtime, a.imgsz, a.batch, a.threads, a.runs) for k, w in models.items()
                   if a.table}  # fmt: skip
+        ops = {k: op_breakdown(w, a.image, a.imgsz, a.threads) for k, w in models.items() if a.ops}
     first = next(iter(times.values()))["median_ms"]
     rec = {k: {**t, "ratio": t["median_ms"] / first, **({"table_ms": sum(r["ms"] for r in tables[k]),
-                                                          "blocks": tables[k]} if a.table else {})}
+                                                          "blocks": tables[k]} if a.table else {}),
+               **({"ops_ms": ops[k]} if a.ops else {})}
            for k, t in times.items()}  # fmt: skip
     if a.json:
         print(json.dumps({"runtime": a.runtime, "imgsz": a.imgsz, "batch": a.batch, "threads": a.threads,
@@ -95,6 +99,10 @@ def cmd_latency(a):
         extra = f"; block table {r['table_ms']:.2f} ms ({r['table_ms'] / r['median_ms'] - 1:+.1%})" if a.table else ""
         print(f"  {k}: {r['median_ms']:.2f} ms (quartiles {r['p25_ms']:.2f}–{r['p75_ms']:.2f}), "
               f"{r['ratio']:.3f} × the first{extra}")
+        if a.ops:
+            o = r["ops_ms"]
+            print("    profiled ops: " + ", ".join(f"{kind} {o[kind]:.2f} ms ({o[kind] / o['total']:.0%})"
+                                                    for kind in o if kind != "total"))  # fmt: skip
 
 
 def cmd_finetune(a):
@@ -294,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=15)
     s.add_argument("--image", default=None, help="a real frame to time on (default: Ultralytics' bus.jpg)")
     s.add_argument("--table", action="store_true", help="also the per-block table (cached) and its sum's error")
+    s.add_argument("--ops", action="store_true",
+                   help="also where PyTorch's CPU time goes: conv, activation, pooling, memory, other (torch.profiler)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_latency)
 

@@ -143,6 +143,42 @@ def time_models(models: dict[str, object], runtime: str = "torch", image=None, i
         return {k: summary(t) for k, t in interleaved(runners, runs, warmup).items()}
 
 
+OP_KINDS = {  # kind: substrings of the aten op names it covers (the first kind that matches wins)
+    "conv": ("convolution", "conv2d"),
+    "activation": ("silu", "sigmoid", "softmax"),
+    "pooling": ("pool",),
+    "memory": ("copy_", "cat", "upsample", "split", "narrow", "view", "reshape", "empty", "resize_", "as_strided",
+               "contiguous", "chunk", "slice", "permute", "transpose"),
+}  # fmt: skip
+
+
+def op_breakdown(weights, image=None, imgsz: int = 640, threads: int = 1, runs: int = 5) -> dict[str, float]:
+    """Where a fused fp32 PyTorch CPU forward (batch 1) spends its time: {kind: ms per forward} over the
+    kinds of `OP_KINDS` plus `other` (matmuls of the attention, elementwise arithmetic), each op's self time
+    under torch.profiler averaged over `runs` forwards, and `total`. Convs scale with FLOPs (in × out
+    channels); the other kinds with activations (channels alone) or not at all, which is why a pruned
+    model's time falls more slowly than its GFLOPs."""
+    from torch.profiler import ProfilerActivity, profile
+    from ultralytics.utils import ASSETS
+
+    from lipslib.evaluate import frame_tensor
+
+    check_runtime("torch", threads, imgsz)
+    net = _inference(load_model(weights) if isinstance(weights, (str, os.PathLike)) else weights)
+    x = frame_tensor(image or ASSETS / "bus.jpg", imgsz)
+    with cpu_threads(threads), torch.inference_mode():
+        for _ in range(2):
+            net(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                net(x)
+    ms = dict.fromkeys([*OP_KINDS, "other"], 0.0)
+    for event in prof.key_averages():
+        kind = next((k for k, keys in OP_KINDS.items() if any(key in event.key for key in keys)), "other")
+        ms[kind] += event.self_cpu_time_total / 1e3 / runs
+    return {**ms, "total": sum(ms.values())}
+
+
 class _Block(nn.Module):
     """One top-level block as a module of positional tensors (a list input becomes several arguments)."""
 

@@ -65,6 +65,24 @@ def test_block_times_are_reused_by_structure(iter01, tmp_path):
     assert 17 in fresh and 0 not in fresh and len(fresh) < len(rows) // 2, fresh
 
 
+def test_op_breakdown_splits_the_forward_and_sees_a_pruned_copys_convs_shrink(yolo11n):
+    from lipslib.engine import prune
+    from lipslib.latency import OP_KINDS, op_breakdown
+
+    full = op_breakdown(yolo11n, imgsz=128, runs=3)
+    assert set(full) == {*OP_KINDS, "other", "total"} and all(v >= 0 for v in full.values())
+    assert full["total"] == pytest.approx(sum(v for k, v in full.items() if k != "total"))
+    assert max(OP_KINDS, key=full.get) == "conv" and full["activation"] > 0 and full["memory"] > 0
+    half = prune(yolo11n, {n: 0.5 for n in default_targets(yolo11n)}, log=False).model  # ~1/3 of the FLOPs
+    assert op_breakdown(half, imgsz=128, runs=3)["conv"] < 0.9 * full["conv"]
+
+
+def test_ops_only_with_pytorch(assets):
+    from test_cli import assert_one_line_error, lips
+
+    assert_one_line_error(lips("latency", "--weights", "yolo11n.yaml", "--runtime", "onnxruntime", "--ops"), "--ops")
+
+
 @pytest.mark.parametrize(
     "override, message",
     [({"schedule.round_to": 0}, "round_to must be an integer ≥ 1"),
