@@ -164,7 +164,7 @@ def op_breakdown(weights, image=None, imgsz: int = 640, threads: int = 1, runs: 
     from lipslib.evaluate import frame_tensor
 
     check_runtime("torch", threads, imgsz)
-    net = _inference(load_model(weights) if isinstance(weights, (str, os.PathLike)) else weights)
+    net = _inference(load_model(weights))
     x = frame_tensor(image or ASSETS / "bus.jpg", imgsz)
     with cpu_threads(threads), torch.inference_mode():
         for _ in range(2):
