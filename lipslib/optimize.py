@@ -25,7 +25,7 @@ from lipslib.evaluate import calibration_images, check_data, check_writable, eva
 from lipslib.finetune import finetune
 from lipslib.layers import default_targets, validate_layers
 from lipslib.repair import repair_biases
-from lipslib.schedule import RuleParams, Targets, initial_schedule, update
+from lipslib.schedule import RuleParams, Targets, initial_schedule, scale_for_rounding, update
 from lipslib.spec import write_spec
 from lipslib.warmstart import inherit
 
@@ -211,15 +211,31 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         measured = sel["gflops"] if costs.unit == "GFLOPs" else costs.measure(load_model(tuned["weights"]))
         new_ratios, rule_state = update(ratios, importance, {"cost": measured, "map50_95": sel["map50_95"]}, targets,
                                         state["rule_state"], rule, state["layer_cost"])  # fmt: skip
+        if round_to and rule_state["gate"] == "cost":
+            new_ratios, rule_state["rounding_factor"] = rounded_step(base, ratios, new_ratios, costs, o["criterion"],
+                                                                     round_to, rule)  # fmt: skip
         row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
                "map50": sel["map50"], "gate": rule_state["gate"], "step": rule_state["step"],
                "report_map50_95": rep["map50_95"], "report_map50": rep["map50"], "cost": measured}  # fmt: skip
+        factor = {"rounding_factor": rule_state["rounding_factor"]} if "rounding_factor" in rule_state else {}
         write_json(it / "metrics.json", {**row, "selection": sel, "report": rep, "ratios": ratios,
-                                         "inherited": inherited})  # fmt: skip
+                                         "inherited": inherited, **factor})  # fmt: skip
         state.update(ratios=new_ratios, rule_state=rule_state, done=state["done"] + [{**row, "ratios": ratios}])
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
     return _finish(out, state, targets, float(o["best_cost_tol"]))
+
+
+def rounded_step(base, ratios: dict, new: dict, costs, criterion: str, round_to: int,
+                 rule: RuleParams) -> tuple[dict, float]:  # fmt: skip
+    """The cost step `ratios` → `new` scaled so that its round_to-rounded copy of `base` saves, by the cost's
+    prediction, at least what the step saves unrounded (schedule.scale_for_rounding). Returns the new ratios
+    and the factor."""
+    def cost_of(r, rounding=round_to):
+        return costs.predict(prune(base, r, criterion=criterion, round_to=rounding, log=False).model)
+
+    saving = cost_of(ratios, None) - cost_of(new, None)
+    return scale_for_rounding(ratios, new, cost_of, saving, rule)
 
 
 def tuned_weights(out: Path, iteration: int) -> Path:

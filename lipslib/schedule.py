@@ -29,6 +29,10 @@ accuracy gap d = (M − m) / M.
   first-order GFLOPs change Σ c_i·Δr_i is 0: at the budget, capacity moves from unimportant layers to
   important ones instead of being added, so the loop does not leave the budget to reallocate.
 * hold (both met): Δr_i = 0.
+* channel rounding (`scale_for_rounding`, applied by the loop to cost-gate steps): widths move in jumps of
+  round_to, so a step's rounded copy can save less than the step would unrounded, or even cost more (its
+  decreases on important layers cross a rounding threshold while its small increases do not). The step
+  Δr is then scaled by the first factor whose rounded copy saves at least the unrounded saving.
 * oscillation: each time the gate flips between cost and accuracy, all steps are multiplied by ρ.
 Ratios are then clipped to [r_min, r_max]. Defaults were fitted to the authors' 24 published updates.
 """
@@ -158,6 +162,26 @@ def update(
         a = b = 0.0
     new = {k: _clip(r + a + b * importance[k], params.r_min, params.r_max) for k, r in sorted(ratios.items())}
     return new, {"gate": which, "damp": damp, "a": a, "b": b, "step": -b, "params": asdict(params)}
+
+
+ROUNDING_FACTORS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+def scale_for_rounding(ratios: dict[str, float], new: dict[str, float], cost_of, saving: float,
+                       params: RuleParams = RuleParams(), factors=ROUNDING_FACTORS) -> tuple[dict[str, float], float]:  # fmt: skip
+    """A step `ratios` → `new` under channel rounding. `cost_of(ratios)` is the cost of the rounded pruned copy;
+    `saving` what the step saves without rounding. Returns the step scaled by the first of `factors` whose
+    rounded copy saves at least `saving` (else by the one that saves most), clipped to [r_min, r_max], and
+    that factor."""
+    now, best = cost_of(ratios), None
+    for f in factors:
+        scaled = {k: _clip(r + f * (new[k] - r), params.r_min, params.r_max) for k, r in sorted(ratios.items())}
+        saved = now - cost_of(scaled)
+        if saved >= saving:
+            return scaled, f
+        if best is None or saved > best[2]:
+            best = (scaled, f, saved)
+    return best[0], best[1]
 
 
 def _clip(x: float, lo: float, hi: float) -> float:

@@ -116,3 +116,26 @@ def test_a_loop_with_a_latency_target(assets, tmp_path, iter01):
     before = {n: m.out_channels for n, m in iter01.named_modules() if isinstance(m, nn.Conv2d)}
     assert all(widths[n] % 8 == 0 or widths[n] == before[n] for n in default_targets(iter01))  # or uncut
     assert cost(tuned).gflops < cost(iter01).gflops
+
+
+def test_a_rounded_cost_step_saves_what_it_would_unrounded(iter01, paper):
+    """On iter-01 at an importance-shaped 0.2, the rule's cost step saves 0.023 GFLOPs unrounded and nothing
+    with widths rounded to 8; the loop's guard lengthens it until the rounded copy saves as much."""
+    from lipslib.costs import GflopsCost
+    from lipslib.engine import prune
+    from lipslib.optimize import rounded_step
+    from lipslib.schedule import RuleParams, Targets, initial_schedule, update
+
+    imp = json.loads((paper / "layer_importance.json").read_text())
+    imp = {k: imp.get(k, 0.0) for k in default_targets(iter01)}
+
+    def gflops(r, round_to=8):
+        return cost(prune(iter01, r, round_to=round_to, log=False).model, 320).gflops * 4
+
+    r0 = initial_schedule(imp, "importance", 0.2, 0.2)
+    now = gflops(r0)
+    step, st = update(r0, imp, {"cost": now, "map50_95": 0.1}, Targets(0.97 * now, 0.2))
+    unrounded = gflops(r0, None) - gflops(step, None)
+    assert st["gate"] == "cost" and unrounded > 0 and now - gflops(step) < unrounded  # rounding ate the step
+    guarded, factor = rounded_step(iter01, r0, step, GflopsCost(), "l1", 8, RuleParams())
+    assert factor > 1 and now - gflops(guarded) >= unrounded - 1e-9
