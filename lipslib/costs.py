@@ -110,3 +110,18 @@ def bisect(make, target: float, measure, lo: float = 0.0, hi: float = 0.9, steps
             best = (mid, model, c)
         lo, hi = (mid, hi) if c > target else (lo, mid)
     return best
+
+
+def most_saved(save: dict[str, float], spend: dict[str, float], budget: float, r_max: float = 0.9) -> float:
+    """First-order bound: the most of one cost (`save`, e.g. ms per unit ratio of each layer) that any schedule
+    of ratios in [0, r_max] removes while removing `budget` of another (`spend`, e.g. GFLOPs per unit ratio).
+    A fractional knapsack: layers by save/spend, best first; a layer that saves nothing (≤ 0) is never worth
+    taking, one that spends nothing is taken whole."""
+    saved, left = 0.0, budget
+    for k in sorted((k for k in save if save[k] > 0), key=lambda k: save[k] / spend[k] if spend[k] > 0 else float("inf"),
+                    reverse=True):  # fmt: skip
+        r = r_max if spend[k] <= 0 else min(r_max, left / spend[k])
+        saved, left = saved + r * save[k], left - r * max(spend[k], 0.0)
+        if left <= 0:
+            break
+    return saved

@@ -139,3 +139,13 @@ def test_a_rounded_cost_step_saves_what_it_would_unrounded(iter01, paper):
     assert st["gate"] == "cost" and unrounded > 0 and now - gflops(step) < unrounded  # rounding ate the step
     guarded, factor = rounded_step(iter01, r0, step, GflopsCost(), "l1", 8, RuleParams())
     assert factor > 1 and now - gflops(guarded) >= unrounded - 1e-9
+
+
+def test_most_saved_takes_the_layers_that_save_most_per_unit_spent():
+    from lipslib.costs import most_saved
+
+    ms = {"a": 4.0, "b": 1.0, "c": -0.5}  # c: measured slower when pruned
+    gf = {"a": 1.0, "b": 1.0, "c": 0.5}
+    assert most_saved(ms, gf, 0.5) == pytest.approx(2.0)  # half of a: 4 ms per GFLOP
+    assert most_saved(ms, gf, 1.4, r_max=0.9) == pytest.approx(0.9 * 4 + 0.5 * 1)  # a capped, then b
+    assert most_saved(ms, gf, 10.0) == pytest.approx(0.9 * 5)  # c never helps

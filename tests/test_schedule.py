@@ -156,3 +156,4 @@ def test_rounding_scales_a_cost_step_until_its_rounded_copy_saves_what_it_would_
     assert f1 == 1  # a step that already saves enough is left as it is
     capped, _ = scale_for_rounding(r0, r1, rounded, saving=100.0, params=RuleParams(r_max=0.5))
     assert max(capped.values()) <= 0.5 and rounded(r0) - rounded(capped) == 3  # can't save it all: the most it can
+
