@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 from lipslib.baselines import at_gflops
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model, prune, save_checkpoint
+from lipslib.errors import exit_code
 from lipslib.evaluate import (bootstrap_maps, calibration_images, evaluate, image_matches, ratio_interval,
                               write_json)  # fmt: skip
 from lipslib.finetune import finetune
@@ -244,4 +246,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code("bench_baselines.py", main))

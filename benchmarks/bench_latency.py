@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,7 @@ import torch
 from lipslib.config import load_params
 from lipslib.costs import most_saved
 from lipslib.engine import cost, load_model
+from lipslib.errors import exit_code
 from lipslib.evaluate import check_data, split_images, write_json
 from lipslib.latency import RUNTIMES, op_breakdown, table_error, time_models
 from lipslib.optimize import optimize
@@ -142,4 +144,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code("bench_latency.py", main))

@@ -11,6 +11,7 @@ import argparse
 import copy
 import os
 import platform
+import sys
 import time
 
 import torch
@@ -18,6 +19,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from lipslib.engine import fused, load_model, prune, save_checkpoint
+from lipslib.errors import exit_code
 from lipslib.evaluate import evaluate, write_json
 from lipslib.layers import default_targets
 from lipslib.memo import Recorder, reuse
@@ -120,4 +122,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code("bench_sensitivity.py", main))

@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 
-from lipslib.errors import LipsError
+from lipslib.errors import LipsError, exit_code
 
 DEVICE_HELP = "cpu, 0, 0,1 … (default: Ultralytics' choice, the first GPU when present)"
 
@@ -428,20 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except LipsError as e:
-        print(f"lips {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"lips {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:  # a file the command reads or writes; say which, never a traceback
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"lips {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
-    return 0
-
+    return exit_code(f"lips {args.command}", lambda: args.func(args))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,3 +3,23 @@
 
 class LipsError(Exception):
     """Bad input or a missing resource. The CLI prints the message alone and exits 2."""
+
+
+def exit_code(prog: str, run) -> int:
+    """Runs `run()` for a command-line program `prog`: 0 when it returns; a LipsError or an OSError (a file it
+    reads or writes, named) becomes one line on stderr and 2, Ctrl-C one line and 130 — never a traceback."""
+    import sys
+
+    try:
+        run()
+    except LipsError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    return 0

@@ -169,3 +169,17 @@ def test_a_training_error_is_one_line_and_leaves_no_traceback(assets, tmp_path):
                 "--batch", "4", "--set", "fraction=0.1", "device=cpu", "--out", tmp_path / "ft")  # fmt: skip
     assert_one_line_error(proc, "fine-tuning", "failed", "final batch=1")
     assert not (tmp_path / "ft").exists()  # the run folder it made is gone
+
+
+@pytest.mark.parametrize("script,args", [("bench_baselines.py", ["--work"]), ("bench_latency.py", ["--work"]),
+                                         ("bench_sensitivity.py", [])])  # fmt: skip
+def test_benchmark_scripts_say_what_is_missing_in_one_line(script, args, tmp_path):
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "LIPS_ASSETS"}
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, *([str(tmp_path / "w")] if args else []),
+                           "--out", str(tmp_path / "out.json")], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=600)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: ") and "LIPS_ASSETS" in last
