@@ -430,5 +430,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     return exit_code(f"lips {args.command}", lambda: args.func(args))
 
+
 if __name__ == "__main__":
     sys.exit(main())
