@@ -6,7 +6,10 @@ reported on `test`): plain, with `schedule.round_to: 8`, and with `schedule.targ
 time (about what the rounded model reached, on the `latency` settings given here). Then every model — yolo11n (its yaml: random
 weights time the same), the authors' iter-01 and iter-24, the three loops' best — is timed in PyTorch and
 ONNX Runtime on the CPU (batch 1, interleaved rounds, median), with its GFLOPs, params, ratios to yolo11n,
-and report mAP50-95 where it was fine-tuned; and the per-block table's error against whole-model timing.
+and report mAP50-95 where it was fine-tuned; the per-block table's error against whole-model timing; where
+PyTorch's time goes (torch.profiler); the rounded loop's mAP over the plain loop's with a paired bootstrap
+interval; and the first-order floor of latency ratio ÷ GFLOPs ratio that any schedule of the 29 targets could
+reach at each model's GFLOPs (`costs.most_saved` on the loops' per-layer ms and GFLOPs costs).
 Writes reports/bench/latency.json and .md. Not a test; run it on an otherwise idle machine (about 40 min on
 2 cores): timings taken under load are not the machine's.
 
@@ -28,7 +31,7 @@ from lipslib.config import load_params
 from lipslib.costs import most_saved
 from lipslib.engine import cost, load_model
 from lipslib.errors import exit_code
-from lipslib.evaluate import check_data, split_images, write_json
+from lipslib.evaluate import check_data, image_matches, paired_bootstrap, split_images, write_json
 from lipslib.latency import RUNTIMES, op_breakdown, table_error, time_models
 from lipslib.optimize import optimize
 
@@ -108,6 +111,11 @@ def main():
         df["torch_floor_ratio_over_gflops_ratio"] = floor
     errors = {rt: table_error({"yolo11n": "yolo11n.yaml", "lips_round8": models["lips_round8"]}, rt, a.imgsz,
                               a.threads, a.runs) for rt in runtimes}  # fmt: skip
+    # rounded vs unrounded mAP50-95 on the report images, with a paired bootstrap interval
+    imgsz = load_params("params.yaml", "demo")["imgsz"]  # the loops' evaluation size
+    matches = {k: image_matches(best[k]["stable_path"], best[k]["data"], imgsz=imgsz, split=best[k]["split_report"])
+               for k in ("lips_round8", "lips")}  # fmt: skip
+    rounded_vs_plain = paired_bootstrap(matches["lips_round8"], matches["lips"])
     landed = best["lips_target_ms"]["cost"] / target_ms - 1
     result = {
         "what": "batch-1 forward latency on a real letterboxed coco_val2193 frame (fused fp32 PyTorch; Ultralytics' "
@@ -125,6 +133,8 @@ def main():
                                     "met": bool(df.loc["lips_round8", f"{rt}_ratio_over_gflops_ratio"] <= GOAL)}
                   for rt in runtimes}
         | {"rounded_map_not_worse": bool(best["lips_round8"]["map50_95"] >= best["lips"]["map50_95"]),
+           "rounded_over_plain_map": {"ratio": best["lips_round8"]["map50_95"] / best["lips"]["map50_95"],
+                                      **rounded_vs_plain},
            "rounded_torch_first_order_floor": df.get("torch_floor_ratio_over_gflops_ratio", {}).get("lips_round8")},
     }  # fmt: skip
     write_json(a.out, result)
