@@ -25,7 +25,7 @@ from lipslib.evaluate import calibration_images, check_data, check_writable, eva
 from lipslib.finetune import finetune
 from lipslib.layers import default_targets, validate_layers
 from lipslib.repair import repair_biases
-from lipslib.schedule import RuleParams, Targets, initial_schedule, scale_for_rounding, update
+from lipslib.schedule import RuleParams, Targets, initial_schedule, lengthen_step, update
 from lipslib.spec import write_spec
 from lipslib.warmstart import inherit
 
@@ -211,13 +211,13 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         measured = sel["gflops"] if costs.unit == "GFLOPs" else costs.measure(load_model(tuned["weights"]))
         new_ratios, rule_state = update(ratios, importance, {"cost": measured, "map50_95": sel["map50_95"]}, targets,
                                         state["rule_state"], rule, state["layer_cost"])  # fmt: skip
-        if round_to and rule_state["gate"] == "cost":
-            new_ratios, rule_state["rounding_factor"] = rounded_step(base, ratios, new_ratios, costs, o["criterion"],
-                                                                     round_to, rule)  # fmt: skip
+        if rule_state["gate"] == "cost" and (round_to or rule.kappa_cost is None):
+            new_ratios, rule_state["step_factor"] = cost_step(base, ratios, new_ratios, costs, o["criterion"],
+                                                              round_to, rule, targets)  # fmt: skip
         row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
                "map50": sel["map50"], "gate": rule_state["gate"], "step": rule_state["step"],
                "report_map50_95": rep["map50_95"], "report_map50": rep["map50"], "cost": measured}  # fmt: skip
-        factor = {"rounding_factor": rule_state["rounding_factor"]} if "rounding_factor" in rule_state else {}
+        factor = {"step_factor": rule_state["step_factor"]} if "step_factor" in rule_state else {}
         write_json(it / "metrics.json", {**row, "selection": sel, "report": rep, "ratios": ratios,
                                          "inherited": inherited, **factor})  # fmt: skip
         state.update(ratios=new_ratios, rule_state=rule_state, done=state["done"] + [{**row, "ratios": ratios}])
@@ -226,16 +226,18 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     return _finish(out, state, targets, float(o["best_cost_tol"]))
 
 
-def rounded_step(base, ratios: dict, new: dict, costs, criterion: str, round_to: int,
-                 rule: RuleParams) -> tuple[dict, float]:  # fmt: skip
-    """The cost step `ratios` → `new` scaled so that its round_to-rounded copy of `base` saves, by the cost's
-    prediction, at least what the step saves unrounded (schedule.scale_for_rounding). Returns the new ratios
-    and the factor."""
+def cost_step(base, ratios: dict, new: dict, costs, criterion: str, round_to: int | None, rule: RuleParams,
+              targets: Targets) -> tuple[dict, float]:  # fmt: skip
+    """The cost-gate step `ratios` → `new`, lengthened (schedule.lengthen_step) until its pruned copy of `base`
+    saves, by the cost's prediction, what the step is for: with κ_c auto, down to the gate's threshold
+    target·(1 + tol); with round_to, at least what the step saves unrounded. Returns the ratios and the factor."""
     def cost_of(r, rounding=round_to):
         return costs.predict(prune(base, r, criterion=criterion, round_to=rounding, log=False).model)
 
-    saving = cost_of(ratios, None) - cost_of(new, None)
-    return scale_for_rounding(ratios, new, cost_of, saving, rule)
+    saving = cost_of(ratios, None) - cost_of(new, None) if round_to else 0.0
+    if rule.kappa_cost is None:
+        saving = max(saving, cost_of(ratios) - targets.cost * (1 + targets.cost_tol))
+    return lengthen_step(ratios, new, cost_of, saving, rule)
 
 
 def tuned_weights(out: Path, iteration: int) -> Path:
