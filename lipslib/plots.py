@@ -136,7 +136,9 @@ def baselines_pareto(result: dict, path) -> Path:
     palette = dict(zip(df.method.unique(), sns.color_palette("tab10", df.method.nunique())))
     for method, g in df.groupby("method", sort=False):
         dashed = "recover" in method
-        ax.errorbar(g.gflops, g["map"], yerr=[g["map"] - g.lo, g.hi - g["map"]], marker="o", capsize=3,
+        # a basic bootstrap interval need not contain the point (a skewed resample distribution): bars stop at it
+        err = [(g["map"] - g.lo).clip(lower=0), (g.hi - g["map"]).clip(lower=0)]
+        ax.errorbar(g.gflops, g["map"], yerr=err, marker="o", capsize=3,
                     color=palette[method], ls="--" if dashed else "-", label=method)  # fmt: skip
     base = result["base"]
     ax.scatter([base["gflops"]], [base["map50_95"]], marker="*", s=160, color="black", zorder=5,
