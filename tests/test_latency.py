@@ -104,8 +104,10 @@ def test_a_loop_with_a_latency_target(assets, tmp_path, iter01):
     from lipslib.costs import LatencyCost
     from lipslib.optimize import optimize
 
-    base_ms = LatencyCost(iter01, "torch", imgsz=160, threads=1, runs=5).reference["base_ms"]
-    params = load_params(PARAMS, "smoke", {"schedule.target_ms": round(0.85 * base_ms, 3), "optimize.iterations": 2,
+    # the loop refuses a target at or above its own timing of the base: the quickest of three timings here, so
+    # that a load spike during one of them (CI once timed 15.3 ms here and 8.0 ms in the loop) sets no target
+    base_ms = min(LatencyCost(iter01, "torch", imgsz=160, threads=1, runs=5).reference["base_ms"] for _ in range(3))
+    params = load_params(PARAMS, "smoke", {"schedule.target_ms": round(0.8 * base_ms, 3), "optimize.iterations": 2,
                                            "schedule.round_to": 8, "latency.imgsz": 160, "latency.runs": 5})  # fmt: skip
     res = optimize(params, tmp_path / "run", progress=False)
     best, state = res["best"], json.loads((tmp_path / "run" / "state.json").read_text())
