@@ -106,8 +106,9 @@ def main():
     ms_state, gf_state = (json.loads((work / n / "state.json").read_text()) for n in ("target_ms", "plain"))
     if a.target_runtime == "torch":
         base_ms, g0 = ms_state["cost"]["base_ms"], df.loc["lips_iter01", "gflops"]
-        floor = [(1 - most_saved(ms_state["layer_cost"], gf_state["layer_cost"], max(0.0, g0 - g)) / base_ms)
-                 * df.loc["lips_iter01", "torch_ratio"] / r for g, r in zip(df.gflops, df.gflops_ratio)]  # fmt: skip
+        floor = [(1 - most_saved(ms_state["layer_cost"], gf_state["layer_cost"], g0 - g) / base_ms)
+                 * df.loc["lips_iter01", "torch_ratio"] / r if g <= g0 else None  # only cuts of the base
+                 for g, r in zip(df.gflops, df.gflops_ratio)]  # fmt: skip
         df["torch_floor_ratio_over_gflops_ratio"] = floor
     errors = {rt: table_error({"yolo11n": "yolo11n.yaml", "lips_round8": models["lips_round8"]}, rt, a.imgsz,
                               a.threads, a.runs) for rt in runtimes}  # fmt: skip
