@@ -234,10 +234,11 @@ def cost_step(base, ratios: dict, new: dict, costs, criterion: str, round_to: in
     def cost_of(r, rounding=round_to):
         return costs.predict(prune(base, r, criterion=criterion, round_to=rounding, log=False).model)
 
+    now = cost_of(ratios)
     saving = cost_of(ratios, None) - cost_of(new, None) if round_to else 0.0
     if rule.kappa_cost is None:
-        saving = max(saving, cost_of(ratios) - targets.cost * (1 + targets.cost_tol))
-    return lengthen_step(ratios, new, cost_of, saving, rule)
+        saving = max(saving, now - targets.cost * (1 + targets.cost_tol))
+    return lengthen_step(ratios, new, cost_of, now - saving, rule)
 
 
 def tuned_weights(out: Path, iteration: int) -> Path:

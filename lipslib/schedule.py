@@ -171,20 +171,20 @@ def update(
 STEP_FACTORS = (1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 
 
-def lengthen_step(ratios: dict[str, float], new: dict[str, float], cost_of, saving: float,
+def lengthen_step(ratios: dict[str, float], new: dict[str, float], cost_of, goal: float,
                   params: RuleParams = RuleParams(), factors=STEP_FACTORS) -> tuple[dict[str, float], float]:  # fmt: skip
-    """A step `ratios` → `new` that must save `saving`, by `cost_of(ratios)` (the cost of the pruned copy, as
-    it will be pruned: rounded where the loop rounds). Returns the step scaled by the first of `factors` whose
-    copy saves at least `saving` (else by the one that saves most), clipped to [r_min, r_max], and that
-    factor."""
-    now, best = cost_of(ratios), None
+    """A step `ratios` → `new` whose pruned copy must cost at most `goal`, by `cost_of(ratios)` (the cost of the
+    pruned copy, as it will be pruned: rounded where the loop rounds). Returns the step scaled by the first of
+    `factors` whose copy costs at most `goal` (else by the one that costs least), clipped to [r_min, r_max],
+    and that factor."""
+    best = None
     for f in factors:
         scaled = {k: _clip(r + f * (new[k] - r), params.r_min, params.r_max) for k, r in sorted(ratios.items())}
-        saved = now - cost_of(scaled)
-        if saved >= saving:
+        c = cost_of(scaled)
+        if c <= goal:
             return scaled, f
-        if best is None or saved > best[2]:
-            best = (scaled, f, saved)
+        if best is None or c < best[2]:
+            best = (scaled, f, c)
     return best[0], best[1]
 
 

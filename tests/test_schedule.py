@@ -149,11 +149,11 @@ def test_rounding_scales_a_cost_step_until_its_rounded_copy_saves_what_it_would_
     r0 = {"a": 0.30, "b": 0.30, "c": 0.30}  # a: most important
     r1 = {"a": 0.295, "b": 0.36, "c": 0.36}
     assert rounded(r1) > rounded(r0)  # the step as taken would add cost
-    scaled, f = lengthen_step(r0, r1, rounded, saving=0.5)
+    scaled, f = lengthen_step(r0, r1, rounded, goal=rounded(r0) - 0.5)
     assert f == 1.75 and rounded(r0) - rounded(scaled) >= 0.5  # the first factor that crosses b and c
     assert scaled["a"] < r0["a"] < scaled["c"]  # the same direction, only longer
-    same, f1 = lengthen_step(r0, {"a": 0.3, "b": 0.3, "c": 0.45}, rounded, saving=1.0)
+    same, f1 = lengthen_step(r0, {"a": 0.3, "b": 0.3, "c": 0.45}, rounded, goal=rounded(r0) - 1.0)
     assert f1 == 1  # a step that already saves enough is left as it is
-    capped, _ = lengthen_step(r0, r1, rounded, saving=100.0, params=RuleParams(r_max=0.5))
+    capped, _ = lengthen_step(r0, r1, rounded, goal=rounded(r0) - 100.0, params=RuleParams(r_max=0.5))
     assert max(capped.values()) <= 0.5 and rounded(r0) - rounded(capped) == 3  # can't save it all: the most it can
 
