@@ -103,8 +103,8 @@ def main():
                                                      / df.gflops_ratio)  # fmt: skip
     # first-order floor of that ratio for any schedule of the 29 targets at each model's GFLOPs: the most
     # PyTorch time a cut of (base − model) GFLOPs can remove, by the loops' per-layer costs (fractional knapsack)
-    ms_state, gf_state = (json.loads((work / n / "state.json").read_text()) for n in ("target_ms", "plain"))
     if a.target_runtime == "torch":
+        ms_state, gf_state = (json.loads((work / n / "state.json").read_text()) for n in ("target_ms", "plain"))
         base_ms, g0 = ms_state["cost"]["base_ms"], df.loc["lips_iter01", "gflops"]
         floor = [(1 - most_saved(ms_state["layer_cost"], gf_state["layer_cost"], g0 - g) / base_ms)
                  * df.loc["lips_iter01", "torch_ratio"] / r if g <= g0 else None  # only cuts of the base
