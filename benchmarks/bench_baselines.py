@@ -11,15 +11,19 @@ splits are disjoint: fine-tune on `train`, choose on `val`, report on `test`), a
 Every one-shot method lands within 1 % of the budget and is fine-tuned once for the loop's total epochs
 (iterations × epochs); every model is scored on the report split, which played no part in any choice. A
 paired bootstrap over the report images (the same resamples for all methods of a budget) gives each
-method's 95 % interval (basic bootstrap) and each ratio to LIPS (percentile interval of the ratio). Stage I (importance) is measured on the base over the
-fine-tune split. Writes reports/bench/baselines.json, baselines.md and the Pareto figure (also in
+method's 95 % interval (basic bootstrap) and each ratio to LIPS (percentile interval of the ratio). With
+--seeds, every method is fine-tuned once per training seed (Ultralytics' `seed`: data order and augmentation);
+a method's score is then its mean over seeds, and each resample also draws the seeds with replacement, so the
+intervals hold the spread between training runs as well as between images. Stage I (importance) is measured
+on the base over the fine-tune split. Writes reports/bench/baselines.json, baselines.md and the Pareto figure (also in
 docs/figures/). Not a test: about 2 hours on 2 CPU cores with the defaults.
 
     python benchmarks/bench_baselines.py [--data coco_val2193.yaml] [--report test] [--budgets 3.7,3.4]
-        [--iterations 4] [--epochs 1] [--set schedule.neutral_acc=true …] [--work runs/bench_baselines]
+        [--iterations 4] [--epochs 1] [--seeds 0,1,2] [--set schedule.neutral_acc=true …] [--work runs/bench_baselines]
     python benchmarks/bench_baselines.py --figure-only        # redraw the figure from the JSON
 
-Reruns reuse finished parts in --work (the loops resume; a baseline with result.json is kept).
+Reruns reuse finished parts in --work (the loops resume; a baseline with result.json is kept). Seed 0 (Ultralytics'
+default) runs in <budget>/<method>, seed s in <budget>/<method>_seed<s>.
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ from tqdm.auto import tqdm
 from lipslib.baselines import at_gflops
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model, prune, save_checkpoint
-from lipslib.errors import exit_code
-from lipslib.evaluate import (bootstrap_maps, calibration_images, evaluate, image_matches, map50_95, ratio_interval,
-                              write_json)  # fmt: skip
+from lipslib.errors import LipsError, exit_code
+from lipslib.evaluate import (bootstrap_maps, calibration_images, evaluate, image_matches, map50_95, pool_seeds,
+                              ratio_interval, write_json)  # fmt: skip
 from lipslib.finetune import finetune
 from lipslib.optimize import check_params, load_importance, optimize, prepare_data, recovery_args
 from lipslib.plots import baselines_pareto
@@ -59,6 +63,17 @@ def _overrides(pairs) -> dict:
     import yaml
 
     return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs or [])}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds: distinct non-negative integers, comma-separated."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise LipsError(f"--seeds {text!r}: give distinct non-negative integers, e.g. --seeds 0,1,2")
+    return seeds
 
 
 def stage1(params: dict, work: Path) -> Path:
@@ -130,10 +145,46 @@ def matches(row: dict, data, params: dict, split: str, cache: Path) -> list[dict
     return m
 
 
+def run_dir(work: Path, budget: float, method: str, seed: int) -> Path:
+    return work / f"{budget:g}" / (method if seed == 0 else f"{method}_seed{seed}")
+
+
+def with_seed(params: dict, seed: int) -> dict:
+    """params fine-tuning with training seed `seed`; seed 0 is Ultralytics' default and leaves params as they are
+    (so runs made before --seeds existed are still the loop's resumable runs)."""
+    return params if seed == 0 else {**params, "finetune": {**params["finetune"], "seed": seed}}
+
+
+def pooled(by_seed: dict[int, dict], budget: float) -> dict:
+    """A method's row over its training seeds: the first seed's row with its scores and GFLOPs replaced by their
+    means, the seed-to-seed sd, the largest GFLOPs miss of any seed, and each seed's own figures under `seeds`."""
+    first = next(iter(by_seed.values()))
+    mean = lambda k: None if first.get(k) is None else float(np.mean([r[k] for r in by_seed.values()]))  # noqa: E731
+    maps = [r["map50_95"] for r in by_seed.values()]
+    return {**first, **{k: mean(k) for k in ("gflops", "map50_95", "map50", "map50_95_before_ft", "selection_map50_95")},
+            "gflops_vs_budget": max((r["gflops"] / budget - 1 for r in by_seed.values()), key=abs),
+            "map50_95_seed_sd": float(np.std(maps, ddof=1)) if len(maps) > 1 else None,
+            "seeds": [{"seed": s, **{k: r.get(k) for k in ("gflops", "map50_95", "map50_95_before_ft",
+                      "selection_map50_95", "iteration", "weights")}} for s, r in by_seed.items()]}  # fmt: skip
+
+
+def resampled(row: dict, found: list[dict], resamples: int, cache: Path) -> np.ndarray:
+    """`bootstrap_maps` of one run, cached: its image resamples are the same for every run (a fixed generator
+    seed), so runs scored apart pair as if scored together. A cache of another mAP or resample count is redone."""
+    if cache.is_file():
+        c = np.load(cache)
+        if len(c["maps"]) == resamples and abs(float(c["map50_95"]) - row["map50_95"]) <= 1e-6:
+            return c["maps"]
+    maps = bootstrap_maps({"run": found}, resamples)["run"]
+    np.savez(cache, maps=maps, map50_95=row["map50_95"])
+    return maps
+
+
 def write_report(result: dict, out: Path) -> None:
     write_json(out, result)
     rows = [{"budget": b["budget"], "method": m, **{k: r.get(k) for k in ("gflops", "epochs_model", "epochs_total",
-             "map50_95_before_ft", "map50_95")}, "ci95": "{:.4f}–{:.4f}".format(*r["map50_95_ci95"]),
+             "map50_95_before_ft", "map50_95")}, "seeds": len(r["seeds"]), "seed sd": r["map50_95_seed_sd"],
+             "ci95": "{:.4f}–{:.4f}".format(*r["map50_95_ci95"]),
              "lips / it": r.get("lips_ratio"), "lips / it, 95 %": "{:.2f}–{:.2f}".format(*r["lips_ratio_ci95"])
              if r.get("lips_ratio_ci95") else ""} for b in result["budgets"] for m, r in b["methods"].items()]  # fmt: skip
     md = out.with_suffix(".md")
@@ -163,6 +214,7 @@ def main():
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--epochs", type=int, default=1, help="per LIPS iteration; one-shot methods get iterations × it")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seeds", default="0", help="training seeds, comma-separated: each method is fine-tuned once per seed")
     p.add_argument("--resamples", type=int, default=500)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params.yaml overrides")
     p.add_argument("--work", default="runs/bench_baselines")
@@ -174,6 +226,7 @@ def main():
         draw(json.loads(out.read_text()), out)
         return
     work, methods = Path(a.work), a.methods.split(",")
+    seeds = parse_seeds(a.seeds)
     common = {"base": a.base, "data": a.data, "imgsz": a.imgsz, "optimize.report": a.report,
               "optimize.iterations": a.iterations, "finetune.epochs": a.epochs, "optimize.warm_start": True,
               "finetune.fraction": 1.0, **_overrides(a.set)}  # fmt: skip
@@ -186,31 +239,36 @@ def main():
     budgets = [float(b) for b in a.budgets.split(",")]
     t0, result = time.perf_counter(), {"budgets": []}
     base_row = evaluate(a.base, data, split=report, imgsz=a.imgsz, device=params["device"])
-    steps = tqdm(total=len(budgets) * (len(methods) + 1), desc="baselines benchmark")
+    steps = tqdm(total=len(budgets) * (len(methods) * len(seeds) + 1), desc="baselines benchmark")
     for budget in budgets:
-        rows = {}
+        runs = {m: {} for m in methods}  # method → seed → row
         for method in methods:
-            steps.set_postfix_str(f"{budget} GFLOPs: {method}")
             over = {**common, "optimize.importance": str(importance_path), "schedule.target_gflops": budget,
                     **(RECOVER if method.endswith("_recover") else PLAIN)}  # fmt: skip
+            mp = load_params(a.params, a.profile, over)
             if method.startswith("lips"):
-                mp = load_params(a.params, a.profile, over)
                 check_params(mp, base_gflops)
-                rows[method] = loop(mp, work / f"{budget:g}" / method)
-            else:
-                mp = load_params(a.params, a.profile, over)
-                rows[method] = one_shot(method, mp, importance, budget, a.iterations * a.epochs,
-                                        work / f"{budget:g}" / method)  # fmt: skip
-            steps.update()
+            for seed in seeds:
+                steps.set_postfix_str(f"{budget} GFLOPs: {method}, seed {seed}")
+                sp = with_seed(mp, seed)
+                out_dir = run_dir(work, budget, method, seed)
+                runs[method][seed] = (loop(sp, out_dir) if method.startswith("lips") else
+                                      one_shot(method, sp, importance, budget, a.iterations * a.epochs, out_dir))
+                steps.update()
         steps.set_postfix_str(f"{budget} GFLOPs: bootstrap")
-        found = {m: matches(r, data, params, report, work / f"{budget:g}" / f"{m}.matches.pt") for m, r in rows.items()}
-        maps = bootstrap_maps(found, a.resamples)
+        per_run = {}
+        for m, by_seed in runs.items():
+            for s, r in by_seed.items():
+                path = run_dir(work, budget, m, s)
+                found = matches(r, data, params, report, path.with_suffix(".matches.pt"))
+                per_run[m, s] = resampled(r, found, a.resamples, path.with_suffix(f".boot{a.resamples}.npz"))
+        maps = {m: pool_seeds([per_run[m, s] for s in seeds]) for m in methods}
+        rows = {m: pooled(by_seed, budget) for m, by_seed in runs.items()}
         for m, r in rows.items():
             # basic (pivotal) interval: resamples lose rare classes, whose AP is low, so resampled mAPs sit
             # above the full-set value; 2·mAP − quantile undoes that shift
             hi, lo = np.percentile(maps[m], [2.5, 97.5])
             r["map50_95_ci95"] = [float(2 * r["map50_95"] - lo), float(2 * r["map50_95"] - hi)]
-            r["gflops_vs_budget"] = r["gflops"] / budget - 1
             ref = "lips_recover" if m.endswith("_recover") and "lips_recover" in rows else "lips"
             if m != ref and ref in rows:
                 r["lips_reference"] = ref
@@ -229,7 +287,7 @@ def main():
         "settings": {"data": a.data, "select_split": "val", "report_split": report, "report_images": base_row["images"],
                      "imgsz": a.imgsz, "iterations": a.iterations, "epochs_per_iteration": a.epochs,
                      "profile": a.profile, "overrides": a.set, "recover": RECOVER,
-                     "bootstrap_resamples": a.resamples, "importance": str(importance_path)},
+                     "bootstrap_resamples": a.resamples, "seeds": seeds, "importance": str(importance_path)},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
                     "cuda": torch.cuda.is_available()},
         "seconds": round(time.perf_counter() - t0),

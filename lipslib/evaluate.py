@@ -213,6 +213,18 @@ def bootstrap_maps(matches: dict[str, list[dict]], resamples: int = 1000, seed: 
     return out
 
 
+def pool_seeds(runs: list[np.ndarray], seed: int = 0) -> np.ndarray:
+    """One method fine-tuned with several training seeds, as one bootstrap distribution of its mean mAP.
+    `runs`: per seed, `bootstrap_maps`' array for that run (all over the same image resamples). Each resample
+    also draws the seeds with replacement, so intervals built from the result hold the spread between
+    training runs as well as between images; a single seed is returned as it is."""
+    stack = np.stack(runs)  # seeds × resamples
+    if len(stack) == 1:
+        return stack[0]
+    pick = np.random.default_rng(seed).integers(0, len(stack), stack.shape)
+    return np.take_along_axis(stack, pick, 0).mean(0)
+
+
 def ratio_interval(a: np.ndarray, b: np.ndarray) -> dict:
     """How sure is "a beats b", from paired bootstrap mAPs: the ratio a/b's 2.5/50/97.5 percentiles and
     the share of resamples where a > b."""

@@ -48,3 +48,19 @@ def test_bad_requests(iter01):
         at_gflops("magnitude", iter01, 3.9)
     with pytest.raises(LipsError, match="needs an importance"):
         at_gflops("shaped", iter01, 3.9)
+
+
+def test_pooled_seeds_widen_the_interval_by_the_spread_between_training_runs():
+    import numpy as np
+
+    from lipslib.evaluate import pool_seeds
+
+    images = np.random.default_rng(1).normal(0.05, 0.002, 2000)  # one run's image-bootstrap mAPs
+    assert np.array_equal(pool_seeds([images]), images)  # one seed: nothing to pool
+    runs = [images - 0.01, images, images + 0.01]  # three training seeds, 0.01 apart
+    pooled = pool_seeds(runs)
+    assert pooled.mean() == pytest.approx(0.05, abs=1e-3)
+    # the same image resample in every draw (sd 0.002) plus the mean of 3 seeds drawn with replacement from
+    # {−0.01, 0, +0.01} (sd 0.01·√(2/3)/√3)
+    assert np.std(pooled) == pytest.approx(np.hypot(0.002, 0.01 * (2 / 3) ** 0.5 / 3**0.5), rel=0.1)
+    assert np.std(pool_seeds([images, images, images])) == pytest.approx(np.std(images))  # equal runs add nothing

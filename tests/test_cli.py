@@ -183,3 +183,15 @@ def test_benchmark_scripts_say_what_is_missing_in_one_line(script, args, tmp_pat
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{script}: error: ") and "LIPS_ASSETS" in last
+
+
+def test_bench_baselines_refuses_repeated_seeds_before_any_work(tmp_path):
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "benchmarks/bench_baselines.py", "--seeds", "0,1,1", "--work",
+                           str(tmp_path / "w"), "--out", str(tmp_path / "out.json")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == ("bench_baselines.py: error: --seeds '0,1,1': give distinct non-negative integers, "
+                                   "e.g. --seeds 0,1,2")
+    assert not (tmp_path / "w").exists()
