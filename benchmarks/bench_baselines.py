@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -168,15 +170,22 @@ def pooled(by_seed: dict[int, dict], budget: float) -> dict:
                       "selection_map50_95", "iteration", "weights")}} for s, r in by_seed.items()]}  # fmt: skip
 
 
-def resampled(row: dict, found: list[dict], resamples: int, cache: Path) -> np.ndarray:
-    """`bootstrap_maps` of one run, cached: its image resamples are the same for every run (a fixed generator
-    seed), so runs scored apart pair as if scored together. A cache of another mAP or resample count is redone."""
+def resampled(row: dict, find, images: int, resamples: int, cache: Path) -> np.ndarray:
+    """`bootstrap_maps` of one run, cached: over the same `images` report images its resamples are the same for
+    every run (a fixed generator seed), so runs scored apart pair as if scored together. `find()` gives the run's
+    per-image matches; it is called only when the cache is missing or of another mAP, image count or resample
+    count. A run scored on other images than the base is one LipsError, as in `bootstrap_maps`."""
     if cache.is_file():
         c = np.load(cache)
-        if len(c["maps"]) == resamples and abs(float(c["map50_95"]) - row["map50_95"]) <= 1e-6:
+        if (len(c["maps"]) == resamples and "images" in c.files and int(c["images"]) == images
+                and abs(float(c["map50_95"]) - row["map50_95"]) <= 1e-6):  # fmt: skip
             return c["maps"]
+    found = find()
+    if len(found) != images:
+        raise LipsError(f"a paired bootstrap needs the same images for every model: {row['weights']} was matched "
+                        f"on {len(found)} images, the base scored on {images}")  # fmt: skip
     maps = bootstrap_maps({"run": found}, resamples)["run"]
-    np.savez(cache, maps=maps, map50_95=row["map50_95"])
+    np.savez(cache, maps=maps, map50_95=row["map50_95"], images=images)
     return maps
 
 
@@ -260,8 +269,9 @@ def main():
         for m, by_seed in runs.items():
             for s, r in by_seed.items():
                 path = run_dir(work, budget, m, s)
-                found = matches(r, data, params, report, path.with_suffix(".matches.pt"))
-                per_run[m, s] = resampled(r, found, a.resamples, path.with_suffix(f".boot{a.resamples}.npz"))
+                find = partial(matches, r, data, params, report, path.with_suffix(".matches.pt"))
+                per_run[m, s] = resampled(r, find, base_row["images"], a.resamples,
+                                          path.with_suffix(f".boot{a.resamples}.npz"))  # fmt: skip
         maps = {m: pool_seeds([per_run[m, s] for s in seeds]) for m in methods}
         rows = {m: pooled(by_seed, budget) for m, by_seed in runs.items()}
         for m, r in rows.items():
@@ -288,7 +298,7 @@ def main():
                      "imgsz": a.imgsz, "iterations": a.iterations, "epochs_per_iteration": a.epochs,
                      "profile": a.profile, "overrides": a.set, "recover": RECOVER,
                      "bootstrap_resamples": a.resamples, "seeds": seeds, "importance": str(importance_path)},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "cuda": torch.cuda.is_available()},
         "seconds": round(time.perf_counter() - t0),
         "equal_gflops": all(abs(r["gflops_vs_budget"]) <= GFLOPS_TOL for b in result["budgets"]
