@@ -18,7 +18,7 @@ import pandas as pd
 from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
 from lipslib.evaluate import evaluate, frame_tensor
-from lipslib.runtime import cpu_threads
+from lipslib.runtime import cpu_threads, select_device
 
 
 def published_points() -> pd.DataFrame:
@@ -52,7 +52,6 @@ def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, ru
     (`lipslib.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, and PyTorch
     CUDA when `device` (None: Ultralytics' choice) is a GPU; ratios to `base` (a label) next to the
     GFLOPs ratio."""
-    from ultralytics.utils.torch_utils import select_device
 
     from lipslib.evaluate import device_arg
     from lipslib.latency import interleaved, whole_runner

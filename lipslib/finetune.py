@@ -187,11 +187,10 @@ def train_args(model, path, info: dict, out: Path, recipe: str, train_args: dict
     return args
 
 
-def _train(trainer, path, info: dict, args: dict, threads) -> None:
+def _train(trainer, path, info: dict, args: dict) -> None:
     """trainer.train(), with every way it fails as one LipsError line."""
     try:
-        with cpu_threads(threads):
-            trainer.train()
+        trainer.train()
     except LipsError:
         raise
     except subprocess.CalledProcessError as e:
@@ -249,19 +248,22 @@ def finetune(
         raise LipsError(f"batch={args['batch']} (AutoBatch) does not work on several GPUs; give a batch that "
                         f"is a multiple of {len(gpus)}")  # fmt: skip
     created = not out.exists()
-    try:
-        trainer = PrunedTrainer(overrides=args)
-    except (ValueError, RuntimeError) as e:  # e.g. a device that is not there
-        raise LipsError(f"fine-tuning {path}: {first_line(e)}") from None
-    use_threads(trainer, threads, "on_pretrain_routine_end")
-    if distill == "outputs":
-        trainer.add_callback("on_pretrain_routine_end", OutputDistillation(teacher, distill_weight))
-    try:
-        _train(trainer, path, info, args, threads)
-    except LipsError:
-        if created:  # a run folder this call made and could not finish: nothing half-written stays
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    # the trainer's constructor runs Ultralytics' select_device, which sets torch to cpu_count − 1 threads:
+    # inside cpu_threads, the process gets its own count back when the fine-tune ends
+    with cpu_threads(threads):
+        try:
+            trainer = PrunedTrainer(overrides=args)
+        except (ValueError, RuntimeError) as e:  # e.g. a device that is not there
+            raise LipsError(f"fine-tuning {path}: {first_line(e)}") from None
+        use_threads(trainer, threads, "on_pretrain_routine_end")
+        if distill == "outputs":
+            trainer.add_callback("on_pretrain_routine_end", OutputDistillation(teacher, distill_weight))
+        try:
+            _train(trainer, path, info, args)
+        except LipsError:
+            if created:  # a run folder this call made and could not finish: nothing half-written stays
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     final = out / "weights" / "last_pruned_full.pt"
     shutil.copyfile(out / "weights" / "last.pt", final)
     tuned = load_model(final)

@@ -26,6 +26,15 @@ def cpu_threads(n: int | None):
         torch.set_num_threads(previous)
 
 
+def select_device(device, verbose: bool = False) -> torch.device:
+    """Ultralytics' select_device (its checks, errors and choice) without its side effect on the process:
+    it sets torch to cpu_count − 1 threads, which would outlast the call."""
+    from ultralytics.utils.torch_utils import select_device as ultralytics_select
+
+    with cpu_threads(torch.get_num_threads()):
+        return ultralytics_select(device, verbose=verbose)
+
+
 class PinThreads:
     """An Ultralytics callback: n torch threads when the trainer/validator it fires for runs on the CPU.
     A plain class, so it pickles by reference if Ultralytics ships callbacks to other processes."""

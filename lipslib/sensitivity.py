@@ -38,7 +38,7 @@ from lipslib.evaluate import (check_data, check_writable, device_arg, first_line
                               split_images, write_json)  # fmt: skip
 from lipslib.layers import default_targets, validate_layers
 from lipslib.memo import Recorder, bytes_per_image, reuse
-from lipslib.runtime import cpu_threads, thread_count
+from lipslib.runtime import cpu_threads, select_device, thread_count
 
 COLUMNS = [
     "index", "layer_name", "ratio", "out_channels_before", "out_channels_after", "GMACs_before", "GMACs_after",
@@ -244,7 +244,6 @@ def run_sensitivity(
     fast path (default: one per thread on a CPU; 1 on a GPU). `memo_gib`: bound on the base activations
     the fast path holds at once (one batch per process, all processes together); the batch is lowered to
     stay within it."""
-    from ultralytics.utils.torch_utils import select_device
 
     if not 0.0 < float(ratio) < 1.0:
         raise LipsError(f"sensitivity ratio {ratio} is outside (0, 1); the paper uses 0.85")
@@ -308,7 +307,7 @@ def _measure(base, names, info, weights, device, n, count, base_cost, ratio, cri
                desc=f"sensitivity ({len(names)} layers, {len(groups)} process{'es' if len(groups) > 1 else ''})")  # fmt: skip
     with bar:
         if len(groups) == 1:
-            with cpu_threads(threads):  # after Ultralytics' select_device, which drops to cpu_count − 1
+            with cpu_threads(threads):  # the validator's own select_device sets cpu_count − 1
                 results = [_evaluate_layers(job, names, bar.update)]
         else:
             results = _in_processes(job, groups, bar)

@@ -14,6 +14,7 @@ import numpy as np
 
 from lipslib.errors import LipsError
 from lipslib.evaluate import check_writable, device_arg, first_line, write_json
+from lipslib.runtime import select_device
 
 INFERENCE_KEYS = ("imgsz", "conf", "iou", "device", "half", "max_det", "classes")
 
@@ -139,7 +140,6 @@ def compare_video(
     settings = inference_args(args_yaml)
     if device is not None:
         settings["device"] = device_arg(device)
-    from ultralytics.utils.torch_utils import select_device
 
     try:  # Ultralytics' own check, before both models are loaded
         select_device(settings["device"], verbose=False)

@@ -62,4 +62,19 @@ def test_each_stage_asks_for_the_configured_device(assets, coco128, requests, tm
         assert {device for caller, device in calls if caller == "engine/exporter"} <= {"cpu"}, (name, calls)
     callers = {c for calls in asked.values() for c, _ in calls}
     assert {"engine/trainer", "engine/validator", "engine/predictor"} <= callers, callers
-    assert {"lipslib/sensitivity", "lipslib/benchmark"} <= callers  # lipslib's own device decisions
+    for name in ("sensitivity", "benchmark", "video"):  # lipslib's own device decisions, through runtime.select_device
+        assert "lipslib/runtime" in {c for c, _ in asked[name]}, (name, asked[name])
+
+
+def test_choosing_a_device_leaves_the_thread_count_alone():
+    import torch
+
+    from lipslib.runtime import select_device
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)  # Ultralytics' own select_device would leave cpu_count − 1
+    try:
+        assert select_device("cpu").type == "cpu"
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(previous)

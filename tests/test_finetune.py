@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lipslib import engine
@@ -32,7 +33,13 @@ def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, t
 
     before = engine.load_model(pruned_iter01)
     run = tmp_path / "iter_01" / "ft" / "finetune"
-    rec = finetune(pruned_iter01, coco128, run, epochs=1, imgsz=320, batch=16, device="cpu", workers=0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count Ultralytics' select_device (cpu_count − 1) would not leave behind
+    try:
+        rec = finetune(pruned_iter01, coco128, run, epochs=1, imgsz=320, batch=16, device="cpu", workers=0)
+        assert torch.get_num_threads() == 3  # the process's own count again after the fine-tune
+    finally:
+        torch.set_num_threads(previous)
     final = run / "weights" / "last_pruned_full.pt"
     assert rec["weights"] == str(final) and (run / "args.yaml").is_file() and (run / "results.csv").is_file()
     received = yaml.safe_load((run / "args.yaml").read_text())  # what Ultralytics trained with
