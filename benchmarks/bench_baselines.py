@@ -89,16 +89,23 @@ def stage1(params: dict, work: Path) -> Path:
 
 
 def loop(params: dict, out: Path) -> dict:
-    """The LIPS loop; its best iteration as a row."""
+    """The LIPS loop; its best iteration as a row. Its `seconds` add up the calls that ran its iterations
+    (kept in seconds.json beside the run); None for a run resumed from iterations made before that file existed."""
+    state_file, timing = out / "state.json", out / "seconds.json"
+    before = len(json.loads(state_file.read_text())["done"]) if state_file.is_file() else 0
     t0 = time.perf_counter()
     best = optimize(params, out, progress=False)["best"]
-    state = json.loads((out / "state.json").read_text())
+    state = json.loads(state_file.read_text())
+    seconds = json.loads(timing.read_text())["seconds"] if timing.is_file() else (0.0 if before == 0 else None)
+    if seconds is not None and len(state["done"]) > before:
+        seconds += time.perf_counter() - t0
+        write_json(timing, {"seconds": seconds})
     per_iter, n = params["finetune"]["epochs"], params["optimize"]["iterations"]
     return {"gflops": best["gflops"], "params": best["params"], "map50_95_before_ft": None,
             "map50_95": best["map50_95"], "map50": best["map50"], "selection_map50_95": best["selection_map50_95"],
             "epochs_model": per_iter * best["iteration"], "epochs_total": per_iter * n,
             "iteration": best["iteration"], "ratios": state["done"][best["iteration"] - 1]["ratios"],
-            "weights": str(out / "best.pt"), "seconds": round(time.perf_counter() - t0)}  # fmt: skip
+            "weights": str(out / "best.pt"), "seconds": None if seconds is None else round(seconds)}  # fmt: skip
 
 
 def one_shot(method: str, params: dict, importance: dict, budget: float, epochs: int, out: Path) -> dict:
