@@ -172,7 +172,7 @@ def test_a_training_error_is_one_line_and_leaves_no_traceback(assets, tmp_path):
 
 
 @pytest.mark.parametrize("script,args", [("bench_baselines.py", ["--work"]), ("bench_latency.py", ["--work"]),
-                                         ("bench_sensitivity.py", [])])  # fmt: skip
+                                         ("bench_sensitivity.py", []), ("bench_allocation.py", ["--work"])])  # fmt: skip
 def test_benchmark_scripts_say_what_is_missing_in_one_line(script, args, tmp_path):
     from conftest import ROOT
 
@@ -185,13 +185,15 @@ def test_benchmark_scripts_say_what_is_missing_in_one_line(script, args, tmp_pat
     assert last.startswith(f"{script}: error: ") and "LIPS_ASSETS" in last
 
 
-def test_bench_baselines_refuses_repeated_seeds_before_any_work(tmp_path):
+@pytest.mark.parametrize("script,flag,value,message", [
+    ("bench_baselines.py", "--seeds", "0,1,1", "give distinct non-negative integers, e.g. --seeds 0,1,2"),
+    ("bench_allocation.py", "--spreads", "0.2,x", "give numbers, comma-separated, e.g. --spreads 0.2,0.4"),
+])  # fmt: skip
+def test_benchmark_scripts_refuse_bad_lists_before_any_work(script, flag, value, message, tmp_path):
     from conftest import ROOT
 
-    proc = subprocess.run([sys.executable, "benchmarks/bench_baselines.py", "--seeds", "0,1,1", "--work",
-                           str(tmp_path / "w"), "--out", str(tmp_path / "out.json")], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)  # fmt: skip
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", flag, value, "--work", str(tmp_path / "w"), "--out",
+                           str(tmp_path / "out.json")], capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == ("bench_baselines.py: error: --seeds '0,1,1': give distinct non-negative integers, "
-                                   "e.g. --seeds 0,1,2")
+    assert proc.stderr.strip() == f"{script}: error: {flag} {value!r}: {message}"
     assert not (tmp_path / "w").exists()
