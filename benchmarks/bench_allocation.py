@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from bench_baselines import PLAIN, matches, one_shot, resampled, run_dir, stage1
+from bench_baselines import GFLOPS_TOL, PLAIN, matches, one_shot, resampled, run_dir, stage1
 from lipslib.assets import paper_dir
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model
@@ -157,6 +157,7 @@ def main():
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "cuda": torch.cuda.is_available()},
         "seconds": round(time.perf_counter() - t0),
+        "equal_gflops": bool((df.gflops / a.budget - 1).abs().max() <= GFLOPS_TOL),
         "summary": summary,
         "draws": rows,
     }
