@@ -58,6 +58,7 @@ METHODS = ("lips", "lips_recover", "uniform", "uniform_recover", "shaped", "glob
 RECOVER = {"recover.repair": True, "recover.distill": "outputs"}
 PLAIN = {"recover.repair": False, "recover.distill": "none"}
 GFLOPS_TOL = 0.01
+HARD_GOAL = 1.5  # #13: LIPS ≥ 1.5 × uniform's mAP50-95 at the hard budget
 DEFAULT_OUT = "reports/bench/baselines.json"
 
 
@@ -78,6 +79,22 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_floats(text: str, flag: str, example: str) -> list[float]:
+    """A list argument such as --budgets: distinct finite numbers, comma-separated."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(np.isfinite(values)) or len(set(values)) != len(values):
+        raise LipsError(f"--{flag} {text!r}: give distinct numbers, comma-separated, e.g. --{flag} {example}")
+    return values
+
+
+def machine() -> dict:
+    """What a benchmark ran on, for its JSON."""
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "cuda": torch.cuda.is_available()}
+
+
 def stage1(params: dict, work: Path) -> Path:
     """Stage I on the base over the fine-tune split (images that neither choose nor report)."""
     out = work / "sensitivity"
@@ -89,23 +106,17 @@ def stage1(params: dict, work: Path) -> Path:
 
 
 def loop(params: dict, out: Path) -> dict:
-    """The LIPS loop; its best iteration as a row. Its `seconds` add up the calls that ran its iterations
-    (kept in seconds.json beside the run); None for a run resumed from iterations made before that file existed."""
-    state_file, timing = out / "state.json", out / "seconds.json"
-    before = len(json.loads(state_file.read_text())["done"]) if state_file.is_file() else 0
-    t0 = time.perf_counter()
+    """The LIPS loop; its best iteration as a row. Its `seconds` add up its iterations' wall times (the loop's
+    records, kept across resumes); None for a run with iterations recorded before the loop kept them."""
     best = optimize(params, out, progress=False)["best"]
-    state = json.loads(state_file.read_text())
-    seconds = json.loads(timing.read_text())["seconds"] if timing.is_file() else (0.0 if before == 0 else None)
-    if seconds is not None and len(state["done"]) > before:
-        seconds += time.perf_counter() - t0
-        write_json(timing, {"seconds": seconds})
+    state = json.loads((out / "state.json").read_text())
+    seconds = [d.get("seconds") for d in state["done"]]
     per_iter, n = params["finetune"]["epochs"], params["optimize"]["iterations"]
     return {"gflops": best["gflops"], "params": best["params"], "map50_95_before_ft": None,
             "map50_95": best["map50_95"], "map50": best["map50"], "selection_map50_95": best["selection_map50_95"],
             "epochs_model": per_iter * best["iteration"], "epochs_total": per_iter * n,
             "iteration": best["iteration"], "ratios": state["done"][best["iteration"] - 1]["ratios"],
-            "weights": str(out / "best.pt"), "seconds": None if seconds is None else round(seconds)}  # fmt: skip
+            "weights": str(out / "best.pt"), "seconds": None if None in seconds else round(sum(seconds))}  # fmt: skip
 
 
 def one_shot(method: str, params: dict, importance: dict, budget: float, epochs: int, out: Path) -> dict:
@@ -177,6 +188,12 @@ def pooled(by_seed: dict[int, dict], budget: float) -> dict:
                       "selection_map50_95", "iteration", "weights")}} for s, r in by_seed.items()]}  # fmt: skip
 
 
+def run_maps(row: dict, folder: Path, data, params: dict, split: str, images: int, resamples: int) -> np.ndarray:
+    """The paired bootstrap mAPs of the run in `folder` (`resampled`), its matches and resamples cached beside it."""
+    find = partial(matches, row, data, params, split, folder.with_suffix(".matches.pt"))
+    return resampled(row, find, images, resamples, folder.with_suffix(f".boot{resamples}.npz"))
+
+
 def resampled(row: dict, find, images: int, resamples: int, cache: Path) -> np.ndarray:
     """`bootstrap_maps` of one run, cached: over the same `images` report images its resamples are the same for
     every run (a fixed generator seed), so runs scored apart pair as if scored together. `find()` gives the run's
@@ -242,7 +259,7 @@ def main():
         draw(json.loads(out.read_text()), out)
         return
     work, methods = Path(a.work), a.methods.split(",")
-    seeds = parse_seeds(a.seeds)
+    seeds, budgets = parse_seeds(a.seeds), parse_floats(a.budgets, "budgets", "3.7,3.4")
     common = {"base": a.base, "data": a.data, "imgsz": a.imgsz, "optimize.report": a.report,
               "optimize.iterations": a.iterations, "finetune.epochs": a.epochs, "optimize.warm_start": True,
               "finetune.fraction": 1.0, **_overrides(a.set)}  # fmt: skip
@@ -252,7 +269,6 @@ def main():
     base_gflops = cost(base).gflops
     importance = load_importance(str(importance_path), base)
     data, _, report = prepare_data(a.data, a.report, work)
-    budgets = [float(b) for b in a.budgets.split(",")]
     t0, result = time.perf_counter(), {"budgets": []}
     base_row = evaluate(a.base, data, split=report, imgsz=a.imgsz, device=params["device"])
     steps = tqdm(total=len(budgets) * (len(methods) * len(seeds) + 1), desc="baselines benchmark")
@@ -272,13 +288,8 @@ def main():
                                       one_shot(method, sp, importance, budget, a.iterations * a.epochs, out_dir))
                 steps.update()
         steps.set_postfix_str(f"{budget} GFLOPs: bootstrap")
-        per_run = {}
-        for m, by_seed in runs.items():
-            for s, r in by_seed.items():
-                path = run_dir(work, budget, m, s)
-                find = partial(matches, r, data, params, report, path.with_suffix(".matches.pt"))
-                per_run[m, s] = resampled(r, find, base_row["images"], a.resamples,
-                                          path.with_suffix(f".boot{a.resamples}.npz"))  # fmt: skip
+        per_run = {(m, s): run_maps(r, run_dir(work, budget, m, s), data, params, report, base_row["images"], a.resamples)
+                   for m, by_seed in runs.items() for s, r in by_seed.items()}  # fmt: skip
         maps = {m: pool_seeds([per_run[m, s] for s in seeds]) for m in methods}
         rows = {m: pooled(by_seed, budget) for m, by_seed in runs.items()}
         for m, r in rows.items():
@@ -305,13 +316,13 @@ def main():
                      "imgsz": a.imgsz, "iterations": a.iterations, "epochs_per_iteration": a.epochs,
                      "profile": a.profile, "overrides": a.set, "recover": RECOVER,
                      "bootstrap_resamples": a.resamples, "seeds": seeds, "importance": str(importance_path)},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "cuda": torch.cuda.is_available()},
+        "machine": machine(),
         "seconds": round(time.perf_counter() - t0),
         "equal_gflops": all(abs(r["gflops_vs_budget"]) <= GFLOPS_TOL for b in result["budgets"]
                             for r in b["methods"].values()),
         "goals": {
-            "hard_budget_lips_over_uniform_ge_1.5": (get(hard, "lips") or 0) / max(get(hard, "uniform") or 1e9, 1e-9),
+            f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}": (get(hard, "lips") or 0) / max(get(hard, "uniform") or 1e9,
+                                                                                          1e-9),
             "lips_ge_shaped_and_global": {str(b["budget"]): {m: (get(b["methods"], "lips") or 0) >= (get(b["methods"], m)
                                           or 0) for m in ("shaped", "global") if m in b["methods"]}
                                           for b in result["budgets"]},

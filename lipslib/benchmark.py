@@ -52,7 +52,6 @@ def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, ru
     (`lipslib.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, and PyTorch
     CUDA when `device` (None: Ultralytics' choice) is a GPU; ratios to `base` (a label) next to the
     GFLOPs ratio."""
-
     from lipslib.evaluate import device_arg
     from lipslib.latency import interleaved, whole_runner
 

@@ -33,7 +33,7 @@ from lipslib.assets import resolve_weights
 from lipslib.engine import conv_shapes, has_batchnorm, load_model
 from lipslib.errors import LipsError
 from lipslib.evaluate import check_data, check_writable, device_arg, evaluate, first_line, frame_tensor
-from lipslib.runtime import cpu_threads, use_threads
+from lipslib.runtime import keep_threads, use_threads
 
 # The seed's table (paper profile). The authors' own args.yaml for all 25 iterations differ:
 # lr0 0.005, weight_decay 0.0004, cos_lr, warmup_bias_lr 0.05 (see shared/assets/lips_paper/iter_XX).
@@ -248,9 +248,9 @@ def finetune(
         raise LipsError(f"batch={args['batch']} (AutoBatch) does not work on several GPUs; give a batch that "
                         f"is a multiple of {len(gpus)}")  # fmt: skip
     created = not out.exists()
-    # the trainer's constructor runs Ultralytics' select_device, which sets torch to cpu_count − 1 threads:
-    # inside cpu_threads, the process gets its own count back when the fine-tune ends
-    with cpu_threads(threads):
+    # the trainer's constructor runs Ultralytics' select_device, which sets the CPU thread count for good; the
+    # trainer runs on `threads` (use_threads) and the process gets its own count back afterwards
+    with keep_threads():
         try:
             trainer = PrunedTrainer(overrides=args)
         except (ValueError, RuntimeError) as e:  # e.g. a device that is not there

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from lipslib.engine import fused, load_model, save_checkpoint
 from lipslib.errors import LipsError
-from lipslib.runtime import cpu_threads
+from lipslib.runtime import cpu_threads, keep_threads
 
 RUNTIMES = ("torch", "onnxruntime", "cuda")  # cuda: PyTorch on the first GPU, synchronised
 CACHE_ENV = "LIPS_LATENCY_CACHE"
@@ -95,7 +95,8 @@ def whole_runner(weights, runtime: str, x: torch.Tensor, threads: int, tmp: Path
     from ultralytics import YOLO
 
     pt = save_checkpoint(model, tmp / f"m{len(list(tmp.iterdir()))}.pt")
-    onnx = YOLO(str(pt)).export(format="onnx", imgsz=x.shape[-1], batch=x.shape[0], verbose=False)
+    with keep_threads():  # the exporter's select_device would set the count PyTorch runners are timed with
+        onnx = YOLO(str(pt)).export(format="onnx", imgsz=x.shape[-1], batch=x.shape[0], verbose=False)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])

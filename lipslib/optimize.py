@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -184,7 +185,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     repair, calibration = params["recover"]["repair"], None
     for k in tqdm(iterations, desc="LIPS iterations", disable=not progress, initial=len(state["done"]),
                   total=o["iterations"]):  # fmt: skip
-        it = out / f"iter_{k:02d}"
+        it, t0 = out / f"iter_{k:02d}", time.perf_counter()
         if it.exists():  # left by a run killed in this iteration
             shutil.rmtree(it)
         ratios = state["ratios"]
@@ -218,9 +219,11 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
                "map50": sel["map50"], "gate": rule_state["gate"], "step": rule_state["step"],
                "report_map50_95": rep["map50_95"], "report_map50": rep["map50"], "cost": measured}  # fmt: skip
         factor = {"step_factor": rule_state["step_factor"]} if "step_factor" in rule_state else {}
+        seconds = round(time.perf_counter() - t0, 1)  # the iteration's wall time, kept across resumes
         write_json(it / "metrics.json", {**row, "selection": sel, "report": rep, "ratios": ratios,
-                                         "inherited": inherited, **factor})  # fmt: skip
-        state.update(ratios=new_ratios, rule_state=rule_state, done=state["done"] + [{**row, "ratios": ratios}])
+                                         "inherited": inherited, "seconds": seconds, **factor})  # fmt: skip
+        state.update(ratios=new_ratios, rule_state=rule_state,
+                     done=state["done"] + [{**row, "ratios": ratios, "seconds": seconds}])
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
     return _finish(out, state, targets, float(o["best_cost_tol"]))

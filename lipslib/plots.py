@@ -154,7 +154,7 @@ def baselines_pareto(result: dict, path) -> Path:
 
 def allocation_strip(result: dict, path):
     """The allocation benchmark's JSON as mAP50-95 / uniform per draw, one column per spread: the shuffled
-    vectors in grey, the Stage I vector in red, the authors' iter-24 shape in blue, 95 % paired-bootstrap bars;
+    vectors in grey, the Stage I order in red, the authors' iter-24 order in blue, 95 % paired-bootstrap bars;
     uniform (1) and the goal as lines."""
     df = pd.DataFrame(result["draws"])
     spreads = sorted(df.spread.unique())
@@ -162,21 +162,22 @@ def allocation_strip(result: dict, path):
     for i, spread in enumerate(spreads):
         g = df[df.spread == spread].reset_index(drop=True)
         x = i + (g.index - (len(g) - 1) / 2) * min(0.6 / max(len(g), 1), 0.08)  # draws side by side, in draw order
-        for vector, color, label in (("shuffled", "0.55", "Stage I values shuffled"), ("stage1", "tab:red", "Stage I vector"),
-                                     ("paper_iter24", "tab:blue", "authors' iter-24 shape")):  # fmt: skip
+        for vector, color, label in (("shuffled", "0.55", "Stage I values shuffled"), ("stage1", "tab:red", "Stage I order"),
+                                     ("paper_iter24", "tab:blue", "authors' iter-24 order")):  # fmt: skip
             h = g[g.vector == vector]
-            lo, hi = zip(*h.uniform_ratio_ci95) if len(h) else ((), ())
-            err = [(h.uniform_ratio - pd.Series(lo, index=h.index)).clip(lower=0),
-                   (pd.Series(hi, index=h.index) - h.uniform_ratio).clip(lower=0)]  # fmt: skip
-            ax.errorbar(x[h.index], h.uniform_ratio, yerr=err, fmt="o", color=color, capsize=2, ms=5,
+            lo, hi = zip(*h.vs_uniform_ci95) if len(h) else ((), ())
+            err = [(h.vs_uniform - pd.Series(lo, index=h.index)).clip(lower=0),
+                   (pd.Series(hi, index=h.index) - h.vs_uniform).clip(lower=0)]  # fmt: skip
+            ax.errorbar(x[h.index], h.vs_uniform, yerr=err, fmt="o", color=color, capsize=2, ms=5,
                         label=label if i == 0 else None)  # fmt: skip
     ax.axhline(1.0, color="black", lw=1, label=f"uniform ({result['uniform']['map50_95']:.4f})")
-    ax.axhline(result["goal_ratio"], color="tab:green", ls="--", lw=1, label=f"goal ({result['goal_ratio']:g} × uniform)")
+    goal = result["goal_vs_uniform"]
+    ax.axhline(goal, color="tab:green", ls="--", lw=1, label=f"goal ({goal:g} × uniform)")
     s = result["settings"]
     ax.set_xticks(range(len(spreads)), [f"spread {v:g}" for v in spreads])
-    ax.set(ylabel="mAP50-95 / uniform's (paired bootstrap 95 %)",
+    ax.set(ylabel="mAP50-95 ÷ uniform's (95 % bars)",
            title=f"Per-layer allocation at {s['budget']:g} GFLOPs, {s['epochs']} epochs: "
                  f"{Path(s['data']).stem} {s['report_split']} ({s['report_images']} images)")  # fmt: skip
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

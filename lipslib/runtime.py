@@ -1,6 +1,7 @@
-"""CPU threading. Ultralytics' select_device() sets torch to cpu_count − 1 threads (1 on a 2-core
-machine) and validates with 0 dataloader workers, leaving a core idle; lipslib sets it explicitly, on
-the CPU only (a GPU run has nothing to gain, and DDP workers must not each claim every core)."""
+"""CPU threading. Ultralytics' select_device() sets torch to min(8, cpu_count − 1) threads when it picks the
+CPU (1 on a 2-core machine) and validates with 0 dataloader workers, leaving a core idle; lipslib sets the
+count explicitly where it computes on the CPU (a GPU run has nothing to gain, and DDP workers must not each
+claim every core), and undoes Ultralytics' setting where Ultralytics is only asked for something."""
 
 from __future__ import annotations
 
@@ -26,12 +27,17 @@ def cpu_threads(n: int | None):
         torch.set_num_threads(previous)
 
 
-def select_device(device, verbose: bool = False) -> torch.device:
-    """Ultralytics' select_device (its checks, errors and choice) without its side effect on the process:
-    it sets torch to cpu_count − 1 threads, which would outlast the call."""
+def keep_threads():
+    """A context that gives torch its current thread count back on exit, whatever Ultralytics set inside it."""
+    return cpu_threads(torch.get_num_threads())
+
+
+def select_device(device, verbose: bool = False):
+    """Ultralytics' select_device (its checks, errors and choice) without its side effect on the process's
+    thread count, which would outlast the call."""
     from ultralytics.utils.torch_utils import select_device as ultralytics_select
 
-    with cpu_threads(torch.get_num_threads()):
+    with keep_threads():
         return ultralytics_select(device, verbose=verbose)
 
 

@@ -244,7 +244,6 @@ def run_sensitivity(
     fast path (default: one per thread on a CPU; 1 on a GPU). `memo_gib`: bound on the base activations
     the fast path holds at once (one batch per process, all processes together); the batch is lowered to
     stay within it."""
-
     if not 0.0 < float(ratio) < 1.0:
         raise LipsError(f"sensitivity ratio {ratio} is outside (0, 1); the paper uses 0.85")
     if mode not in MODES:
@@ -307,7 +306,7 @@ def _measure(base, names, info, weights, device, n, count, base_cost, ratio, cri
                desc=f"sensitivity ({len(names)} layers, {len(groups)} process{'es' if len(groups) > 1 else ''})")  # fmt: skip
     with bar:
         if len(groups) == 1:
-            with cpu_threads(threads):  # the validator's own select_device sets cpu_count − 1
+            with cpu_threads(threads):  # the layer pass runs on `threads`, as the worker processes do
                 results = [_evaluate_layers(job, names, bar.update)]
         else:
             results = _in_processes(job, groups, bar)

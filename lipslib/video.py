@@ -154,6 +154,7 @@ def compare_video(
     writer, decoded, processed, matched, total = None, 0, 0, 0, 0
     budget = max_frames or (header // frame_step + 1 if header > 0 else None)
     bar = tqdm(total=budget, desc="compare-video", unit="frame", disable=not progress)
+    threads = torch.get_num_threads()  # the predictor's select_device sets Ultralytics' own count for the frames
     try:
         while ok:
             decoded += 1
@@ -199,6 +200,8 @@ def compare_video(
                     break
             ok, frame = cap.read()
     finally:
+        predict_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
         bar.close()
         cap.release()
         if writer is not None:
@@ -210,7 +213,7 @@ def compare_video(
         "frame_step": frame_step, "warmup_frames_excluded": min(warmup, processed),
         "timing": "wall time of YOLO.predict per frame (letterbox + forward + NMS), CUDA synchronised; "
                   "drawing and video I/O excluded",
-        "settings": settings, "agreement": matched / total if total else None,
+        "settings": settings, "cpu_threads": predict_threads, "agreement": matched / total if total else None,
         "agreement_definition": "share of original detections matched one-to-one by a same-class pruned "
                                 "detection at IoU >= 0.5",
         "saved": str(save) if save else None,

@@ -187,7 +187,8 @@ def test_benchmark_scripts_say_what_is_missing_in_one_line(script, args, tmp_pat
 
 @pytest.mark.parametrize("script,flag,value,message", [
     ("bench_baselines.py", "--seeds", "0,1,1", "give distinct non-negative integers, e.g. --seeds 0,1,2"),
-    ("bench_allocation.py", "--spreads", "0.2,x", "give numbers, comma-separated, e.g. --spreads 0.2,0.4"),
+    ("bench_allocation.py", "--spreads", "0.2,0.2", "give distinct numbers, comma-separated, e.g. --spreads 0.2,0.4"),
+    ("bench_baselines.py", "--budgets", "3.7,x", "give distinct numbers, comma-separated, e.g. --budgets 3.7,3.4"),
 ])  # fmt: skip
 def test_benchmark_scripts_refuse_bad_lists_before_any_work(script, flag, value, message, tmp_path):
     from conftest import ROOT

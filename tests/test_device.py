@@ -68,13 +68,14 @@ def test_each_stage_asks_for_the_configured_device(assets, coco128, requests, tm
 
 def test_choosing_a_device_leaves_the_thread_count_alone():
     import torch
+    from ultralytics.utils import NUM_THREADS
 
     from lipslib.runtime import select_device
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(3)  # Ultralytics' own select_device would leave cpu_count − 1
+    torch.set_num_threads(NUM_THREADS + 1)  # Ultralytics' own select_device would leave NUM_THREADS
     try:
         assert select_device("cpu").type == "cpu"
-        assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == NUM_THREADS + 1
     finally:
         torch.set_num_threads(previous)

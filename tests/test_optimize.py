@@ -69,6 +69,8 @@ def test_kill_during_second_iteration_then_resume(uninterrupted, tmp_path):
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-2000:]
     assert (out / "iter_01" / "metrics.json").stat().st_mtime_ns == first  # not recomputed
+    done = json.loads((out / "state.json").read_text())["done"]
+    assert done[0]["seconds"] == state["done"][0]["seconds"] and all(d["seconds"] > 0 for d in done)  # wall times kept
     resumed, clean = pd.read_csv(out / "history.csv"), pd.read_csv(uninterrupted / "history.csv")
     pd.testing.assert_frame_equal(resumed, clean, check_exact=False, atol=1e-6)
 
