@@ -22,7 +22,6 @@ reuse finished draws (a draw folder made from another vector or spread is refuse
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,8 +30,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from bench_baselines import (GFLOPS_TOL, HARD_GOAL, PLAIN, machine, one_shot, parse_floats, run_dir, run_maps,
-                             stage1)  # fmt: skip
+from bench_baselines import (GFLOPS_TOL, HARD_GOAL, PLAIN, draw_beside, machine, one_shot, parse_floats, run_dir,
+                             run_maps, setting_args, stage1)  # fmt: skip
 from lipslib.assets import paper_dir
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model
@@ -88,28 +87,16 @@ def summarize(g: pd.DataFrame) -> dict:
 
 
 def draw_figure(result: dict, out: Path) -> None:
-    """The figure beside the JSON; the README's copy only from the default run."""
-    allocation_strip(result, out.with_suffix(".png"))
-    if out == Path(DEFAULT_OUT):
-        allocation_strip(result, Path("docs/figures/allocation.png"))
+    draw_beside(allocation_strip, result, out, DEFAULT_OUT, "docs/figures/allocation.png")
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--profile", default="demo")
-    p.add_argument("--base", default="lips_iter01_best.pt")
-    p.add_argument("--data", default="coco_val2193.yaml")
-    p.add_argument("--report", default="test")
-    p.add_argument("--imgsz", type=int, default=320)
+    p = setting_args(__doc__.split("\n")[0], DEFAULT_OUT)
     p.add_argument("--budget", type=float, default=3.4, help="GFLOPs")
     p.add_argument("--spreads", default="0.2,0.4", help="shaping strengths (schedule.spread), comma-separated")
     p.add_argument("--draws", type=int, default=8, help="shuffled vectors per spread")
     p.add_argument("--epochs", type=int, default=4, help="fine-tune epochs of every draw (bench_baselines: iterations × epochs)")
-    p.add_argument("--resamples", type=int, default=500)
     p.add_argument("--work", default="runs/bench_baselines", help="bench_baselines' folder: Stage I and its uniform run")
-    p.add_argument("--out", default=DEFAULT_OUT)
-    p.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
     a = p.parse_args()
     out = Path(a.out)
     if a.figure_only:

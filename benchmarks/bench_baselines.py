@@ -228,31 +228,41 @@ def write_report(result: dict, out: Path) -> None:
     draw(result, out)
 
 
+def draw_beside(plot, result: dict, out: Path, default_out: str, readme_copy: str) -> None:
+    """`plot(result, path)` beside the JSON `out`; the README's copy (`readme_copy`) only from the default run."""
+    plot(result, out.with_suffix(".png"))
+    if out == Path(default_out):
+        plot(result, Path(readme_copy))
+
+
 def draw(result: dict, out: Path) -> None:
-    """The Pareto figure beside the JSON; the README's copy only from the default run."""
-    baselines_pareto(result, out.with_suffix(".png"))
-    if out == Path(DEFAULT_OUT):
-        baselines_pareto(result, Path("docs/figures/baselines_pareto.png"))
+    draw_beside(baselines_pareto, result, out, DEFAULT_OUT, "docs/figures/baselines_pareto.png")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def setting_args(description: str, default_out: str) -> argparse.ArgumentParser:
+    """A parser with the arguments the benchmarks on one base and dataset share."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", default=default_out)
+    p.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
+    p.add_argument("--resamples", type=int, default=500, help="paired bootstrap resamples of the report images")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--profile", default="demo", help="schedule, recipe and Stage I settings come from here")
     p.add_argument("--base", default="lips_iter01_best.pt")
     p.add_argument("--data", default="coco_val2193.yaml")
     p.add_argument("--report", default="test", help="test: choose on val, report on test; half: split val in two")
     p.add_argument("--imgsz", type=int, default=320)
+    return p
+
+
+def main():
+    p = setting_args(__doc__.split("\n")[0], DEFAULT_OUT)
     p.add_argument("--budgets", default="3.7,3.4", help="GFLOPs budgets, comma-separated")
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--epochs", type=int, default=1, help="per LIPS iteration; one-shot methods get iterations × it")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0", help="training seeds, comma-separated: each method is fine-tuned once per seed")
-    p.add_argument("--resamples", type=int, default=500)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params.yaml overrides")
     p.add_argument("--work", default="runs/bench_baselines")
-    p.add_argument("--out", default=DEFAULT_OUT)
-    p.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
     a = p.parse_args()
     out = Path(a.out)
     if a.figure_only:
