@@ -14,7 +14,7 @@ import numpy as np
 
 from lipslib.errors import LipsError
 from lipslib.evaluate import check_writable, device_arg, first_line, write_json
-from lipslib.runtime import select_device
+from lipslib.runtime import keep_threads, select_device
 
 INFERENCE_KEYS = ("imgsz", "conf", "iou", "device", "half", "max_det", "classes")
 
@@ -154,60 +154,60 @@ def compare_video(
     writer, decoded, processed, matched, total = None, 0, 0, 0, 0
     budget = max_frames or (header // frame_step + 1 if header > 0 else None)
     bar = tqdm(total=budget, desc="compare-video", unit="frame", disable=not progress)
-    threads = torch.get_num_threads()  # the predictor's select_device sets Ultralytics' own count for the frames
-    try:
-        while ok:
-            decoded += 1
-            if (decoded - 1) % frame_step == 0:
-                panels, results = [], {}
-                for key, m in models.items():
-                    if cuda:
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    res = m["model"].predict(frame, verbose=False, **settings)[0]
-                    cuda = cuda or m["model"].predictor.device.type == "cuda"
-                    if cuda:
-                        torch.cuda.synchronize()
-                    if processed >= warmup:
-                        m["ms"].append(1e3 * (time.perf_counter() - t0))
-                    m["dets"].append(len(res.boxes))
-                    results[key] = res
-                for key, m in models.items():
-                    avg = float(np.mean(m["ms"])) if m["ms"] else float("nan")
-                    label = "original" if key == "orig" else "pruned"
-                    panels.append(_overlay(results[key].plot(), [
-                        f"{label}  frame {decoded}", f"{m['gflops']:.2f} GFLOPs",
-                        f"{avg:.1f} ms/frame  {1e3 / avg:.1f} FPS" if m["ms"] else "warming up",
-                    ]))  # fmt: skip
-                b = results["orig"].boxes
-                p = results["pruned"].boxes
-                got, n = match_share(b.xyxy.cpu(), b.cls.cpu(), p.xyxy.cpu(), p.cls.cpu())
-                matched, total = matched + got, total + n
-                canvas = np.hstack(panels)
-                if save:
-                    if writer is None:
-                        Path(save).parent.mkdir(parents=True, exist_ok=True)
-                        h, w = canvas.shape[:2]
-                        writer = cv2.VideoWriter(str(save), cv2.VideoWriter_fourcc(*"mp4v"), fps / frame_step, (w, h))
-                    writer.write(canvas)
-                if show:
-                    cv2.imshow("LIPS: original | pruned", canvas)
-                    if cv2.waitKey(1) & 0xFF == ord("q"):
+    with keep_threads():  # the predictor's select_device sets Ultralytics' own count, which the frames run on
+        try:
+            while ok:
+                decoded += 1
+                if (decoded - 1) % frame_step == 0:
+                    panels, results = [], {}
+                    for key, m in models.items():
+                        if cuda:
+                            torch.cuda.synchronize()
+                        t0 = time.perf_counter()
+                        res = m["model"].predict(frame, verbose=False, **settings)[0]
+                        cuda = cuda or m["model"].predictor.device.type == "cuda"
+                        if cuda:
+                            torch.cuda.synchronize()
+                        if processed >= warmup:
+                            m["ms"].append(1e3 * (time.perf_counter() - t0))
+                        m["dets"].append(len(res.boxes))
+                        results[key] = res
+                    for key, m in models.items():
+                        avg = float(np.mean(m["ms"])) if m["ms"] else float("nan")
+                        label = "original" if key == "orig" else "pruned"
+                        panels.append(_overlay(results[key].plot(), [
+                            f"{label}  frame {decoded}", f"{m['gflops']:.2f} GFLOPs",
+                            f"{avg:.1f} ms/frame  {1e3 / avg:.1f} FPS" if m["ms"] else "warming up",
+                        ]))  # fmt: skip
+                    b = results["orig"].boxes
+                    p = results["pruned"].boxes
+                    got, n = match_share(b.xyxy.cpu(), b.cls.cpu(), p.xyxy.cpu(), p.cls.cpu())
+                    matched, total = matched + got, total + n
+                    canvas = np.hstack(panels)
+                    if save:
+                        if writer is None:
+                            Path(save).parent.mkdir(parents=True, exist_ok=True)
+                            h, w = canvas.shape[:2]
+                            writer = cv2.VideoWriter(str(save), cv2.VideoWriter_fourcc(*"mp4v"), fps / frame_step,
+                                                     (w, h))
+                        writer.write(canvas)
+                    if show:
+                        cv2.imshow("LIPS: original | pruned", canvas)
+                        if cv2.waitKey(1) & 0xFF == ord("q"):
+                            break
+                    processed += 1
+                    bar.update()
+                    if max_frames and processed >= max_frames:
                         break
-                processed += 1
-                bar.update()
-                if max_frames and processed >= max_frames:
-                    break
-            ok, frame = cap.read()
-    finally:
-        predict_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        bar.close()
-        cap.release()
-        if writer is not None:
-            writer.release()
-        if show:
-            cv2.destroyAllWindows()
+                ok, frame = cap.read()
+        finally:
+            predict_threads = torch.get_num_threads()
+            bar.close()
+            cap.release()
+            if writer is not None:
+                writer.release()
+            if show:
+                cv2.destroyAllWindows()
     rec = {
         "video": str(path), "frames_in_header": header, "frames_decoded": decoded, "frames_processed": processed,
         "frame_step": frame_step, "warmup_frames_excluded": min(warmup, processed),

@@ -49,3 +49,16 @@ def yolo11n():
     from lipslib.engine import load_model
 
     return load_model("yolo11n.yaml")
+
+
+@pytest.fixture
+def foreign_threads() -> int:
+    """torch set to a thread count Ultralytics' select_device never sets (it sets NUM_THREADS on the CPU), and the
+    previous count restored afterwards: a test sees whether a call left Ultralytics' count behind."""
+    import torch
+    from ultralytics.utils import NUM_THREADS
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(NUM_THREADS + 1)
+    yield NUM_THREADS + 1
+    torch.set_num_threads(previous)

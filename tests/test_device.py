@@ -66,16 +66,10 @@ def test_each_stage_asks_for_the_configured_device(assets, coco128, requests, tm
         assert "lipslib/runtime" in {c for c, _ in asked[name]}, (name, asked[name])
 
 
-def test_choosing_a_device_leaves_the_thread_count_alone():
+def test_choosing_a_device_leaves_the_thread_count_alone(foreign_threads):
     import torch
-    from ultralytics.utils import NUM_THREADS
 
     from lipslib.runtime import select_device
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(NUM_THREADS + 1)  # Ultralytics' own select_device would leave NUM_THREADS
-    try:
-        assert select_device("cpu").type == "cpu"
-        assert torch.get_num_threads() == NUM_THREADS + 1
-    finally:
-        torch.set_num_threads(previous)
+    assert select_device("cpu").type == "cpu"
+    assert torch.get_num_threads() == foreign_threads

@@ -28,19 +28,13 @@ def pruned_iter01(assets, tmp_path_factory):
 
 
 @pytest.mark.slow  # trains
-def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, tmp_path):
+def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, tmp_path, foreign_threads):
     from ultralytics import YOLO
-    from ultralytics.utils import NUM_THREADS
 
     before = engine.load_model(pruned_iter01)
     run = tmp_path / "iter_01" / "ft" / "finetune"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(NUM_THREADS + 1)  # a count Ultralytics' select_device would not leave behind
-    try:
-        rec = finetune(pruned_iter01, coco128, run, epochs=1, imgsz=320, batch=16, device="cpu", workers=0)
-        assert torch.get_num_threads() == NUM_THREADS + 1  # the process's own count again after the fine-tune
-    finally:
-        torch.set_num_threads(previous)
+    rec = finetune(pruned_iter01, coco128, run, epochs=1, imgsz=320, batch=16, device="cpu", workers=0)
+    assert torch.get_num_threads() == foreign_threads  # the process's own count again after the fine-tune
     final = run / "weights" / "last_pruned_full.pt"
     assert rec["weights"] == str(final) and (run / "args.yaml").is_file() and (run / "results.csv").is_file()
     received = yaml.safe_load((run / "args.yaml").read_text())  # what Ultralytics trained with

@@ -43,20 +43,16 @@ def test_side_by_side_mp4_and_summary(assets, cpu_args, tmp_path):
     assert rec["orig"]["gflops"] == pytest.approx(4.24, abs=0.01) and 0 < rec["agreement"] <= 1
 
 
-def test_the_frames_run_on_ultralytics_threads_and_the_process_keeps_its_own(assets, cpu_args):
+def test_the_frames_run_on_ultralytics_threads_and_the_process_keeps_its_own(assets, cpu_args, foreign_threads):
     import torch
     from ultralytics.utils import NUM_THREADS
 
     from lipslib.video import compare_video
 
-    w, previous = assets / "weights", torch.get_num_threads()
-    torch.set_num_threads(NUM_THREADS + 1)  # a count Ultralytics' predictor would not leave behind
-    try:
-        rec = compare_video(assets / "videos" / "crosswalk.mp4", w / "lips_iter01_best.pt", w / "lips_iter24_best.pt",
-                            args_yaml=cpu_args, frame_step=50, max_frames=2, warmup=0, progress=False)  # fmt: skip
-        assert rec["cpu_threads"] == NUM_THREADS and torch.get_num_threads() == NUM_THREADS + 1
-    finally:
-        torch.set_num_threads(previous)
+    w = assets / "weights"
+    rec = compare_video(assets / "videos" / "crosswalk.mp4", w / "lips_iter01_best.pt", w / "lips_iter24_best.pt",
+                        args_yaml=cpu_args, frame_step=50, max_frames=2, warmup=0, progress=False)  # fmt: skip
+    assert rec["cpu_threads"] == NUM_THREADS and torch.get_num_threads() == foreign_threads
 
 
 def test_seed_entry_point_and_truncated_video(assets, cpu_args, tmp_path):
