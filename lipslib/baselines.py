@@ -103,9 +103,32 @@ def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", ma
 def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance: dict[str, float] | None = None,
               spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1", round_to: int | None = None,
               steps: int = 14) -> dict:  # fmt: skip
-    """Prune `base` once to `target_gflops` with a baseline method (kept widths rounded to multiples of
-    `round_to` when given; `steps` of bisection on its scalar). Returns {'model', 'gflops', 'scalar',
-    'ratios' (per LIPS layer; None for global magnitude)}."""
+    """Prune `base` once to a GFLOPs budget with a baseline method, its one scalar found by bisection.
+
+    Args:
+        method: `uniform` (every LIPS target at one ratio), `shaped` (the importance-shaped schedule,
+            ratio + spread·(mean imp − imp_i), at the mean ratio that meets the budget) or `global`
+            (torch-pruning's global magnitude ranking over the whole model, at one global ratio).
+        base: the model to prune (not changed).
+        target_gflops: the budget, below the base's GFLOPs (at 640, the paper's convention).
+        importance: `{layer: importance}`, needed by `shaped`.
+        spread: the shaping's strength for `shaped`.
+        r_max: the largest ratio tried.
+        criterion: channel score: `l1`, `l2` or `random`.
+        round_to: round kept widths to multiples of this.
+        steps: bisection steps on the scalar.
+
+    Returns:
+        `{'model' (the pruned copy), 'gflops', 'scalar' (the ratio found), 'ratios' (`{layer: ratio}` per
+        LIPS target; None for global)}`.
+
+    Raises:
+        LipsError: an unknown method, a budget outside (0, base GFLOPs), or `shaped` without importance.
+
+    Examples:
+        >>> cut = at_gflops("uniform", load_model("lips_iter01_best.pt"), 3.9)  # doctest: +SKIP
+        >>> res = prune(base, cut["ratios"], track=True)                      # doctest: +SKIP
+    """
     count = cost_counter(base)  # exact (counted at 64 px and scaled): the bisection's counts cost little
     base_gflops = count(base).gflops
     if not 0 < target_gflops < base_gflops:

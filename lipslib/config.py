@@ -44,8 +44,25 @@ def _dotted(doc: dict) -> dict[str, str]:
 
 
 def load_params(path: str | Path = "params.yaml", profile: str | None = None, overrides: dict | None = None) -> dict:
-    """The effective parameters of `profile` (default: the file's `profile:` key), plus `overrides`
-    given as dotted keys {'schedule.target_gflops': 3.8} or flat notebook names {'schedule_target_gflops': 3.8}."""
+    """The effective parameters of a profile of params.yaml: `defaults` deep-merged with the profile's overrides.
+
+    Args:
+        path: the params file.
+        profile: `paper`, `rehearsal`, `demo`, `smoke`, … (default: the file's `profile:` key, else `paper`).
+        overrides: more values, as dotted keys `{'schedule.target_gflops': 3.8}` or flat notebook names
+            `{'schedule_target_gflops': 3.8}`.
+
+    Returns:
+        The nested parameters (every key of `defaults`), with `profile` set to the profile's name.
+
+    Raises:
+        LipsError: a missing or malformed file, an unknown profile, or an unknown key (with a suggestion).
+
+    Examples:
+        >>> params = load_params("params.yaml", "demo", {"schedule.target_gflops": 3.8})  # doctest: +SKIP
+        >>> params["schedule"]["target_gflops"]                                          # doctest: +SKIP
+        3.8
+    """
     path = Path(path)
     if not path.is_file():
         raise LipsError(f"params file '{path}' not found; run from the repo root or pass --params")

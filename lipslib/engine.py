@@ -37,7 +37,22 @@ LOG_COLUMNS = [
 
 
 def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
-    """A detection model in float32 eval mode: from a module, a `.pt` checkpoint or a model yaml."""
+    """A detection model in float32 eval mode: from a module, a `.pt` checkpoint or a model yaml.
+
+    Args:
+        weights: an Ultralytics detection module, a `.pt` checkpoint (a path, or a name looked up under
+            `$LIPS_ASSETS/weights/`, then downloaded by Ultralytics), or a model yaml such as `yolo11n.yaml`
+            (built with a fixed seed, so every process builds the same weights).
+
+    Returns:
+        The `DetectionModel`, float32, in eval mode, with gradients enabled (torch-pruning traces autograd).
+
+    Raises:
+        LipsError: the file is missing or unreadable, or is not a YOLO detector.
+
+    Examples:
+        >>> base = load_model("lips_iter01_best.pt")  # doctest: +SKIP
+    """
     if isinstance(weights, nn.Module):
         model = weights
     elif str(weights).endswith((".yaml", ".yml")):
@@ -101,12 +116,32 @@ def build_graph(model: nn.Module, trace_size: int = 64) -> tp.DependencyGraph:
 
 
 def n_remove(n: int, ratio: float, round_to: int | None = None) -> int:
-    """Channels removed from a layer of n: floor(n · ratio); with round_to, the kept count is the nearest
-    (ties: the smaller) of the multiples of round_to that fit in n and n itself, which hardware likes better
-    than odd widths. n itself is a candidate so that a layer whose base width is not a multiple (the
-    authors' iter-01 has 12, 23, 45, …) is not cut by up to round_to − 1 channels at any ratio: forced
-    cuts of the narrow stem layers (12 → 8) cost most of the rounded loop's accuracy. A layer narrower than
-    round_to is left as floor(n · ratio) says."""
+    """Channels removed from a layer of `n` output channels at `ratio`.
+
+    floor(n · ratio); with `round_to`, the kept count is the nearest (ties: the smaller) of the multiples of
+    `round_to` that fit in n and n itself, which hardware likes better than odd widths. n itself is a
+    candidate so that a layer whose base width is not a multiple (the authors' iter-01 has 12, 23, 45, …) is
+    not cut by up to round_to − 1 channels at any ratio: forced cuts of the narrow stem layers (12 → 8) cost
+    most of a rounded loop's accuracy. A layer narrower than `round_to` is left as floor(n · ratio) says.
+
+    Args:
+        n: the layer's output channels.
+        ratio: share of channels to remove, in [0, 1).
+        round_to: round the kept width to a multiple of this (None or 1: no rounding).
+
+    Returns:
+        The number of channels to remove.
+
+    Examples:
+        >>> n_remove(64, 0.3)                # floor(19.2)
+        19
+        >>> n_remove(23, 0.3, round_to=8)    # keeps 16, the multiple of 8 nearest to the 17 wanted
+        7
+        >>> n_remove(12, 0.1, round_to=8)    # keeps 12: the base width is nearer to 11 than 8 is
+        0
+        >>> n_remove(6, 0.5, round_to=8)     # narrower than round_to: floor(n · ratio)
+        3
+    """
     k = math.floor(n * ratio)
     if round_to and round_to > 1 and n >= round_to:
         want = n - k
@@ -118,6 +153,17 @@ def n_remove(n: int, ratio: float, round_to: int | None = None) -> int:
 
 @dataclass
 class PruneResult:
+    """What `prune` returns.
+
+    Attributes:
+        model: the pruned copy (or `model` itself, pruned in place, with `inplace=True`).
+        ratios: the ratios applied, `{layer: ratio}`.
+        log: with `log=True`, one row per layer in the authors' `prune_directed_log.csv` columns
+            (`LOG_COLUMNS`; write it with `write_log`).
+        origin: with `track=True`, for every parameter and floating-point buffer of `model`, the flat index in
+            the unpruned tensor each element came from (what recovery and warm starts need); else None.
+    """
+
     model: nn.Module
     ratios: dict[str, float]
     log: list[dict] = field(default_factory=list)  # one row per layer, the authors' prune_directed_log columns
@@ -151,9 +197,36 @@ def prune(
     inplace: bool = False,
     track: bool = False,
 ) -> PruneResult:
-    """Prune `ratios` out of (a copy of) `model`. With `log`, each step's cost is counted, as in the
-    authors' prune_directed_log.csv (that costs one MAC count per layer). With `track`, the result's
-    `origin` maps each kept element to its place in `model` (a second, lockstep prune of a probe copy)."""
+    """Prune `ratios` out of (a copy of) `model`, the directed rule of the module doc.
+
+    Layers are pruned in sorted name order; each removes `n_remove(n, ratio, round_to)` output channels of
+    its conv, those with the lowest `criterion` score over the conv's whole dependency group, and the cut
+    follows through every layer that depends on it.
+
+    Args:
+        model: the model to prune (from `load_model`); ratios are relative to its widths.
+        ratios: `{conv name: ratio}` (see `read_spec`; `lipslib.layers.default_targets` lists the 29 LIPS
+            targets, any other prunable conv may be named too).
+        criterion: channel score: `l1` (default), `l2` or `random`.
+        round_to: round kept widths to multiples of this (see `n_remove`).
+        imgsz: image size of the cost log.
+        log: count each step's cost, as in the authors' prune_directed_log.csv (one MAC count per layer).
+        inplace: prune `model` itself instead of a copy.
+        track: record in the result's `origin` where each kept element sits in `model` (a second, lockstep
+            prune of a probe copy); recovery (`recover`) and warm starts need it.
+
+    Returns:
+        A `PruneResult`: the pruned model, the ratios, the per-layer log and (with `track`) the origins.
+
+    Raises:
+        LipsError: an unknown layer or criterion, a ratio outside [0, 1), or one that leaves no channel.
+
+    Examples:
+        >>> base = load_model("lips_iter01_best.pt")                     # doctest: +SKIP
+        >>> res = prune(base, {"model.2.cv2.conv": 0.3, "model.4.cv2.conv": 0.2})  # doctest: +SKIP
+        >>> cost(res.model).gflops < cost(base).gflops                   # doctest: +SKIP
+        True
+    """
     if criterion not in CRITERIA:
         raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
     model = model if inplace else deepcopy(model)
@@ -209,6 +282,13 @@ def write_log(rows: list[dict], path: str | os.PathLike) -> Path:
 
 @dataclass
 class Cost:
+    """A model's cost in the paper's convention (see `cost`).
+
+    Attributes:
+        gflops: 2 × MACs of one forward of the BN-fused model at imgsz × imgsz, in billions.
+        params: parameters of the BN-fused model.
+    """
+
     gflops: float
     params: int
 
@@ -222,7 +302,19 @@ def _macs(model: nn.Module, imgsz: int) -> tuple[float, int]:
 
 
 def cost(model: nn.Module, imgsz: int = 640) -> Cost:
-    """GFLOPs (2 × MACs) and parameters of a BN-fused copy at imgsz × imgsz, the paper's convention."""
+    """GFLOPs (2 × MACs) and parameters of a BN-fused copy at imgsz × imgsz, the paper's convention.
+
+    Args:
+        model: a detection model (from `load_model` or `prune`); it is not changed.
+        imgsz: square input size; GFLOPs are always quoted at 640 in the paper and in lipslib's reports.
+
+    Returns:
+        A `Cost` with `gflops` and `params`.
+
+    Examples:
+        >>> cost(load_model("yolo11n.yaml"))  # doctest: +SKIP
+        Cost(gflops=6.5189504, params=2624080)
+    """
     macs, params = _macs(model, imgsz)
     return Cost(gflops=2 * macs / 1e9, params=int(params))
 
@@ -263,8 +355,23 @@ def _as_dict(args) -> dict:
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None = None, train_args=None) -> Path:
-    """Save as a plain Ultralytics checkpoint (the pickled module keeps the pruned shapes, so `YOLO(path)`
-    loads it with no lipslib code). Written atomically: a crash never leaves a half-written file."""
+    """Save a model as a plain Ultralytics checkpoint.
+
+    The pickled module keeps the pruned shapes, so `YOLO(path)` loads, predicts and exports it with no
+    lipslib code. Written atomically: a crash never leaves a half-written file.
+
+    Args:
+        model: the (pruned) detection model; saved as an fp16 copy, as Ultralytics saves.
+        path: the `.pt` file to write (folders are created).
+        meta: extra information stored under the checkpoint's `lips` key.
+        train_args: Ultralytics arguments to store as `train_args` (default: the model's own `args`).
+
+    Returns:
+        The path written.
+
+    Examples:
+        >>> save_checkpoint(res.model, "pruned.pt")  # doctest: +SKIP
+    """
     import ultralytics
 
     path = Path(path)

@@ -89,7 +89,25 @@ def frame_tensor(image, imgsz: int) -> torch.Tensor:
 
 
 def calibration_images(data, split: str = "train", n: int = 64, imgsz: int = 640) -> torch.Tensor:
-    """The first `n` images of a dataset split (Ultralytics' listing), letterboxed to imgsz × imgsz."""
+    """The first `n` images of a dataset split, letterboxed as Ultralytics does: calibration data for recovery.
+
+    Args:
+        data: a dataset yaml (a path, or a name under `$LIPS_ASSETS/datasets/`, e.g. `coco128.yaml`).
+        split: the split to take them from; `train` keeps the images you evaluate on out of it.
+        n: how many images (the first n of Ultralytics' sorted listing).
+        imgsz: square size, a multiple of 32.
+
+    Returns:
+        A float tensor n × 3 × imgsz × imgsz with values in [0, 1] (RGB).
+
+    Raises:
+        LipsError: a missing dataset or split, n < 1, or an image size that is not a multiple of 32.
+
+    Examples:
+        >>> images = calibration_images("coco128.yaml", "train", 16, 320)  # doctest: +SKIP
+        >>> images.shape                                                   # doctest: +SKIP
+        torch.Size([16, 3, 320, 320])
+    """
     if not isinstance(n, int) or n < 1:
         raise LipsError(f"calibration needs at least one image, got {n!r}")
     if not isinstance(imgsz, int) or imgsz < 32 or imgsz % 32:
@@ -129,9 +147,31 @@ def evaluate(
     threads: int | None = None,
     out: str | os.PathLike | None = None,
 ) -> dict:
-    """Evaluate a detector: mAP50-95 / mAP50 on `split` at `imgsz` on `device` (None: Ultralytics chooses,
-    the first GPU when present), GFLOPs/params at `cost_imgsz`. With `out`, the record is also written
-    there as JSON (checked writable before the validation)."""
+    """Evaluate a detector: Ultralytics' validator for mAP, the engine for its cost.
+
+    Validation uses rect batches, as `yolo val` and `YOLO.val()` do, so the mAP equals Ultralytics' own.
+
+    Args:
+        model: a checkpoint, a model yaml or a module (see `load_model`).
+        data: a dataset yaml (a path, or a name under `$LIPS_ASSETS/datasets/`).
+        imgsz: validation image size.
+        batch: validation batch size.
+        device: `cpu`, `0`, `0,1`, … ; None lets Ultralytics choose (the first GPU when present).
+        split: the dataset split to validate on.
+        cost_imgsz: image size of the GFLOPs count (the paper's 640).
+        threads: CPU threads for the validation (default: all cores).
+        out: also write the record there as JSON (checked writable before the validation).
+
+    Returns:
+        The metrics record: `map50_95`, `map50`, `precision`, `recall`, `gflops`, `params`, `images`, `imgsz`,
+        `split`, `data`, `weights`, `device`, `cost_imgsz`, `val_seconds`.
+
+    Raises:
+        LipsError: a missing model or dataset, a split without labels, or a failed validation.
+
+    Examples:
+        >>> evaluate("lips_iter24_best.pt", "coco128.yaml", imgsz=320)["map50_95"]  # doctest: +SKIP
+    """
     if out:
         check_writable(out)
     info = check_data(data, splits=(split,))

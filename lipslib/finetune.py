@@ -1,7 +1,7 @@
 """Fine-tuning that keeps the pruned architecture.
 
 `YOLO("pruned.pt").train()` rebuilds the unpruned net from the checkpoint's yaml and copies only the
-matching weights (measured: 1.80 M → 2.62 M params, mAP 0.00). `PrunedTrainer` is Ultralytics'
+matching weights: the pruned model is silently replaced by a full-width one. `PrunedTrainer` is Ultralytics'
 DetectionTrainer with one change: its model *is* the pruned module from the checkpoint. Everything else
 (data, augmentation, EMA, AMP, DDP, checkpoints, results.csv, args.yaml) is Ultralytics' own.
 
@@ -13,9 +13,8 @@ in `args.model` through `get_model`, as the single-process trainer does.
 AMP (`amp`, Ultralytics' argument): Ultralytics checks fp16 on its own reference model, which it first
 downloads (offline it skips the check and turns AMP on). `PrunedTrainer` checks the model it trains
 instead: fp32 and fp16-autocast detections on a real image must agree as in Ultralytics' check. BN-free
-models (the authors' checkpoints) get no special case: measured on CPU, their largest conv output is
-~94 on COCO images (fp16 overflows at 65504) and fp16 inference leaves their mAP50-95 within 1e-3 of
-fp32 (README); the check on the training device decides.
+models (the authors' checkpoints) get no special case (their activations stay far below fp16's range; the
+docs' GPU runbook has the measurements); the check on the training device decides.
 """
 
 from __future__ import annotations
@@ -212,13 +211,37 @@ def finetune(
     distill_weight: float = 1.0,
     **train_args_,
 ) -> dict:
-    """Fine-tune a pruned checkpoint with Ultralytics. `out` is the run folder: it receives args.yaml,
-    results.csv and weights/{last,best,last_pruned_full}.pt, the last being the final model.
-    `train_args_` are Ultralytics train arguments (device: None lets Ultralytics choose, '0,1' runs DDP).
-    `distill`: 'outputs' adds lipslib's output distillation from `teacher` (the unpruned model) with
-    `distill_weight`; 'features' is Ultralytics' own (distill_model=teacher, dis=distill_weight).
-    Returns {'weights', 'run_dir', 'epochs', 'map50_95', 'map50', 'metrics' (evaluate's record of the
-    returned weights on the val split), 'params', 'ddp', 'amp' (whether fp16 was used)}."""
+    """Fine-tune a pruned checkpoint with Ultralytics, keeping its pruned architecture.
+
+    Args:
+        weights: the pruned `.pt` checkpoint (from `save_checkpoint` or `lips prune`); an unpruned one is
+            refused (use `yolo train` for those).
+        data: a dataset yaml with `train` and `val` splits, with the model's classes.
+        out: the run folder: it receives args.yaml, results.csv and weights/{last,best,last_pruned_full}.pt,
+            the last being the final model.
+        recipe: `paper` (the seed's SGD table: lr0 0.01, 3 warm-up epochs, batch 64, 640, 20 epochs),
+            `bn-free` (lr0 0.002, no warm-up: for models without BatchNorm) or `auto` (bn-free for models
+            without BatchNorm, else paper).
+        threads: CPU threads for training and validation (default: all cores).
+        distill: `none`; `outputs`: lipslib's output distillation from `teacher`; `features`: Ultralytics'
+            own (distill_model=teacher, dis=distill_weight).
+        teacher: the unpruned model the checkpoint was pruned from (needed by `distill`).
+        distill_weight: weight of the distillation term.
+        **train_args_: any Ultralytics train argument (`epochs`, `imgsz`, `batch`, `fraction`, `seed`, …),
+            over the recipe; `device`: None lets Ultralytics choose, `0,1` runs DDP.
+
+    Returns:
+        `{'weights' (last_pruned_full.pt), 'run_dir', 'epochs', 'map50_95', 'map50', 'metrics' (evaluate's
+        record of the returned weights on the val split), 'params', 'ddp', 'amp' (whether fp16 was used)}`.
+
+    Raises:
+        LipsError: bad arguments (refused before training, with Ultralytics' suggestion for unknown keys), a
+            class mismatch with the dataset, or a failed run (its folder is removed if this call made it).
+
+    Examples:
+        >>> tuned = finetune("pruned.pt", "coco128.yaml", "runs/ft", epochs=3, imgsz=320)  # doctest: +SKIP
+        >>> tuned["weights"], tuned["map50_95"]                                           # doctest: +SKIP
+    """
     from lipslib.distill import MODES, OutputDistillation
 
     if distill not in MODES:

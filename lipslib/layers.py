@@ -35,7 +35,14 @@ def _dense(m: nn.Module) -> bool:
 
 
 def default_targets(model: nn.Module) -> list[str]:
-    """The LIPS target set (29 convs for YOLO11), sorted by name as the authors' engine processes them."""
+    """The LIPS target set (29 convs for YOLO11), sorted by name as the authors' engine processes them.
+
+    Args:
+        model: a YOLO11 detection model (any size: n, s, m, …).
+
+    Returns:
+        The conv names: the output conv of every backbone/neck block and the hidden convs of each Detect branch.
+    """
     head = detect_head(model)
     idx_head = len(model.model) - 1
     names: list[str] = []
@@ -52,7 +59,14 @@ def default_targets(model: nn.Module) -> list[str]:
 
 
 def prunable_convs(model: nn.Module) -> list[str]:
-    """Every conv whose output channels may be removed: dense convs outside the head's prediction layers."""
+    """Every conv whose output channels may be removed: dense convs outside the head's prediction layers.
+
+    Args:
+        model: a YOLO detection model.
+
+    Returns:
+        The conv names, sorted.
+    """
     head = detect_head(model)
     idx_head = len(model.model) - 1
     keep = {f"model.{idx_head}.{b}.{s}.{len(seq) - 1}" for b in ("cv2", "cv3") for s, seq in enumerate(getattr(head, b))}
@@ -62,7 +76,18 @@ def prunable_convs(model: nn.Module) -> list[str]:
 
 
 def validate_layers(model: nn.Module, names) -> list[str]:
-    """The names, checked against the model's prunable convs; an unknown name lists the valid ones."""
+    """Check layer names against the model's prunable convs.
+
+    Args:
+        model: a YOLO detection model.
+        names: the conv names to check.
+
+    Returns:
+        The names, as a list.
+
+    Raises:
+        LipsError: an unknown name (the message suggests the nearest and lists the valid ones).
+    """
     valid = prunable_convs(model)
     valid_set = set(valid)
     for name in names:

@@ -31,8 +31,7 @@ accuracy gap d = (M − m) / M.
 * hold (both met): Δr_i = 0.
 * a cost step that falls short (`lengthen_step`, applied by the loop to cost-gate steps): first order
   overestimates what a step saves (a conv's FLOPs are a product of two widths that both shrink), so an
-  auto step lands above the target (3.83 → 3.45 for a 3.4 target, 1.4 % over) and spends an iteration on
-  one more cut; and with channel rounding, widths move in jumps of round_to, so a step's rounded copy can
+  auto step lands above the target and spends an iteration on one more cut; and with channel rounding, widths move in jumps of round_to, so a step's rounded copy can
   save less than the step would unrounded, or even cost more (its decreases on important layers cross a
   rounding threshold while its small increases do not). The step Δr is then scaled by the first factor
   whose pruned copy, by the cost's prediction, saves enough: with κ_c auto, down to target·(1 + tol);
@@ -52,6 +51,17 @@ GATES = ("cost", "accuracy", "hold")
 
 @dataclass(frozen=True)
 class Targets:
+    """What the loop aims at; checked when made.
+
+    Attributes:
+        cost: the cost target G: GFLOPs, or milliseconds with a latency target (`schedule.target_ms`).
+        map50_95: the accuracy target M (mAP50-95); below it, at the budget, the accuracy gate opens.
+        cost_tol: relative tolerance: the cost gate opens above cost · (1 + cost_tol).
+
+    Raises:
+        LipsError: a cost ≤ 0, an mAP outside (0, 1] or a negative tolerance.
+    """
+
     cost: float  # GFLOPs, or ms with a latency target
     map50_95: float
     cost_tol: float = 0.0  # relative: the cost gate opens above cost · (1 + tol)
@@ -67,6 +77,25 @@ class Targets:
 
 @dataclass(frozen=True)
 class RuleParams:
+    """The gains of the update rule (module doc); the defaults were fitted to the authors' 24 published updates.
+
+    Attributes:
+        kappa_cost: κ_c, the cost gate's push per unit of relative overshoot; None for `auto` (the step whose
+            first-order saving is the whole overshoot; needs per-layer costs).
+        step_cost: s_c, the cost gate's pull-back of the most important layer.
+        kappa_acc: κ_a, the accuracy gate's step per unit of cost room left.
+        step_acc: s_a, the smallest accuracy-gate step.
+        damping: ρ, the factor applied to every step at each gate flip.
+        margin: cost-aware guard: the cost gate's crossover is kept at least this far above the
+            cost-weighted mean importance.
+        neutral_acc: the accuracy gate moves capacity at constant first-order cost (needs per-layer costs).
+        r_min: lower clip of the ratios.
+        r_max: upper clip of the ratios.
+
+    Raises:
+        LipsError: clips outside 0 ≤ r_min ≤ r_max < 1, a damping outside (0, 1], or a negative gain.
+    """
+
     kappa_cost: float | None = 0.6  # κ_c: push per unit of relative overshoot; None: auto (close it, first order)
     step_cost: float = 0.003  # s_c: pull-back of the most important layer under the cost gate
     kappa_acc: float = 0.34  # κ_a: accuracy-gate step per unit of cost room
@@ -89,8 +118,30 @@ class RuleParams:
 
 def initial_schedule(importance: dict[str, float], kind: str = "uniform", ratio: float = 0.3,
                      spread: float = 0.2, r_min: float = 0.0, r_max: float = 0.9) -> dict[str, float]:  # fmt: skip
-    """`uniform`: every layer at `ratio` (the paper: 0.3). `importance`: ratio + spread·(mean imp − imp_i),
-    same mean ratio, important layers pruned less."""
+    """The schedule the loop starts from.
+
+    Args:
+        importance: `{layer: importance}` (Stage I, `run_sensitivity`); its keys are the layers scheduled.
+        kind: `uniform`: every layer at `ratio` (the paper: 0.3); `importance`: ratio + spread·(mean imp −
+            imp_i), the same mean ratio with important layers pruned less.
+        ratio: the (mean) ratio.
+        spread: how strongly `importance` shapes the ratios (negative: against importance).
+        r_min: lower clip of the shaped ratios.
+        r_max: upper clip of the shaped ratios.
+
+    Returns:
+        `{layer: ratio}`, sorted by layer name.
+
+    Raises:
+        LipsError: an unknown kind or a ratio outside [0, 1).
+
+    Examples:
+        >>> initial_schedule({"a": 1.0, "b": 0.0, "c": 0.5}, "uniform", ratio=0.3)
+        {'a': 0.3, 'b': 0.3, 'c': 0.3}
+        >>> shaped = initial_schedule({"a": 1.0, "b": 0.0, "c": 0.5}, "importance", ratio=0.3, spread=0.2)
+        >>> {k: round(v, 4) for k, v in shaped.items()}
+        {'a': 0.2, 'b': 0.4, 'c': 0.3}
+    """
     if not 0 <= ratio < 1:
         raise LipsError(f"initial ratio must be in [0, 1), got {ratio}")
     if kind == "uniform":
@@ -118,9 +169,42 @@ def update(
     params: RuleParams = RuleParams(),
     costs: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], dict]:
-    """One LIPS update. `measured` has 'cost' and 'map50_95'; `costs` (optional) the cost each layer
-    saves per unit ratio. Returns the new ratios and the new state (gate, damp, a, b: the affine
-    coefficients of this step, step = −b)."""
+    """One LIPS update: which gate is open, and the affine step Δr_i = a + b·imp_i it takes (module doc).
+
+    Args:
+        ratios: the current `{layer: ratio}`.
+        importance: `{layer: importance in [0, 1]}` for at least every layer of `ratios`.
+        measured: what the last iteration measured: `{'cost': …, 'map50_95': …}` (cost in the targets' unit).
+        targets: the cost and accuracy targets.
+        state: the state this function returned last time (None at the first update): it carries the last
+            gate and the damping.
+        params: the rule's gains.
+        costs: `{layer: cost saved per unit ratio}` (first order); needed by `kappa_cost=None` (auto) and
+            `neutral_acc`, and turns on the cost-aware guard. Costs ≤ 0 count as 0.
+
+    Returns:
+        `(new_ratios, new_state)`: the ratios after the step, clipped to [r_min, r_max], and the state
+        `{'gate', 'damp', 'a', 'b', 'step' (= −b), 'params'}`.
+
+    Raises:
+        LipsError: a layer without importance, or a rule that needs `costs` without them.
+
+    Examples:
+        Over the GFLOPs target, the cost gate prunes the unimportant layer more and the important one less:
+
+        >>> targets = Targets(cost=4.0, map50_95=0.5)
+        >>> ratios, state = update({"a": 0.3, "b": 0.3}, {"a": 1.0, "b": 0.0}, {"cost": 4.4, "map50_95": 0.45},
+        ...                        targets)
+        >>> state["gate"], {k: round(v, 4) for k, v in ratios.items()}
+        ('cost', {'a': 0.297, 'b': 0.36})
+
+        Within budget but below the accuracy target, ratios fall in proportion to importance (the gate flipped,
+        so the step is damped by ρ = 0.5):
+
+        >>> ratios, state = update(ratios, {"a": 1.0, "b": 0.0}, {"cost": 3.9, "map50_95": 0.4}, targets, state)
+        >>> state["gate"], {k: round(v, 4) for k, v in ratios.items()}
+        ('accuracy', {'a': 0.2927, 'b': 0.36})
+    """
     missing = sorted(set(ratios) - set(importance))
     if missing:
         raise LipsError(f"no importance for layers {', '.join(missing)}")

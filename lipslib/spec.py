@@ -15,8 +15,25 @@ _LINE = re.compile(r"^\s*([\w.]+)\s*:\s*([-+0-9.eE]+)\s*$")
 
 
 def parse_spec(text: str, source: str = "spec") -> dict[str, float]:
-    """Parse a spec. The first line of the authors' format is a free-text header and is skipped;
-    every other non-blank line must be `layer: ratio`."""
+    """Parse a spec in the authors' `prune_spec.txt` format.
+
+    The first line is a free-text header and is skipped; every other non-blank line must be
+    `layer: ratio` (lines starting with `#` are comments).
+
+    Args:
+        text: the file's text.
+        source: what to call it in error messages.
+
+    Returns:
+        `{layer: ratio}`.
+
+    Raises:
+        LipsError: a malformed line, a ratio outside [0, 1), or no `layer: ratio` line at all.
+
+    Examples:
+        >>> parse_spec("Prune spec applied (layer_name: ratio):\\nmodel.0.conv: 0.1\\nmodel.1.conv: 0.25")
+        {'model.0.conv': 0.1, 'model.1.conv': 0.25}
+    """
     out: dict[str, float] = {}
     seen_line = False
     for no, line in enumerate(text.splitlines(), 1):
@@ -36,7 +53,42 @@ def parse_spec(text: str, source: str = "spec") -> dict[str, float]:
 
 
 def read_spec(spec: str | Path | dict, default_layers=None) -> dict[str, float]:
-    """A spec from a dict, a number (uniform over `default_layers`), or a file (.yaml/.yml/.json/.txt)."""
+    """A ratio spec `{layer: ratio}` from a dict, a number, or a file.
+
+    Args:
+        spec: a dict; a number (or its text) for a uniform ratio over `default_layers`; or a file:
+            `.yaml`/`.yml`/`.json` holding a mapping `layer: ratio`, or any other text file in the authors'
+            `prune_spec.txt` format (`parse_spec`).
+        default_layers: the layers a uniform ratio applies to (e.g. `lipslib.layers.default_targets(model)`).
+
+    Returns:
+        `{layer: ratio}`, every ratio a float in [0, 1). Layer names are not checked against a model here
+        (`prune` does that).
+
+    Raises:
+        LipsError: a missing or malformed file, a ratio that is not a number or is outside [0, 1), or a
+            uniform ratio without `default_layers`.
+
+    Examples:
+        >>> read_spec({"model.0.conv": 0.1, "model.1.conv": "0.2"})
+        {'model.0.conv': 0.1, 'model.1.conv': 0.2}
+        >>> read_spec(0.3, default_layers=["model.0.conv", "model.1.conv"])
+        {'model.0.conv': 0.3, 'model.1.conv': 0.3}
+        >>> read_spec({"model.0.conv": 1.2})
+        Traceback (most recent call last):
+        ...
+        lipslib.errors.LipsError: ratio of model.0.conv: ratio 1.2 is outside [0, 1); a ratio is the share of channels removed
+
+        A file written by `write_spec` (the authors' format) reads back the same:
+
+        >>> import tempfile, pathlib
+        >>> path = write_spec(pathlib.Path(tempfile.mkdtemp()) / "prune_spec.txt", {"model.0.conv": 0.125})
+        >>> print(path.read_text(), end="")
+        Prune spec applied (layer_name: ratio):
+        model.0.conv: 0.125
+        >>> read_spec(path)
+        {'model.0.conv': 0.125}
+    """
     if isinstance(spec, dict):
         return {str(k): _ratio(v, f"ratio of {k}") for k, v in spec.items()}
     try:
@@ -65,6 +117,16 @@ def read_spec(spec: str | Path | dict, default_layers=None) -> dict[str, float]:
 
 
 def write_spec(path: str | Path, ratios: dict[str, float]) -> Path:
+    """Write `{layer: ratio}` in the authors' `prune_spec.txt` format: a header line, then `layer: ratio` lines
+    sorted by layer, ratios to 6 significant digits.
+
+    Args:
+        path: the file to write (folders are created).
+        ratios: `{layer: ratio}`.
+
+    Returns:
+        The path written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "\n".join(f"{k}: {v:.6g}" for k, v in sorted(ratios.items()))

@@ -115,9 +115,37 @@ def compare_video(
     progress: bool = True,
     device=None,
 ) -> dict:
-    """Run both detectors on every `frame_step`-th frame of `video` with the inference settings of
-    `args_yaml` (`device`, when given, overrides its device); write the side-by-side mp4 to `save` and
-    the JSON summary to `summary` (both checked writable first). Returns the summary."""
+    """Run the original and the pruned detector on a video, side by side (the seed's comparison.py).
+
+    Args:
+        video: a video file (a path, or a name under `$LIPS_ASSETS/videos/`).
+        model_orig: the original checkpoint (left in the side-by-side video).
+        model_pruned: the pruned checkpoint (right).
+        args_yaml: an Ultralytics args.yaml whose inference settings (imgsz, conf, iou, device, half, max_det,
+            classes) both models use; conf null → 0.25, as the seed reads it.
+        gflops_orig: the banner's GFLOPs for the original (default: counted).
+        gflops_pruned: the same for the pruned model.
+        frame_step: process every n-th frame.
+        save: write the side-by-side mp4 here (checked writable first).
+        show: open a window while running.
+        max_frames: stop after this many processed frames.
+        summary: write the JSON summary here (checked writable first).
+        warmup: processed frames left out of the latency statistics.
+        progress: show a progress bar.
+        device: overrides the device of `args_yaml`.
+
+    Returns:
+        The summary: frames decoded and processed, per model latency mean / median / p95 (ms per
+        `YOLO.predict` call), FPS, GFLOPs, detections per frame, and the agreement (share of the original's
+        detections matched one-to-one by a same-class pruned detection at IoU ≥ 0.5).
+
+    Raises:
+        LipsError: a missing or unreadable video or checkpoint, a non-detection model, or frame_step < 1.
+
+    Examples:
+        >>> compare_video("crosswalk.mp4", "lips_iter01_best.pt", "runs/demo/best.pt", frame_step=5,
+        ...               save="cmp.mp4", summary="summary.json")  # doctest: +SKIP
+    """
     import cv2
     import torch
     from tqdm.auto import tqdm
