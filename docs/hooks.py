@@ -1,0 +1,153 @@
+"""mkdocs hooks: what the docs site generates at build time instead of holding typed copies.
+
+- `<!-- bench: REL -->` in a page becomes the section of `reports/bench/REL` (tables from the JSON record, its
+  figure beside it), by `tools/docs_tables.py`; a record no page shows fails the strict build.
+- `<!-- generated: NAME -->`: `headline` (the README's table), `quickstart` (the README's),
+  `demo` and `video` (the committed pipeline run),
+  `cli` (the reference, walked from `lipslib.cli.build_parser()`), `api` (one mkdocstrings entry per name of
+  `lipslib.__all__`, grouped by the module that defines it).
+- Files: every `reports/bench/**/*.png` is served under `bench/`, and MathJax (from the jupyter-server-mathjax
+  package) under `assets/mathjax/`, so equations render without a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import re
+import sys
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "reports" / "bench"
+MARKER = re.compile(r"<!--\s*(bench|generated):\s*([\w./-]+)\s*-->")
+log = logging.getLogger("mkdocs.hooks.lipslib")
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "tools" / "docs_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tables = _tables()
+_shown: set[str] = set()
+
+
+# ---------------------------------------------------------------- files
+
+
+def _mathjax_root() -> Path | None:
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return root if (root / "MathJax.js").is_file() else None
+
+
+def on_files(files, config):
+    for png in sorted(BENCH.rglob("*.png")):
+        files.append(File.generated(config, f"bench/{png.relative_to(BENCH).as_posix()}", abs_src_path=str(png)))
+    mathjax = _mathjax_root()
+    if mathjax is None:
+        log.warning("jupyter-server-mathjax is not installed (pip install -e '.[docs]'): equations will not render")
+    else:
+        for f in sorted(p for p in mathjax.rglob("*") if p.is_file()):
+            files.append(File.generated(config, f"assets/mathjax/{f.relative_to(mathjax).as_posix()}",
+                                        abs_src_path=str(f)))  # fmt: skip
+    return files
+
+
+# ---------------------------------------------------------------- generated markdown
+
+
+def cli_reference() -> str:
+    """Every `lips` command: its purpose, usage and arguments, from the parser itself."""
+    from lipslib.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    out = [f"`{parser.prog}` — {parser.description}.", "", "| command | what it does |", "| :--- | :--- |"]
+    out += [f"| [`{name}`](#{name}) | {helps.get(name) or ''} |" for name in sub.choices]
+    for name, p in sub.choices.items():
+        p.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=110)
+        out += ["", f"## {name}", "", (helps.get(name) or "").rstrip(".") + ".", "", "```text",
+                p.format_usage().strip().replace("usage: ", "", 1), "```", ""]  # fmt: skip
+        rows = []
+        for a in p._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            names = ", ".join(f"`{o}`" for o in a.option_strings) or f"`{a.metavar or a.dest}`"
+            if a.option_strings and a.nargs != 0:
+                names += f" `{a.metavar or a.dest.upper()}`"
+            default = "" if a.default in (None, False, argparse.SUPPRESS) or a.required else f"`{a.default}`"
+            text = (a.help or "").replace("|", "\\|").replace("%%", "%")
+            if a.choices:
+                text += f" (one of: {', '.join(f'`{c}`' for c in a.choices)})"
+            if isinstance(a, argparse._AppendAction):
+                text += " (repeatable)"
+            need = "required" if a.required or not a.option_strings else ""
+            rows.append(f"| {names} | {need} | {default} | {text} |")
+        out += ["| argument | | default | |", "| :--- | :--- | :--- | :--- |", *rows]
+    return "\n".join(out)
+
+
+def api_reference() -> str:
+    """One mkdocstrings entry per public name, grouped by module, in `_EXPORTS`' order."""
+    import lipslib
+
+    groups: dict[str, list[str]] = {}
+    for name, module in lipslib._EXPORTS.items():
+        groups.setdefault(module, []).append(name)
+    groups.setdefault("lipslib.errors", []).append("LipsError")
+    out = []
+    for module, names in groups.items():
+        out += [f"## `{module}`", "", f"::: {module}", "    options:", "      show_root_heading: false",
+                "      members: false", ""]  # fmt: skip
+        out += [f"::: {module}.{name}\n" for name in names]
+    return "\n".join(out)
+
+
+def generated(name: str) -> str:
+    if name == "headline":
+        return tables.headline()
+    if name == "demo":
+        return tables.demo_section()
+    if name == "video":
+        return tables.video_section()
+    if name == "quickstart":
+        return f"```python\n{tables.readme_quickstart()}```"
+    if name == "cli":
+        return cli_reference()
+    if name == "api":
+        return api_reference()
+    raise ValueError(f"unknown generated block '{name}'")
+
+
+def on_page_markdown(markdown, page, config, files):
+    depth = page.file.src_uri.count("/")
+    prefix = "../" * depth + "bench/"
+
+    def replace(m: re.Match) -> str:
+        kind, name = m.groups()
+        if kind == "bench":
+            _shown.add(name)
+            text = tables.section(name, figure_prefix=prefix)
+        else:
+            text = generated(name)
+        if name in ("cli", "api", "quickstart"):
+            return text
+        return f'<div class="bench" markdown>\n\n{text}\n\n</div>'  # generated tables: cells do not wrap
+
+    return MARKER.sub(replace, markdown)
+
+
+def on_post_build(config):
+    unshown = sorted(set(tables.bench_records()) - _shown)
+    if unshown:
+        log.warning(f"benchmark records shown on no page (add `<!-- bench: REL -->` to evidence.md): {', '.join(unshown)}")

@@ -1,0 +1,157 @@
+"""What a user meets first: the README, the declared API and the docs site.
+
+- README: short, for a user, its headline table regenerated from the benchmark records, links that resolve;
+- API: `lipslib.__all__` resolves lazily, each name documented, `import lipslib` light;
+- site: `mkdocs build --strict` passes offline, the API page lists every public name, every benchmark record
+  is shown, the CLI page lists every command.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import PurePosixPath
+
+import pytest
+
+from conftest import ROOT
+
+README = ROOT / "README.md"
+
+
+def _tables():
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "tools" / "docs_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tracked() -> set[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    files = set(out.split())
+    return files | {str(p) for f in files for p in PurePosixPath(f).parents}
+
+
+# ---------------------------------------------------------------- README
+
+
+def test_readme_is_short_and_speaks_to_a_user():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    for phrase in ("this session", "last session", "sessions ago", "withdrawn"):
+        assert phrase not in text.lower(), phrase
+    for needed in ("pip install -e .", "environment.yml", "make test", "make demo", "```python", "lips "):
+        assert needed in text, needed
+
+
+def test_readme_links_point_at_tracked_files():
+    text = README.read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)", text) + re.findall(r'src="([^"]+)"', text)
+    tracked = _tracked()
+    local = [t for t in targets if not re.match(r"[a-z]+://", t)]
+    assert local, "no relative links found"
+    for target in local:
+        path = target.rstrip("/")
+        assert not path.startswith(("runs", "./runs")), f"README links into untracked runs/: {target}"
+        assert path in tracked, f"README links to {target}, which git does not track"
+
+
+def test_readme_headline_table_is_generated_from_the_records():
+    tables = _tables()
+    text = README.read_text()
+    assert tables.readme_text(text) == text, "stale: run `python tools/docs_tables.py --readme`"
+    record = json.loads((ROOT / "reports" / "bench" / "baselines.json").read_text())
+    lips = record["budgets"][0]["methods"]["lips"]["map50_95"]
+    assert f"{lips:.4f}" in text
+
+
+def test_every_benchmark_record_renders(tmp_path):
+    tables = _tables()
+    for rel in tables.bench_records():
+        section = tables.section(rel)
+        assert "|" in section and "Measured on" in section, rel
+
+
+# ---------------------------------------------------------------- the declared API
+
+
+def test_import_lipslib_stays_light():
+    code = "import sys, lipslib; print(sorted(m for m in ('torch', 'ultralytics') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_public_name_resolves_with_a_docstring():
+    import lipslib
+
+    assert "prune" in lipslib.__all__ and "recover" in lipslib.__all__
+    for name in lipslib.__all__:
+        obj = getattr(lipslib, name)
+        assert (obj.__doc__ or "").strip(), f"lipslib.{name} has no docstring"
+        assert name in dir(lipslib)
+    with pytest.raises(AttributeError):
+        lipslib.no_such_name  # noqa: B018
+
+
+def test_functions_named_like_their_module_stay_functions():
+    import lipslib
+    import lipslib.evaluate  # noqa: F401  (binding a submodule must not replace the function)
+    import lipslib.finetune  # noqa: F401
+    from lipslib.evaluate import write_json
+
+    for name in ("evaluate", "finetune", "optimize", "recover", "reconstruct"):
+        assert callable(getattr(lipslib, name)) and not isinstance(getattr(lipslib, name), type(lipslib)), name
+    assert callable(write_json) and sys.modules["lipslib.evaluate"].__name__ == "lipslib.evaluate"
+
+
+# ---------------------------------------------------------------- the site
+
+
+def test_cli_reference_lists_every_command():
+    pytest.importorskip("mkdocs")
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    from lipslib.cli import build_parser
+
+    text = hooks.cli_reference()
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    for name, sub in commands.items():
+        assert f"\n## {name}\n" in text, name
+        for action in sub._actions:
+            for option in [] if action.dest == "help" else action.option_strings:
+                assert f"`{option}`" in text, f"{name} {option}"
+
+
+@pytest.mark.slow  # builds the whole site (about 15 s)
+def test_site_builds_strict_offline_and_lists_the_api(tmp_path):
+    pytest.importorskip("mkdocs")
+    import lipslib
+
+    site = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=ROOT,
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    api = (site / "api" / "index.html").read_text()
+    for name in lipslib.__all__:
+        module = lipslib._EXPORTS.get(name, "lipslib.errors")
+        assert f'id="{module}.{name}"' in api, f"API page lacks {module}.{name}"
+    evidence = (site / "evidence" / "index.html").read_text()
+    tables = _tables()
+    for rel in tables.bench_records():
+        assert f"reports/bench/{rel}" in evidence or f"reports/bench/{rel}" in (site / "latency" / "index.html").read_text()
+        png = (ROOT / "reports" / "bench" / rel).with_suffix(".png")
+        if png.is_file():
+            assert (site / "bench" / png.relative_to(ROOT / "reports" / "bench")).is_file()
+    assert (site / "assets" / "mathjax" / "MathJax.js").is_file()  # equations render without a network
+    for nb in ("01_sensitivity", "02_schedule", "03_optimize", "04_benchmark", "05_video_benchmark"):
+        page = (site / "notebooks" / nb / "index.html").read_text()
+        # papermill's injected parameters are shown, the notebook's own defaults cell (a duplicate) is not
+        assert "celltag_injected-parameters" in page and "celltag_parameters" not in page, nb
+    html = "".join(p.read_text() for p in site.rglob("*.html"))
+    scripts = set(re.findall(r'<script[^>]+src="(https?://[^"]+)"', html))
+    assert not scripts, f"pages load scripts from the network: {scripts}"
