@@ -1,7 +1,8 @@
 """mkdocs hooks: what the docs site generates at build time instead of holding typed copies.
 
 - `<!-- bench: REL -->` in a page becomes the section of `reports/bench/REL` (tables from the JSON record, its
-  figure beside it), by `tools/docs_tables.py`; a record no page shows fails the strict build.
+  figure beside it), by `tools/docs_tables.py`; `<!-- generated: unlisted -->` shows every record no page names
+  (so a new benchmark appears at once), and a record shown nowhere fails the strict build.
 - `<!-- generated: NAME -->`: `headline` (the README's table), `quickstart` (the README's),
   `demo` and `video` (the committed pipeline run),
   `cli` (the reference, walked from `lipslib.cli.build_parser()`), `api` (one mkdocstrings entry per name of
@@ -35,6 +36,7 @@ def _tables():
 
 
 tables = _tables()
+_listed: set[str] = set()  # records a page names with <!-- bench: REL -->
 _shown: set[str] = set()
 
 
@@ -50,6 +52,10 @@ def _mathjax_root() -> Path | None:
 
 
 def on_files(files, config):
+    _listed.clear()
+    for page in files.documentation_pages():
+        text = Path(page.abs_src_path).read_text(encoding="utf-8")
+        _listed.update(name for kind, name in MARKER.findall(text) if kind == "bench")
     for png in sorted(BENCH.rglob("*.png")):
         files.append(File.generated(config, f"bench/{png.relative_to(BENCH).as_posix()}", abs_src_path=str(png)))
     mathjax = _mathjax_root()
@@ -120,6 +126,10 @@ def generated(name: str) -> str:
         return tables.demo_section()
     if name == "video":
         return tables.video_section()
+    if name == "unlisted":  # every record no page names: a new benchmark is shown before anyone writes about it
+        rest = [rel for rel in tables.bench_records() if rel not in _listed]
+        _shown.update(rest)
+        return "\n\n".join(f"### `{rel}`\n\n{tables.section(rel)}" for rel in rest) or "*None: every record is discussed above.*"
     if name == "quickstart":
         return f"```python\n{tables.readme_quickstart()}```"
     if name == "cli":
@@ -150,4 +160,5 @@ def on_page_markdown(markdown, page, config, files):
 def on_post_build(config):
     unshown = sorted(set(tables.bench_records()) - _shown)
     if unshown:
-        log.warning(f"benchmark records shown on no page (add `<!-- bench: REL -->` to evidence.md): {', '.join(unshown)}")
+        log.warning(f"benchmark records shown on no page (evidence.md lost its `<!-- generated: unlisted -->`?): "
+                    f"{', '.join(unshown)}")

@@ -334,25 +334,37 @@ def video_section(path: Path = ROOT / "reports" / "tables" / "video_summary.json
 # ---------------------------------------------------------------- sections by record
 
 
+def generic_section(doc: dict) -> str:
+    """A record of a kind this module has no table for: what it says it ran on, and its scalar fields."""
+    def flat(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            elif not isinstance(v, list) and k != "what":
+                yield f"{prefix}{k}", v
+
+    rows = [[f"`{k}`", num(v) if isinstance(v, float) else ("" if v is None else f"`{v}`")] for k, v in flat(doc)]
+    return f"**Measured on** {machine(doc)}.\n\n" + table(["field", "value"], rows, "ll")
+
+
 def renderer(rel: str):
-    name = Path(rel).name
-    if name.startswith(("baselines", "spread_", "lips_init")):
+    """The table maker of a record, by the kind its content shows (a generic one for any other kind)."""
+    doc = load(rel)
+    if "budgets" in doc and "settings" in doc:
         return baselines_section
-    if name == "allocation.json":
+    if "draws" in doc and "summary" in doc:
         return allocation_section
-    if name == "latency.json":
+    if "models" in doc and "ops_ms" in doc:
         return latency_section
-    if name == "sensitivity.json":
+    if "equal_resources" in doc and "forward_work" in doc:
         return sensitivity_section
-    return None
+    return generic_section
 
 
 def section(rel: str, figure_prefix: str = "bench/") -> str:
     """A record's table(s) and its figure (a .png beside the JSON), with the record's own description."""
     doc = load(rel)
     render = renderer(rel)
-    if render is None:
-        raise ValueError(f"reports/bench/{rel}: no table renderer in tools/docs_tables.py; add one")
     parts = []
     if doc.get("what") and render not in (latency_section, sensitivity_section):
         parts.append(f"*{doc['what'][0].upper()}{doc['what'][1:]}.*")
