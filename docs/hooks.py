@@ -71,6 +71,11 @@ def on_files(files, config):
 # ---------------------------------------------------------------- generated markdown
 
 
+def _cell(text: str) -> str:
+    """Help text as a table cell: pipes and braces escaped (a trailing {…} would be read as attributes)."""
+    return text.replace("%%", "%").replace("|", "\\|").replace("{", "\\{").replace("}", "\\}")
+
+
 def cli_reference() -> str:
     """Every `lips` command: its purpose, usage and arguments, from the parser itself."""
     from lipslib.cli import build_parser
@@ -79,9 +84,9 @@ def cli_reference() -> str:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {a.dest: a.help for a in sub._choices_actions}
     out = [f"`{parser.prog}` — {parser.description}.", "", "| command | what it does |", "| :--- | :--- |"]
-    out += [f"| [`{name}`](#{name}) | {helps.get(name) or ''} |" for name in sub.choices]
+    out += [f"| [`{name}`](#{name}) | {_cell(helps.get(name) or '')} |" for name in sub.choices]
     for name, p in sub.choices.items():
-        p.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=110)
+        p.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=88)
         out += ["", f"## {name}", "", (helps.get(name) or "").rstrip(".") + ".", "", "```text",
                 p.format_usage().strip().replace("usage: ", "", 1), "```", ""]  # fmt: skip
         rows = []
@@ -92,14 +97,14 @@ def cli_reference() -> str:
             if a.option_strings and a.nargs != 0:
                 names += f" `{a.metavar or a.dest.upper()}`"
             default = "" if a.default in (None, False, argparse.SUPPRESS) or a.required else f"`{a.default}`"
-            text = (a.help or "").replace("|", "\\|").replace("%%", "%")
+            text = _cell(a.help or "")
             if a.choices:
                 text += f" (one of: {', '.join(f'`{c}`' for c in a.choices)})"
             if isinstance(a, argparse._AppendAction):
                 text += " (repeatable)"
             need = "required" if a.required or not a.option_strings else ""
             rows.append(f"| {names} | {need} | {default} | {text} |")
-        out += ["| argument | | default | |", "| :--- | :--- | :--- | :--- |", *rows]
+        out += ["| argument | | default | description |", "| :--- | :--- | :--- | :--- |", *rows]
     return "\n".join(out)
 
 
@@ -114,7 +119,7 @@ def api_reference() -> str:
     out = []
     for module, names in groups.items():
         out += [f"## `{module}`", "", f"::: {module}", "    options:", "      show_root_heading: false",
-                "      members: false", ""]  # fmt: skip
+                "      show_root_toc_entry: false", "      members: false", ""]  # fmt: skip
         out += [f"::: {module}.{name}\n" for name in names]
     return "\n".join(out)
 
