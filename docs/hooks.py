@@ -17,7 +17,6 @@ import argparse
 import importlib.util
 import logging
 import re
-import sys
 from pathlib import Path
 
 from mkdocs.structure.files import File

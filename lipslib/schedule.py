@@ -31,9 +31,10 @@ accuracy gap d = (M − m) / M.
 * hold (both met): Δr_i = 0.
 * a cost step that falls short (`lengthen_step`, applied by the loop to cost-gate steps): first order
   overestimates what a step saves (a conv's FLOPs are a product of two widths that both shrink), so an
-  auto step lands above the target and spends an iteration on one more cut; and with channel rounding, widths move in jumps of round_to, so a step's rounded copy can
-  save less than the step would unrounded, or even cost more (its decreases on important layers cross a
-  rounding threshold while its small increases do not). The step Δr is then scaled by the first factor
+  auto step lands above the target and spends an iteration on one more cut; and with channel rounding,
+  widths move in jumps of round_to, so a step's rounded copy can save less than the step would unrounded,
+  or even cost more (its decreases on important layers cross a rounding threshold while its small
+  increases do not). The step Δr is then scaled by the first factor
   whose pruned copy, by the cost's prediction, saves enough: with κ_c auto, down to target·(1 + tol);
   with rounding, at least the unrounded saving.
 * oscillation: each time the gate flips between cost and accuracy, all steps are multiplied by ρ.

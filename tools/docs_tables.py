@@ -103,11 +103,11 @@ def baselines_measured_on(doc: dict) -> str:
     epochs = s["iterations"] * s["epochs_per_iteration"]
     lines = [
         f"**Measured on** {machine(doc)}; {minutes(doc.get('seconds'))} of runs recorded.",
-        f"**Base** `{base['weights']}` ({base['gflops']:.3f} GFLOPs, mAP50-95 {base['map50_95']:.4f} on the report "
-        f"images). **Data** `{s['data']}` at {s['imgsz']} px, profile `{s['profile']}`; every method fine-tuned "
-        f"{epochs} epochs in all (LIPS: {s['iterations']} iterations × {s['epochs_per_iteration']}); the best LIPS "
-        f"iteration chosen on `{s['select_split']}`; everything scored on the {s['report_images']:,} "
-        f"`{s['report_split']}` images, which play no part in any choice.",
+        (f"**Base** `{base['weights']}` ({base['gflops']:.3f} GFLOPs, mAP50-95 {base['map50_95']:.4f} on the report "
+         f"images). **Data** `{s['data']}` at {s['imgsz']} px, profile `{s['profile']}`; every method fine-tuned "
+         f"{epochs} epochs in all (LIPS: {s['iterations']} iterations × {s['epochs_per_iteration']}); the best LIPS "
+         f"iteration chosen on `{s['select_split']}`; everything scored on the {s['report_images']:,} "
+         f"`{s['report_split']}` images, which play no part in any choice."),
         f"**Recovery rows** {rec}. **Training seeds** {', '.join(map(str, seeds))}."
         + (f" **Overrides** {over}." if over else ""),
         f"**Intervals** 95 %, paired bootstrap over the report images ({s['bootstrap_resamples']} resamples"
@@ -206,15 +206,16 @@ def allocation_section(doc: dict) -> str:
     summary = []
     for spread, t in doc["summary"].items():
         summary.append([spread, f"{t['shuffled_median']:.2f} ({t['shuffled_min']:.2f}–{t['shuffled_max']:.2f})",
-                        f"{t['stage1_vs_uniform']:.2f}, rank {t['stage1_rank']} of {t['shuffled_draws'] + 1}, "
-                        f"p = {t['stage1_p']:.2f}",
-                        f"{t['paper_iter24_vs_uniform']:.2f}, rank {t['paper_iter24_rank']} of {t['shuffled_draws'] + 1}, "
-                        f"p = {t['paper_iter24_p']:.2f}"])  # fmt: skip
-    summary_table = table(["spread", f"{doc['summary'][next(iter(doc['summary']))]['shuffled_draws']} shuffled orders: "
-                           "median (min–max) × uniform", "Stage I order", "authors' iter-24 order"], summary, "rrrr")  # fmt: skip
+                        (f"{t['stage1_vs_uniform']:.2f}, rank {t['stage1_rank']} of {t['shuffled_draws'] + 1}, "
+                         f"p = {t['stage1_p']:.2f}"),
+                        (f"{t['paper_iter24_vs_uniform']:.2f}, rank {t['paper_iter24_rank']} of "
+                         f"{t['shuffled_draws'] + 1}, p = {t['paper_iter24_p']:.2f}")])  # fmt: skip
+    draws_n = doc["summary"][next(iter(doc["summary"]))]["shuffled_draws"]
+    summary_table = table(["spread", f"{draws_n} shuffled orders: median (min–max) × uniform", "Stage I order",
+                           "authors' iter-24 order"], summary, "rrrr")  # fmt: skip
     note = ("Rank: 1 + the shuffled orders above the row; p: (1 + shuffled orders at or above it) / "
             "(shuffled orders + 1).")
-    return "\n\n".join([head, summary_table, note, draws])
+    return f"{head}\n\n{summary_table}\n\n{note}\n\n{draws}"
 
 
 # ---------------------------------------------------------------- latency (bench_latency.py)
@@ -282,8 +283,8 @@ def sensitivity_section(doc: dict) -> str:
     head = (f"**Measured on** {machine(doc)}: {doc['what']}. `{doc['weights']}`, {doc['layers']} layers at ratio "
             f"{doc['ratio']:g}, {doc['images']} images of `{doc['data']}` at {doc['imgsz']} px, all in one run.")  # fmt: skip
     rows = [
-        [f"each as it runs by default (lipslib: {d['fast_processes']} processes; Ultralytics: {d['naive_threads']} "
-         "thread)", f"{d['fast_seconds']:.1f} s", f"{d['naive_seconds']:.1f} s", f"{d['speedup']:.1f}×"],
+        [(f"each as it runs by default (lipslib: {d['fast_processes']} processes; Ultralytics: {d['naive_threads']} "
+          "thread)"), f"{d['fast_seconds']:.1f} s", f"{d['naive_seconds']:.1f} s", f"{d['speedup']:.1f}×"],
         [f"both on {eq['all_cores']['cores']} cores", f"{eq['all_cores']['fast_seconds']:.1f} s",
          f"{eq['all_cores']['naive_seconds']:.1f} s", f"{eq['all_cores']['speedup']:.1f}×"],
         [f"both on {eq['one_thread']['threads']} thread", f"{eq['one_thread']['fast_seconds']:.1f} s",
@@ -381,7 +382,7 @@ def section(rel: str, figure_prefix: str = "bench/") -> str:
 
 def readme_text(text: str) -> str:
     """`text` with the headline block between the markers regenerated."""
-    pattern = re.compile(re.escape(HEADLINE_START) + r".*?" + re.escape(HEADLINE_END), re.S)
+    pattern = re.compile(re.escape(HEADLINE_START) + r".*?" + re.escape(HEADLINE_END), re.DOTALL)
     if not pattern.search(text):
         raise ValueError(f"README.md lacks the markers {HEADLINE_START} … {HEADLINE_END}")
     return pattern.sub(lambda _: f"{HEADLINE_START}\n\n{headline()}\n\n{HEADLINE_END}", text)
@@ -390,7 +391,7 @@ def readme_text(text: str) -> str:
 def readme_quickstart(text: str | None = None) -> str:
     """The Python block under README.md's "Python quickstart" heading (what tests/test_readme.py runs)."""
     text = README.read_text() if text is None else text
-    m = re.search(r"^#+ Python quickstart\s*$.*?^```python\n(.*?)^```", text, re.S | re.M)
+    m = re.search(r"^#+ Python quickstart\s*$.*?^```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
     if not m:
         raise ValueError("README.md has no ```python block under a 'Python quickstart' heading")
     return m.group(1)
