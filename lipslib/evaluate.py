@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -297,11 +298,26 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
+def strict_json(obj):
+    """`obj` with every float that JSON cannot hold (NaN, ±inf; Python's or NumPy's) as None, NumPy scalars as
+    Python numbers and tuples as lists: what `json.dumps(..., allow_nan=False)` accepts."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj) -> Path:
-    """Write JSON atomically (sorted keys, so equal content gives equal bytes)."""
+    """Write strict JSON atomically: missing values (NaN, ±inf) as null, which every JSON reader accepts (Python's
+    own `json` would write NaN, which jq and browsers refuse); sorted keys, so equal content gives equal bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path
