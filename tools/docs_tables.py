@@ -243,9 +243,10 @@ def latency_section(doc: dict) -> str:
     ops = doc.get("ops_ms") or {}
     kinds = ["conv", "activation", "pooling", "memory", "other", "total"]
     by_model = {m["model"]: m for m in doc["models"]}
-    op_rows = [[LATENCY_LABELS.get(name, name)] + [num(v.get(k), 1) for k in kinds]
+    order = [m["model"] for m in doc["models"]] + sorted(k for k in ops if k not in by_model)  # the main table's order
+    op_rows = [[LATENCY_LABELS.get(name, name)] + [num(ops[name].get(k), 1) for k in kinds]
                + [num(by_model.get(name, {}).get("if_convs_scaled_ratio_over_gflops_ratio"), 2)]
-               for name, v in ops.items() if isinstance(v, dict)]  # fmt: skip
+               for name in order if isinstance(ops.get(name), dict)]  # fmt: skip
     ops_table = table(["model"] + [f"{k} ms" for k in kinds] + ["÷ G if convs scaled with FLOPs"], op_rows)
     err_rows = [[runtime, LATENCY_LABELS.get(name, name), num(e["table_ms"], 1), num(e["whole_ms"], 1),
                  f"{100 * e['error']:+.1f} %"]
