@@ -228,15 +228,18 @@ def cmd_stage_params(a):
 
 
 def cmd_sweep(a):
-    from lipslib.notebook import sweep
+    from lipslib.sweep import parse_time, parse_targets, sweep
 
-    try:
-        targets = [float(t) for t in a.targets.split(",") if t.strip()]
-    except ValueError:
-        raise LipsError(f"--targets expects comma-separated GFLOPs, got '{a.targets}'") from None
-    kw = {"notebooks": [n.strip() for n in a.notebooks.split(",")]} if a.notebooks else {}
-    out = sweep(targets, a.profile, _overrides(a.set), root_dir=a.out, **kw)
-    print(f"swept {len(targets)} targets → {out}/<target>/, {out}/pareto.csv, {out}/pareto.png")
+    targets = parse_targets(a.targets)
+    executor = "local" if a.direct else a.executor
+    if a.direct and a.executor not in ("dvc", "local"):
+        raise LipsError(f"--direct runs local processes; it does not combine with --executor {a.executor}")
+    notebooks = [n.strip() for n in a.notebooks.split(",")] if a.notebooks else None
+    slurm = {"partition": a.partition, "gpus_per_job": a.gpus_per_job, "cpus_per_job": a.cpus_per_job,
+             "max_requeue": a.max_requeue, **({"time": parse_time(a.time)} if a.time else {})}  # fmt: skip
+    out = sweep(targets, a.profile, _overrides(a.set), notebooks=notebooks, root_dir=a.out, executor=executor,
+                devices=a.devices, threads=a.threads, name=a.name, slurm=slurm)  # fmt: skip
+    print(f"swept {len(targets)} targets ({executor}) → {out}/pareto.csv, {out}/pareto.png, {out}/sweep.json")
 
 
 @contextlib.contextmanager
@@ -416,12 +419,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead, rewrite the notebooks' parameters cells from the profile (default demo)")
     s.set_defaults(func=cmd_stage_params)
 
-    s = sub.add_parser("sweep", help="run the pipeline notebooks once per GFLOPs target, plus a Pareto figure")
+    s = sub.add_parser("sweep", help="one experiment (or job) per GFLOPs target, run concurrently; a Pareto table")
     s.add_argument("--targets", required=True, help="comma-separated GFLOPs targets, e.g. 3.0,3.4,3.8")
     s.add_argument("--profile", default=None)
-    s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
-    s.add_argument("--notebooks", default=None, help="comma-separated subset (default: 02 to 05; Stage I is reused)")
-    s.add_argument("--out", default="reports/sweeps")
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="for every target, e.g. optimize.iterations=2")
+    s.add_argument("--notebooks", default=None, help="comma-separated subset (default: 02 to 05; Stage I is shared)")
+    s.add_argument("--out", default="reports/sweeps", help="pareto.csv/png, sweep.json (without DVC: <out>/<target>/)")
+    s.add_argument("--executor", choices=["dvc", "local", "slurm"], default="dvc",
+                   help="dvc: DVC's experiment queue (default); local: submitit processes here; slurm: one job per target")
+    s.add_argument("--direct", action="store_true", help="no DVC: the same as --executor local")
+    s.add_argument("--devices", default=None,
+                   help="one per worker: cpu, a GPU index, GPUs joined by + for DDP (cpu,cpu; 0,1,2,3; 0+1,2+3); "
+                        "default: one worker on the profile's device")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: cores / workers)")
+    s.add_argument("--name", default=None, help="experiment / job name prefix (default: sweep-<profile>)")
+    s.add_argument("--partition", default=None, help="slurm: the partition")
+    s.add_argument("--gpus-per-job", type=int, default=1, help="slurm: GPUs per job (DDP fine-tuning when > 1)")
+    s.add_argument("--cpus-per-job", type=int, default=8, help="slurm: CPUs per job (the loop's threads)")
+    s.add_argument("--time", default=None, help="slurm: time limit per job (minutes or D-HH:MM:SS); default 1 day")
+    s.add_argument("--max-requeue", type=int, default=5, help="slurm: requeues after preemption or time-out")
     s.set_defaults(func=cmd_sweep)
     return p
 

@@ -151,36 +151,15 @@ def render(executed: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 
 def sweep(targets: list[float], profile: str | None = None, overrides: dict | None = None,
-          notebooks=NOTEBOOKS[1:], root_dir: str = "reports/sweeps", progress: bool = True) -> Path:  # fmt: skip
-    """Run the stage notebooks once per GFLOPs target into root_dir/<target>/ (runs and reports), reusing
-    Stage I's importance, then draw one Pareto figure over the targets' best models."""
-    import json
+          notebooks=NOTEBOOKS[1:], root_dir: str = "reports/sweeps", progress: bool = True, **kw) -> Path:  # fmt: skip
+    """Run the stage notebooks once per GFLOPs target into root_dir/<target>/ (runs and reports), sharing
+    Stage I, then draw one Pareto figure over the targets' best models. Without DVC by default (`executor`
+    'local': submitit processes on this machine); `lipslib.sweep.sweep` documents the executors, devices and
+    threads (`**kw`)."""
+    from lipslib.sweep import sweep as run_sweep
 
-    import pandas as pd
-
-    from lipslib.plots import pareto_figure
-
-    if not targets:
-        raise LipsError("--targets needs at least one GFLOPs value, e.g. 3.0,3.4,3.8")
-    declared = {name: set(declared_parameters(name)) for name in notebooks}
-    unused = sorted(k for k in (overrides or {}) if not any(k.replace(".", "_") in d for d in declared.values()))
-    if unused:
-        raise LipsError(f"no notebook of the sweep ({', '.join(notebooks)}) takes {', '.join(unused)}")
-    rows = []
-    for target in targets:
-        folder = f"{root_dir}/{target:g}"
-        for name in notebooks:  # each notebook gets the overrides it declares
-            mine = {k: v for k, v in {**(overrides or {}), "schedule.target_gflops": float(target)}.items()
-                    if k.replace(".", "_") in declared[name]}  # fmt: skip
-            run_notebook(name, profile, mine, runs_dir=f"{folder}/runs", reports_dir=folder, progress=progress)
-        best = json.loads((repo_root() / folder / "runs" / "optimize" / "best.json").read_text())
-        rows.append({"target_gflops": float(target), **{k: best[k] for k in ("iteration", "gflops", "map50_95",
-                                                                             "selection_map50_95", "split_report")}})
-    table = pd.DataFrame(rows)
-    out = repo_root() / root_dir
-    table.to_csv(out / "pareto.csv", index=False, float_format="%.6f")
-    pareto_figure(table, out / "pareto.png")
-    return out
+    kw.setdefault("executor", "local")
+    return run_sweep(targets, profile, overrides, notebooks=list(notebooks), root_dir=root_dir, progress=progress, **kw)
 
 
 def write_stage_params(out: str | os.PathLike = STAGE_PARAMS_DIR, profile: str | None = None,
