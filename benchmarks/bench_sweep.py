@@ -8,7 +8,8 @@ GFLOPs and mAP50-95, which must be identical (each target runs the same single-t
 Goal (issue 24): parallel ≤ 0.6 × sequential on 2 cores. Writes reports/bench/sweep.json. Not a test: about 5
 minutes on 2 cores; run it on an otherwise idle machine (timings under load are not the machine's).
 
-    python benchmarks/bench_sweep.py [--targets 3.9,4.0] [--profile smoke] [--set KEY=VALUE ...] [--work runs/bench_sweep]
+    python benchmarks/bench_sweep.py [--targets 3.9,4.0] [--profile smoke] [--set KEY=VALUE ...]
+                                     [--work runs/bench_sweep]
 """
 
 from __future__ import annotations

@@ -354,8 +354,9 @@ def _stage_i(ctx: dict, workers: list[Worker]) -> None:
     else:
         stage_values = {k: v for k, v in ctx["overrides"].items() if k.replace(".", "_") in wanted or k == "device"}
         args = ["exp", "run", *set_params(profile, {**stage_values, "device": first.device}), "sensitivity"]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "params.yaml", "params",
-                                "dvc.lock"], cwd=root, capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "params.yaml",
+                                "params", "dvc.lock"], cwd=root, capture_output=True, text=True,
+                               check=False).stdout.strip()  # fmt: skip
         if dirty:  # never rewrite a user's uncommitted settings
             raise LipsError("Stage I must run in the workspace for this sweep, which rewrites params.yaml, params/ and "
                             "dvc.lock, and they hold uncommitted changes: commit them, or run Stage I yourself "
@@ -452,7 +453,8 @@ def _sweep_dvc(targets: list[float], workers: list[Worker], ctx: dict) -> list[d
             rows.append({"target_gflops": t, "name": names[t], "status": "done", "iteration": rec["iteration"],
                          "gflops": rec["gflops"], "map50_95": rec["map50_95"],
                          "selection_map50_95": rec["selection_map50_95"], "split_report": split,
-                         "device": rec["device"], "threads": rec["threads"], "experiment": rec["experiment"]})  # fmt: skip
+                         "device": rec["device"], "threads": rec["threads"],
+                         "experiment": rec["experiment"]})  # fmt: skip
         else:
             rows.append({"target_gflops": t, "name": names[t], "status": "failed",
                          "error": f"{_queue_error(ctx, names[t])} (`dvc queue logs {names[t]}`)"})  # fmt: skip
@@ -522,9 +524,11 @@ def slurm_parameters(slurm: dict, job_name: str) -> dict:
     limit, so submitit checkpoints and requeues the job."""
     if not slurm.get("partition"):
         raise LipsError("--executor slurm needs --partition")
-    gpus, cpus, minutes = int(slurm.get("gpus_per_job", 1)), int(slurm.get("cpus_per_job", 8)), int(slurm.get("time", 60 * 24))
+    gpus, cpus = int(slurm.get("gpus_per_job", 1)), int(slurm.get("cpus_per_job", 8))
+    minutes = int(slurm.get("time", 60 * 24))
     if gpus < 0 or cpus < 1 or minutes < 1:
-        raise LipsError(f"--gpus-per-job ≥ 0, --cpus-per-job ≥ 1 and --time ≥ 1 min, got {gpus}, {cpus}, {minutes}")
+        raise LipsError(f"--gpus-per-job ≥ 0, --cpus-per-job ≥ 1 and --time ≥ 1 min, got {gpus}, {cpus}, "
+                        f"{minutes}")  # fmt: skip
     return {"partition": slurm["partition"], "nodes": 1, "ntasks_per_node": 1, "gpus_per_node": gpus,
             "cpus_per_task": cpus, "time": minutes, "job_name": job_name, "signal_delay_s": 120}  # fmt: skip
 
@@ -545,7 +549,8 @@ def parse_time(text) -> int:
     return total
 
 
-def _sweep_submitit(targets: list[float], workers: list[Worker] | None, ctx: dict, executor: str, slurm: dict) -> list[dict]:
+def _sweep_submitit(targets: list[float], workers: list[Worker] | None, ctx: dict, executor: str,
+                    slurm: dict) -> list[dict]:  # fmt: skip
     import submitit
 
     lane = Lane()

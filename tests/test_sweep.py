@@ -32,7 +32,7 @@ def env():
 
 def lips(cwd, *args, timeout=600):
     return subprocess.run([sys.executable, "-m", "lipslib", *args], cwd=cwd, env=env(), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+                          text=True, timeout=timeout, check=False)  # fmt: skip
 
 
 # ------------------------------------------------------------------ workers, fast
@@ -188,7 +188,7 @@ def dvc_repo(tmp_path):
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
     def run(*cmd):
-        proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 
@@ -197,7 +197,8 @@ def dvc_repo(tmp_path):
     run("git", "add", "-A")
     run("git", "commit", "-qm", "pipeline")
     yield repo, run
-    subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=env(), capture_output=True, timeout=60)
+    subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=env(), capture_output=True, timeout=60,
+                   check=False)  # fmt: skip
 
 
 def shown(run) -> dict:
