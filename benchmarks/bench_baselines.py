@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lipslib.baselines import at_gflops
+from lipslib.baselines import at_gflops, tracked
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model, prune, save_checkpoint
 from lipslib.errors import LipsError, exit_code
@@ -51,12 +52,25 @@ from lipslib.evaluate import (bootstrap_maps, calibration_images, evaluate, imag
 from lipslib.finetune import finetune
 from lipslib.optimize import check_params, load_importance, optimize, prepare_data, recovery_args
 from lipslib.plots import baselines_pareto
-from lipslib.repair import repair_biases
+from lipslib.reconstruct import channel_criterion
+from lipslib.recover import Recovery, recover
 from lipslib.sensitivity import run_sensitivity
 
-METHODS = ("lips", "lips_recover", "uniform", "uniform_recover", "shaped", "global")
-RECOVER = {"recover.repair": True, "recover.distill": "outputs"}
-PLAIN = {"recover.repair": False, "recover.distill": "none"}
+PLAIN = {"recover.repair": False, "recover.reconstruct": False, "recover.distill": "none", "optimize.criterion": "l1"}
+RECOVERIES = {  # a method's suffix → its channel choice and recovery; the part before the first _ is the schedule
+    "": PLAIN,
+    "recover": {**PLAIN, "recover.repair": True, "recover.distill": "outputs"},  # bias repair + output distillation
+    "recon": {**PLAIN, "recover.reconstruct": True},  # L1 channels, least-squares reconstruction, plain fine-tuning
+    "recon_distill": {**PLAIN, "recover.reconstruct": True, "recover.distill": "outputs"},
+    "recon_lsq": {**PLAIN, "recover.reconstruct": True, "optimize.criterion": "lsq"},  # channels chosen for the refit
+    "recon_lsq_distill": {**PLAIN, "recover.reconstruct": True, "optimize.criterion": "lsq",
+                          "recover.distill": "outputs"},
+}
+METHODS = ("lips", "lips_recover", "uniform", "uniform_recover", "shaped", "global", "control",
+           *(f"{kind}_{v}" for v in ("recon", "recon_lsq") for kind in ("lips", "uniform", "shaped", "global") if
+             not (kind == "global" and v == "recon_lsq")),  # global magnitude ranks by weights, torch-pruning's own
+           "lips_recon_distill", "uniform_recon_distill", "lips_recon_lsq_distill", "uniform_recon_lsq_distill")
+RECOVER = RECOVERIES["recover"]
 GFLOPS_TOL = 0.01
 HARD_GOAL = 1.5  # #13: LIPS ≥ 1.5 × uniform's mAP50-95 at the hard budget
 DEFAULT_OUT = "reports/bench/baselines.json"
@@ -95,28 +109,109 @@ def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "cuda": torch.cuda.is_available()}
 
 
-def stage1(params: dict, work: Path) -> Path:
-    """Stage I on the base over the fine-tune split (images that neither choose nor report)."""
-    out = work / "sensitivity"
+def split_method(method: str) -> tuple[str, str]:
+    """(schedule, recovery suffix): 'uniform_recon_distill' → ('uniform', 'recon_distill')."""
+    kind, _, suffix = method.partition("_")
+    if suffix not in RECOVERIES:
+        raise LipsError(f"method {method!r}: unknown recovery {suffix!r}; methods: {', '.join(METHODS)}")
+    return kind, suffix
+
+
+def stage1(params: dict, work: Path, variant: str = "") -> Path:
+    """Stage I on the base over the fine-tune split (images that neither choose nor report), each cut made and
+    recovered as the methods of `variant` (a RECOVERIES suffix) make theirs."""
+    out = work / "_".join(filter(None, ("sensitivity", variant.removesuffix("_distill"))))
     if not (out / "layer_importance.json").is_file():
         s = params["sensitivity"]
+        recovery = Recovery.from_params(params["recover"])
         run_sensitivity(params["base"], params["data"], ratio=s["ratio"], imgsz=params["imgsz"], batch=s["batch"],
-                        device=params["device"], split="train", threads=params["threads"], out=out)  # fmt: skip
+                        device=params["device"], split="train", threads=params["threads"], out=out,
+                        criterion=params["optimize"]["criterion"], recovery=recovery if recovery.refits else None)
     return out / "layer_importance.json"
+
+
+def calibrated(params: dict, base, data) -> tuple:
+    """(calibration images, the run's channel criterion as `prune` takes it, the base's Grams) for a run's params."""
+    recovery = Recovery.from_params(params["recover"])
+    images = calibration_images(data, "train", recovery.images, params["imgsz"])
+    found: dict = {}
+    return images, channel_criterion(params["optimize"]["criterion"], base, images, found, recovery.ridge,
+                                     params["device"]), found  # fmt: skip
+
+
+def cut_scores(kind: str, base, cut: dict, params: dict, data, report: str, out: Path, calibration: tuple) -> dict:
+    """mAP50-95 before any fine-tuning of one cut (`cut`: at_gflops' result, or {'ratios'} of a LIPS schedule) with
+    the run's recovery, and for a reconstructed run the same cut with bias repair alone (the ≥ 3× goal).
+    `calibration`: `calibrated(params, base, data)`. Returns {'model': the recovered copy, 'map50_95_before_ft',
+    ['map50_95_before_ft_repair']}."""
+    recovery = Recovery.from_params(params["recover"])
+    images, criterion, found = calibration
+    s = params["schedule"]
+    ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
+
+    def recovered(settings: Recovery):
+        if not settings.refits:
+            return cut["model"] if "model" in cut else prune(base, cut["ratios"], criterion=criterion,
+                                                              round_to=s["round_to"], log=False).model  # fmt: skip
+        res, ref = tracked(kind, base, cut, criterion=criterion, round_to=s["round_to"], r_max=float(s["r_max"]))
+        recover(res, ref, images, settings, gram_cache=found if ref is base else None, device=params["device"])
+        return res.model
+
+    model = recovered(recovery)
+    path = save_checkpoint(model, out / "pruned.pt", meta={"baseline": kind, "ratios": cut.get("ratios"),
+                                                            "recover": recovery.as_dict()})  # fmt: skip
+    scores = {"model": model, "map50_95_before_ft": evaluate(path, data, split=report, **ev)["map50_95"]}
+    if recovery.reconstruct:
+        repaired = save_checkpoint(recovered(replace(recovery, reconstruct=False, repair=True)), out / "repaired.pt")
+        scores["map50_95_before_ft_repair"] = evaluate(repaired, data, split=report, **ev)["map50_95"]
+    return scores
+
+
+def control(params: dict, epochs: int, work: Path) -> dict:
+    """The unpruned base through the same fine-tuning as the one-shot methods (plain): what fine-tuning alone does."""
+    out = work / "control"
+    done = out / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.perf_counter()
+    data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
+    ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
+    before = evaluate(params["base"], data, split=report, **ev)
+    train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
+    tuned = finetune(params["base"], data, out / "ft", recipe=params["finetune"]["recipe"],
+                     **{**train, "epochs": epochs}, **recovery_args(params), **ev)  # fmt: skip
+    after = evaluate(tuned["weights"], data, split=report, **ev)
+    result = {"gflops": after["gflops"], "params": after["params"], "map50_95_before_ft": before["map50_95"],
+              "map50_95": after["map50_95"], "map50": after["map50"], "selection_map50_95": tuned["map50_95"],
+              "epochs_model": epochs, "epochs_total": epochs, "weights": tuned["weights"],
+              "seconds": round(time.perf_counter() - t0)}  # fmt: skip
+    write_json(done, result)
+    return result
 
 
 def loop(params: dict, out: Path) -> dict:
     """The LIPS loop; its best iteration as a row. Its `seconds` add up its iterations' wall times (the loop's
-    records, kept across resumes); None for a run with iterations recorded before the loop kept them."""
+    records, kept across resumes); None for a run with iterations recorded before the loop kept them. Before
+    fine-tuning: its best schedule cut afresh from the base with the run's recovery (for a recovering run)."""
     best = optimize(params, out, progress=False)["best"]
     state = json.loads((out / "state.json").read_text())
     seconds = [d.get("seconds") for d in state["done"]]
     per_iter, n = params["finetune"]["epochs"], params["optimize"]["iterations"]
-    return {"gflops": best["gflops"], "params": best["params"], "map50_95_before_ft": None,
-            "map50_95": best["map50_95"], "map50": best["map50"], "selection_map50_95": best["selection_map50_95"],
-            "epochs_model": per_iter * best["iteration"], "epochs_total": per_iter * n,
-            "iteration": best["iteration"], "ratios": state["done"][best["iteration"] - 1]["ratios"],
-            "weights": str(out / "best.pt"), "seconds": None if None in seconds else round(sum(seconds))}  # fmt: skip
+    ratios = state["done"][best["iteration"] - 1]["ratios"]
+    row = {"gflops": best["gflops"], "params": best["params"], "map50_95_before_ft": None,
+           "map50_95": best["map50_95"], "map50": best["map50"], "selection_map50_95": best["selection_map50_95"],
+           "epochs_model": per_iter * best["iteration"], "epochs_total": per_iter * n,
+           "iteration": best["iteration"], "ratios": ratios,
+           "weights": str(out / "best.pt"), "seconds": None if None in seconds else round(sum(seconds))}  # fmt: skip
+    if Recovery.from_params(params["recover"]).refits:
+        scores = out / "before_ft.json"
+        if not scores.is_file():
+            base = load_model(params["base"])
+            found = cut_scores("lips", base, {"ratios": ratios}, params, state["data"], state["split_report"],
+                               out / "before_ft", calibrated(params, base, state["data"]))  # fmt: skip
+            write_json(scores, {k: v for k, v in found.items() if k != "model"})
+        row.update(json.loads(scores.read_text()))
+    return row
 
 
 def one_shot(method: str, params: dict, importance: dict, budget: float, epochs: int, out: Path) -> dict:
@@ -126,27 +221,22 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
         return json.loads(done.read_text())
     t0 = time.perf_counter()
     base = load_model(params["base"])
-    s, criterion = params["schedule"], params["optimize"]["criterion"]
-    kind = method.removesuffix("_recover")
-    pruned = at_gflops(kind, base, budget, importance=importance, spread=float(s["spread"]), r_max=float(s["r_max"]),
-                       criterion=criterion, round_to=s["round_to"])  # fmt: skip
-    model = pruned["model"]
+    s = params["schedule"]
+    kind, _ = split_method(method)
     data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
-    if params["recover"]["repair"]:  # the same copy again, with channel origins for the repair
-        res = prune(base, pruned["ratios"], criterion=criterion, round_to=s["round_to"], log=False, track=True)
-        repair_biases(res, base, calibration_images(data, "train", params["recover"]["images"], params["imgsz"]))
-        model = res.model
-    path = save_checkpoint(model, out / "pruned.pt", meta={"baseline": method, "ratios": pruned["ratios"]})
+    calibration = calibrated(params, base, data)
+    pruned = at_gflops(kind, base, budget, importance=importance, spread=float(s["spread"]), r_max=float(s["r_max"]),
+                       criterion=calibration[1], round_to=s["round_to"])  # fmt: skip
+    scores = cut_scores(kind, base, pruned, params, data, report, out, calibration)
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
-    before = evaluate(path, data, split=report, **ev)
     train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
-    tuned = finetune(path, data, out / "ft", recipe=params["finetune"]["recipe"], **{**train, "epochs": epochs},
-                     **recovery_args(params), **ev)  # fmt: skip
+    tuned = finetune(out / "pruned.pt", data, out / "ft", recipe=params["finetune"]["recipe"],
+                     **{**train, "epochs": epochs}, **recovery_args(params), **ev)  # fmt: skip
     after = evaluate(tuned["weights"], data, split=report, **ev)
     result = {"gflops": after["gflops"], "params": after["params"], "scalar": pruned["scalar"],
-              "map50_95_before_ft": before["map50_95"], "map50_95": after["map50_95"], "map50": after["map50"],
-              "selection_map50_95": tuned["map50_95"], "epochs_model": epochs, "epochs_total": epochs,
-              "ratios": pruned["ratios"], "weights": tuned["weights"],
+              **{k: v for k, v in scores.items() if k != "model"}, "map50_95": after["map50_95"],
+              "map50": after["map50"], "selection_map50_95": tuned["map50_95"], "epochs_model": epochs,
+              "epochs_total": epochs, "ratios": pruned["ratios"], "weights": tuned["weights"],
               "seconds": round(time.perf_counter() - t0)}  # fmt: skip
     write_json(done, result)
     return result
@@ -215,11 +305,19 @@ def resampled(row: dict, find, images: int, resamples: int, cache: Path) -> np.n
 
 def write_report(result: dict, out: Path) -> None:
     write_json(out, result)
-    rows = [{"budget": b["budget"], "method": m, **{k: r.get(k) for k in ("gflops", "epochs_model", "epochs_total",
-             "map50_95_before_ft", "map50_95")}, "seeds": len(r["seeds"]), "seed sd": r["map50_95_seed_sd"],
+    control = result.get("control")
+    rows = [{"budget": b["budget"], "method": m + (" (other run)" if r.get("other_run") else ""),
+             **{k: r.get(k) for k in ("gflops", "epochs_model", "epochs_total", "map50_95_before_ft",
+                                      "map50_95_before_ft_repair", "map50_95")},
+             "seeds": len(r["seeds"]), "seed sd": r["map50_95_seed_sd"],
              "ci95": "{:.4f}–{:.4f}".format(*r["map50_95_ci95"]),
              "lips / it": r.get("lips_ratio"), "lips / it, 95 %": "{:.2f}–{:.2f}".format(*r["lips_ratio_ci95"])
              if r.get("lips_ratio_ci95") else ""} for b in result["budgets"] for m, r in b["methods"].items()]  # fmt: skip
+    if control:
+        rows.append({"budget": None, "method": "control (unpruned base, same fine-tune)", "gflops": control["gflops"],
+                        "epochs_model": control["epochs_model"], "epochs_total": control["epochs_total"],
+                        "map50_95_before_ft": control["map50_95_before_ft"], "map50_95": control["map50_95"],
+                        "ci95": "{:.4f}–{:.4f}".format(*control["map50_95_ci95"])})  # fmt: skip
     md = out.with_suffix(".md")
     md.write_text(f"# LIPS vs baselines ({result['settings']['data']}, report split "
                   f"{result['settings']['report_split']}, imgsz {result['settings']['imgsz']})\n\n"
@@ -263,85 +361,132 @@ def main():
     p.add_argument("--seeds", default="0", help="training seeds, comma-separated: each method is fine-tuned once per seed")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params.yaml overrides")
     p.add_argument("--work", default="runs/bench_baselines")
+    p.add_argument("--keep-rows", default=None, metavar="JSON",
+                   help="a previous report whose rows of methods not run now are kept, marked as another run's")
     a = p.parse_args()
     out = Path(a.out)
     if a.figure_only:
         draw(json.loads(out.read_text()), out)
         return
     work, methods = Path(a.work), a.methods.split(",")
+    for m in methods:
+        if m not in METHODS:
+            raise LipsError(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    pruned_methods = [m for m in methods if m != "control"]
+    kept = json.loads(Path(a.keep_rows).read_text()) if a.keep_rows else None
     seeds, budgets = parse_seeds(a.seeds), parse_floats(a.budgets, "budgets", "3.7,3.4")
     common = {"base": a.base, "data": a.data, "imgsz": a.imgsz, "optimize.report": a.report,
               "optimize.iterations": a.iterations, "finetune.epochs": a.epochs, "optimize.warm_start": True,
               "finetune.fraction": 1.0, **_overrides(a.set)}  # fmt: skip
-    params = load_params(a.params, a.profile, common)
-    importance_path = stage1(params, work)
+    params = load_params(a.params, a.profile, {**common, **PLAIN})
+    # Stage I once per channel choice and recovery that a schedule built on it uses (distillation plays no part)
+    stage = {m: split_method(m)[1].removesuffix("_distill") for m in pruned_methods}
+    needs = {v for m, v in stage.items() if split_method(m)[0] in ("lips", "shaped")}
+    importance_paths = {v: stage1(load_params(a.params, a.profile, {**common, **RECOVERIES[v]}), work, v)
+                        for v in sorted(needs)}  # fmt: skip
     base = load_model(a.base)
     base_gflops = cost(base).gflops
-    importance = load_importance(str(importance_path), base)
+    importances = {v: load_importance(str(path), base) for v, path in importance_paths.items()}
     data, _, report = prepare_data(a.data, a.report, work)
     t0, result = time.perf_counter(), {"budgets": []}
     base_row = evaluate(a.base, data, split=report, imgsz=a.imgsz, device=params["device"])
-    steps = tqdm(total=len(budgets) * (len(methods) * len(seeds) + 1), desc="baselines benchmark")
+    steps = tqdm(total=len(budgets) * (len(pruned_methods) * len(seeds) + 1) + ("control" in methods),
+                 desc="baselines benchmark")  # fmt: skip
+    if "control" in methods:
+        steps.set_postfix_str("control: the unpruned base fine-tuned")
+        row = control(params, a.iterations * a.epochs, work)
+        maps = run_maps(row, work / "control", data, params, report, base_row["images"], a.resamples)
+        hi, lo = np.percentile(maps, [2.5, 97.5])
+        result["control"] = {**row, "map50_95_ci95": [float(2 * row["map50_95"] - lo), float(2 * row["map50_95"] - hi)]}
+        steps.update()
     for budget in budgets:
-        runs = {m: {} for m in methods}  # method → seed → row
-        for method in methods:
-            over = {**common, "optimize.importance": str(importance_path), "schedule.target_gflops": budget,
-                    **(RECOVER if method.endswith("_recover") else PLAIN)}  # fmt: skip
+        runs = {m: {} for m in pruned_methods}  # method → seed → row
+        for method in pruned_methods:
+            kind, suffix = split_method(method)
+            flag = stage[method]
+            over = {**common, "schedule.target_gflops": budget, **RECOVERIES[suffix],
+                    **({"optimize.importance": str(importance_paths[flag])} if flag in importance_paths else {})}
             mp = load_params(a.params, a.profile, over)
-            if method.startswith("lips"):
+            if kind == "lips":
                 check_params(mp, base_gflops)
             for seed in seeds:
                 steps.set_postfix_str(f"{budget} GFLOPs: {method}, seed {seed}")
                 sp = with_seed(mp, seed)
                 out_dir = run_dir(work, budget, method, seed)
-                runs[method][seed] = (loop(sp, out_dir) if method.startswith("lips") else
-                                      one_shot(method, sp, importance, budget, a.iterations * a.epochs, out_dir))
+                runs[method][seed] = (loop(sp, out_dir) if kind == "lips" else
+                                      one_shot(method, sp, importances.get(flag), budget, a.iterations * a.epochs,
+                                               out_dir))  # fmt: skip
                 steps.update()
         steps.set_postfix_str(f"{budget} GFLOPs: bootstrap")
         per_run = {(m, s): run_maps(r, run_dir(work, budget, m, s), data, params, report, base_row["images"], a.resamples)
                    for m, by_seed in runs.items() for s, r in by_seed.items()}  # fmt: skip
-        maps = {m: pool_seeds([per_run[m, s] for s in seeds]) for m in methods}
+        maps = {m: pool_seeds([per_run[m, s] for s in seeds]) for m in pruned_methods}
         rows = {m: pooled(by_seed, budget) for m, by_seed in runs.items()}
         for m, r in rows.items():
             # basic (pivotal) interval: resamples lose rare classes, whose AP is low, so resampled mAPs sit
             # above the full-set value; 2·mAP − quantile undoes that shift
             hi, lo = np.percentile(maps[m], [2.5, 97.5])
             r["map50_95_ci95"] = [float(2 * r["map50_95"] - lo), float(2 * r["map50_95"] - hi)]
-            ref = "lips_recover" if m.endswith("_recover") and "lips_recover" in rows else "lips"
+            kind, suffix = split_method(m)
+            ref = f"lips_{suffix}" if suffix and f"lips_{suffix}" in rows else "lips"
             if m != ref and ref in rows:
                 r["lips_reference"] = ref
                 r["lips_ratio"] = rows[ref]["map50_95"] / max(r["map50_95"], 1e-9)
                 r.update({f"lips_{k}": v for k, v in ratio_interval(maps[ref], maps[m]).items() if k != "resamples"})
-        gains = {f"{m}_over_{m.removesuffix('_recover')}": ratio_interval(maps[m], maps[m.removesuffix("_recover")])
-                 for m in rows if m.endswith("_recover") and m.removesuffix("_recover") in rows}  # fmt: skip
+        gains = {f"{m}_over_{split_method(m)[0]}": ratio_interval(maps[m], maps[split_method(m)[0]])
+                 for m in rows if split_method(m)[1] and split_method(m)[0] in rows}  # fmt: skip
+        previous = next((b for b in (kept or {}).get("budgets", []) if b["budget"] == budget), None)
+        if previous:  # another run's rows, for reference: their own intervals, no pairing with this run's
+            for m, r in previous["methods"].items():
+                if m not in rows:
+                    rows[m] = {**r, "other_run": a.keep_rows}
         result["budgets"].append({"budget": budget, "methods": rows, "recovery_gain": gains})
         steps.update()
     steps.close()
-    hard = min(result["budgets"], key=lambda b: b["budget"])["methods"]
-    get = lambda ms, m: ms.get(m, {}).get("map50_95")  # noqa: E731
     result.update({
         "what": "LIPS vs same-harness baselines at equal GFLOPs (±1 %) and equal total fine-tune epochs",
         "base": {"weights": a.base, "gflops": base_gflops, "map50_95": base_row["map50_95"]},
         "settings": {"data": a.data, "select_split": "val", "report_split": report, "report_images": base_row["images"],
                      "imgsz": a.imgsz, "iterations": a.iterations, "epochs_per_iteration": a.epochs,
-                     "profile": a.profile, "overrides": a.set, "recover": RECOVER,
-                     "bootstrap_resamples": a.resamples, "seeds": seeds, "importance": str(importance_path)},
+                     "profile": a.profile, "overrides": a.set, "recoveries": RECOVERIES,
+                     "bootstrap_resamples": a.resamples, "seeds": seeds,
+                     "importance": {(k or "plain"): str(v) for k, v in importance_paths.items()},
+                     "kept_rows_from": a.keep_rows},
         "machine": machine(),
         "seconds": round(time.perf_counter() - t0),
         "equal_gflops": all(abs(r["gflops_vs_budget"]) <= GFLOPS_TOL for b in result["budgets"]
                             for r in b["methods"].values()),
-        "goals": {
-            f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}": (get(hard, "lips") or 0) / max(get(hard, "uniform") or 1e9,
-                                                                                          1e-9),
-            "lips_ge_shaped_and_global": {str(b["budget"]): {m: (get(b["methods"], "lips") or 0) >= (get(b["methods"], m)
-                                          or 0) for m in ("shaped", "global") if m in b["methods"]}
-                                          for b in result["budgets"]},
-            "recovery_gain_ge_1.1": {str(b["budget"]): {k: v["ratio_median"] for k, v in b["recovery_gain"].items()}
-                                     for b in result["budgets"]},
-        },
+        "goals": goals(result["budgets"], base_row["map50_95"]),
     })  # fmt: skip
     write_report(result, out)
     print(out.with_suffix(".md").read_text())
+
+
+def goals(budgets: list[dict], base_map: float) -> dict:
+    """The goals of the recovery work (#22) and of the hard budget (#13), from this run's rows."""
+    get = lambda ms, m, k="map50_95": (ms.get(m) or {}).get(k)  # noqa: E731
+    hard = min(budgets, key=lambda b: b["budget"])["methods"]
+    out = {f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}": (get(hard, "lips") or 0) / max(get(hard, "uniform") or 1e9,
+                                                                                       1e-9)}  # fmt: skip
+    retention = {"3.7": 0.8, "3.4": 0.65}  # share of the base's mAP the best LIPS model keeps
+    for b in budgets:
+        ms, key = b["methods"], f"{b['budget']:g}"
+        lips = [m for m in ms if m.startswith("lips_recon") and "other_run" not in ms[m]]
+        if lips and key in retention:
+            best = max(lips, key=lambda m: ms[m]["map50_95"])
+            out.setdefault("retention", {})[key] = {"best": best, "map50_95": ms[best]["map50_95"],
+                                                    "goal": retention[key] * base_map,
+                                                    "share_of_base": ms[best]["map50_95"] / base_map}  # fmt: skip
+        for m in ("uniform_recon", "lips_recon", "uniform_recon_lsq", "lips_recon_lsq"):
+            if get(ms, m, "map50_95_before_ft_repair"):
+                out.setdefault("reconstruction_over_repair_before_ft_ge_3", {}).setdefault(key, {})[m] = (
+                    get(ms, m, "map50_95_before_ft") / max(get(ms, m, "map50_95_before_ft_repair"), 1e-9))
+        for v in ("recon", "recon_lsq"):
+            if get(ms, f"lips_{v}") and get(ms, f"uniform_{v}"):
+                r = ms[f"uniform_{v}"]
+                out.setdefault(f"lips_{v}_over_uniform_{v}", {})[key] = {
+                    "ratio": r["lips_ratio"], "ci95": r.get("lips_ratio_ci95"), "goal": 1.15 if b["budget"] < 3.55 else 1.0}
+    return out
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from lipslib.engine import CRITERIA, cost_counter, output_tensors, prune
+from lipslib.engine import CRITERIA, PruneResult, _origin_probe, cost_counter, origins, output_tensors, prune
 from lipslib.errors import LipsError
 from lipslib.layers import detect_head, default_targets
 from lipslib.costs import bisect
@@ -87,17 +87,30 @@ def _ignored(model: nn.Module) -> list[nn.Module]:
 
 
 def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", max_ratio: float = 0.9,
-                        round_to: int | None = None) -> nn.Module:  # fmt: skip
-    """A copy of `base` pruned by torch-pruning's global ranking at global channel ratio `ratio`."""
+                        round_to: int | None = None, track: bool = False) -> nn.Module | PruneResult:  # fmt: skip
+    """A copy of `base` pruned by torch-pruning's global ranking at global channel ratio `ratio`. With `track`, a
+    PruneResult whose `origin` places every kept element in `split_c2f(base)` (a lockstep prune of an origin probe,
+    as `engine.prune` keeps), for recovery against that split copy."""
     model = split_c2f(copy.deepcopy(base)).eval()
+    probe, probe_graph = _origin_probe(model) if track else (None, None)
+    names = {m: n for n, m in model.named_modules()}
     example = torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device)
     with torch.enable_grad():
         pruner = tp.pruner.BasePruner(model, example, importance=CRITERIA[criterion](), global_pruning=True,
                                       pruning_ratio=ratio, max_pruning_ratio=max_ratio, ignored_layers=_ignored(model),
                                       round_to=round_to,
                                       output_transform=output_tensors)  # fmt: skip
-        pruner.step()
-    return model
+        for group in pruner.step(interactive=True):
+            root = group[0].dep
+            if track:  # the same channels of the same layer, before the group changes the module
+                twin = probe.get_submodule(names[root.target.module])
+                probe_group = probe_graph.get_pruning_group(twin, root.handler, idxs=list(group[0].idxs))
+            group.prune()
+            if track:
+                probe_group.prune()
+    if not track:
+        return model
+    return PruneResult(model=model, ratios={}, origin=origins(probe, model))
 
 
 def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance: dict[str, float] | None = None,
@@ -151,3 +164,14 @@ def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance:
                              lambda m: count(m).gflops, hi=r_max, steps=steps)  # fmt: skip
         return {"model": model, "gflops": g, "scalar": s, "ratios": None}
     raise LipsError(f"unknown baseline '{method}'; choose uniform, shaped or global")
+
+
+def tracked(method: str, base: nn.Module, cut: dict, *, criterion: str = "l1", round_to: int | None = None,
+            r_max: float = 0.9) -> tuple[PruneResult, nn.Module]:  # fmt: skip
+    """The cut `at_gflops(method, base, …)` returned, made again with channel origins for recovery
+    (`lipslib.recover`), and the model those origins refer to: `base`, or for global magnitude its `split_c2f` copy
+    (same outputs, the names the pruned copy has)."""
+    if method == "global":
+        res = global_magnitude_at(base, cut["scalar"], criterion, r_max, round_to, track=True)
+        return res, split_c2f(copy.deepcopy(base))
+    return prune(base, cut["ratios"], criterion=criterion, round_to=round_to, log=False, track=True), base

@@ -39,24 +39,45 @@ def cmd_info(a):
         print(f"  {name:32s} [{o:4d}, {i:4d}]")
 
 
+def ridge_value(text: str):
+    """--ridge: a number, or auto."""
+    return text if text == "auto" else float(text)
+
+
 def cmd_prune(a):
     from lipslib import engine
-    from lipslib.evaluate import check_writable
+    from lipslib.evaluate import calibration_images, check_writable
     from lipslib.layers import default_targets
+    from lipslib.reconstruct import channel_criterion
+    from lipslib.recover import Recovery, recover
     from lipslib.spec import read_spec
 
     for path in filter(None, (a.out, a.log)):
         check_writable(path)
+    recovery = Recovery(repair=a.repair, reconstruct=a.reconstruct, ridge=a.ridge, images=a.images)
+    calibrates = recovery.refits or a.criterion == "lsq"
+    if calibrates and not a.data:
+        what = "--reconstruct" if a.reconstruct else "--repair" if a.repair else "--criterion lsq"
+        raise LipsError(f"{what} calibrates on images: add --data D (its train split, e.g. --data coco_val2193.yaml)")
+    images = calibration_images(a.data, a.split, a.images, a.calibration_imgsz) if calibrates else None
     model = engine.load_model(a.weights)
     ratios = read_spec(a.ratios, default_layers=default_targets(model))
-    res = engine.prune(model, ratios, criterion=a.criterion, round_to=a.round_to, imgsz=a.imgsz, log=bool(a.log))
+    found: dict = {}  # the base's Grams, for the criterion and the refit alike
+    criterion = channel_criterion(a.criterion, model, images, found, recovery.ridge, a.device)
+    res = engine.prune(model, ratios, criterion=criterion, round_to=a.round_to, imgsz=a.imgsz, log=bool(a.log),
+                       track=recovery.refits)  # fmt: skip
+    fitted = recover(res, model, images, recovery, gram_cache=found, device=a.device) if recovery.refits else {}
     before, after = engine.cost(model, a.imgsz), engine.cost(res.model, a.imgsz)
     engine.save_checkpoint(res.model, a.out, meta={"base": str(a.weights), "ratios": ratios, "criterion": a.criterion,
-                                                   "round_to": a.round_to, "gflops": after.gflops})  # fmt: skip
+                                                   "round_to": a.round_to, "gflops": after.gflops,
+                                                   "recover": recovery.as_dict() if recovery.refits else None,
+                                                   "calibration": a.data if recovery.refits else None})  # fmt: skip
     if a.log:
         engine.write_log(res.log, a.log)
+    how = ("; reconstructed" if a.reconstruct else "; bias-repaired") + f" {len(fitted)} convs on {len(images)} " \
+        f"'{a.split}' images" if recovery.refits else ""
     print(f"pruned {len(ratios)} layers: {before.gflops:.3f} → {after.gflops:.3f} GFLOPs, "
-          f"{before.params / 1e6:.3f} → {after.params / 1e6:.3f} M params; saved {a.out}")  # fmt: skip
+          f"{before.params / 1e6:.3f} → {after.params / 1e6:.3f} M params{how}; saved {a.out}")  # fmt: skip
 
 
 def cmd_inflate(a):
@@ -136,12 +157,14 @@ def cmd_val(a):
 
 
 def cmd_sensitivity(a):
+    from lipslib.recover import Recovery
     from lipslib.sensitivity import run_sensitivity
 
     layers = [x.strip() for x in a.layers.split(",") if x.strip()] if a.layers else None
     res = run_sensitivity(a.weights, a.data, ratio=a.ratio, layers=layers, imgsz=a.imgsz, batch=a.batch,
                           device=a.device, split=a.split, criterion=a.criterion, mode=a.mode, threads=a.threads,
-                          workers=a.workers, memo_gib=a.memo_gib, out=a.out, reference=a.reference)  # fmt: skip
+                          workers=a.workers, memo_gib=a.memo_gib, out=a.out, reference=a.reference,
+                          recovery=Recovery(reconstruct=True, images=a.images) if a.reconstruct else None)  # fmt: skip
     top = sorted(res["importance"].items(), key=lambda kv: -kv[1])[:5]
     print(f"base mAP50-95 {res['base']['mAP_50_95']:.4f} on {res['base']['images']} images; "
           f"{len(res['importance'])} layers in {res['seconds']:.1f} s → {a.out}/layer_importance.json")
@@ -278,10 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ratios", required=True,
                    help="YAML/JSON {layer: ratio}, the paper's prune_spec.txt, or one number (uniform on the targets)")
     s.add_argument("--out", required=True, help="output .pt (a plain Ultralytics checkpoint)")
-    s.add_argument("--criterion", default="l1", help="channel importance: l1 (default), l2, random")
+    s.add_argument("--criterion", default="l1",
+                   help="channel choice: l1 (default), l2, random, or lsq (what the rest cannot predict; needs --data)")
     s.add_argument("--round-to", type=int, default=None, help="round kept channels to a multiple of N")
     s.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs (default 640)")
     s.add_argument("--log", default=None, help="write the per-layer prune_directed_log.csv here")
+    s.add_argument("--reconstruct", action="store_true",
+                   help="refit the consumers of removed channels by ridge least squares (needs --data)")
+    s.add_argument("--repair", action="store_true", help="bias repair only (needs --data); --reconstruct contains it")
+    s.add_argument("--data", default=None, help="dataset whose images calibrate --reconstruct / --repair")
+    s.add_argument("--split", default="train", help="its split to calibrate on (default train)")
+    s.add_argument("--images", type=int, default=64, help="calibration images (default 64)")
+    s.add_argument("--calibration-imgsz", type=int, default=640, help="their size (default 640)")
+    s.add_argument("--ridge", type=ridge_value, default=1e-3,
+                   help="λ of the refit (default 0.001), or auto: chosen per conv on held-out calibration images")
+    s.add_argument("--device", default=None, help="where the refit runs: cpu, 0, … (default: Ultralytics' choice)")
     s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("inflate", help="a pruned checkpoint inside its full-width yaml, with BatchNorm, same outputs")
@@ -347,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--split", default="val")
-    s.add_argument("--criterion", default="l1", help="l1 (default), l2, random")
+    s.add_argument("--criterion", default="l1",
+                   help="l1 (default), l2, random, or lsq (calibrated on --data's train split)")
     s.add_argument("--mode", default="fast", help="fast (reuse the base's activations where unchanged) or exact")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     s.add_argument("--workers", type=int, default=None,
@@ -355,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--memo-gib", type=float, default=2.0,
                    help="bound on the base activations --mode fast holds (one batch; the batch is lowered to fit)")
     s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
+    s.add_argument("--reconstruct", action="store_true",
+                   help="refit each cut's consumers by least squares before measuring (calibrated on --data's train)")
+    s.add_argument("--images", type=int, default=64, help="calibration images for --reconstruct (default 64)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sensitivity)
 

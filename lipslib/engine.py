@@ -30,6 +30,9 @@ CRITERIA = {
     "l2": lambda: tp.importance.MagnitudeImportance(p=2),
     "random": lambda: tp.importance.RandomImportance(),
 }
+# and `lsq`, channel choice aware of reconstruction: it needs calibration images, so it is resolved into a
+# criterion object where images are at hand (lipslib.reconstruct.channel_criterion)
+CRITERION_NAMES = (*CRITERIA, "lsq")
 LOG_COLUMNS = [
     "layer_name", "ratio", "out_before", "out_after",
     "GMACs_before", "GMACs_after", "MParams_before", "MParams_after",
@@ -227,8 +230,11 @@ def prune(
         >>> cost(res.model).gflops < cost(base).gflops                   # doctest: +SKIP
         True
     """
-    if criterion not in CRITERIA:
-        raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
+    scorer = getattr(criterion, "scores", None)  # a data-aware criterion (lipslib.reconstruct.LeastSquaresCriterion)
+    if criterion == "lsq":
+        raise LipsError("criterion lsq needs calibration images: resolve it with lipslib.reconstruct.channel_criterion")
+    if scorer is None and criterion not in CRITERIA:
+        raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERION_NAMES)}")
     model = model if inplace else deepcopy(model)
     validate_layers(model, ratios)
     modules = dict(model.named_modules())
@@ -238,9 +244,10 @@ def prune(
         n = modules[name].out_channels
         if n - n_remove(n, r, round_to) < 1:
             raise LipsError(f"ratio {r} of {name} leaves no channel of {n}; lower it")
-    probe, probe_graph = _origin_probe(model) if track else (None, None)
+    probe, probe_graph = _origin_probe(model) if track or scorer else (None, None)
     graph = build_graph(model)
-    importance = CRITERIA[criterion]()
+    importance = CRITERIA["l1" if scorer else criterion]()
+    names = {m: n for n, m in model.named_modules()} if scorer else None
     rows: list[dict] = []
     before = cost(model, imgsz) if log else None
     for name in sorted(ratios):
@@ -249,10 +256,11 @@ def prune(
         k = n_remove(n, ratios[name], round_to)
         if k:
             group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(n)))
-            scores = importance(group)
+            scores = scorer(group, names, dict(probe.named_modules())) if scorer else None
+            scores = importance(group) if scores is None else scores
             idxs = torch.argsort(scores, stable=True)[:k].tolist()
             graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=idxs).prune()
-            if track:
+            if probe is not None:
                 probe_conv = probe.get_submodule(name)
                 probe_graph.get_pruning_group(probe_conv, tp.prune_conv_out_channels, idxs=idxs).prune()
         if log:
@@ -262,12 +270,15 @@ def prune(
                 before.gflops / 2, after.gflops / 2, before.params / 1e6, after.params / 1e6,
             ])))  # fmt: skip
             before = after
-    origin = None
-    if track:
-        origin = {n: t.detach().long() for n, t in tensors(probe).items()}
-        if {n: o.shape for n, o in origin.items()} != {n: t.shape for n, t in tensors(model).items()}:
-            raise LipsError("tracking channel origins went out of step with pruning; this is a lipslib bug")
-    return PruneResult(model=model, ratios=dict(ratios), log=rows, origin=origin)
+    return PruneResult(model=model, ratios=dict(ratios), log=rows, origin=origins(probe, model) if track else None)
+
+
+def origins(probe: nn.Module, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The origin indices an origin probe (`_origin_probe`) holds after it was pruned in lockstep with `model`."""
+    origin = {n: t.detach().long() for n, t in tensors(probe).items()}
+    if {n: o.shape for n, o in origin.items()} != {n: t.shape for n, t in tensors(model).items()}:
+        raise LipsError("tracking channel origins went out of step with pruning; this is a lipslib bug")
+    return origin
 
 
 def write_log(rows: list[dict], path: str | os.PathLike) -> Path:

@@ -20,12 +20,13 @@ import pandas as pd
 import yaml
 
 from lipslib.costs import GflopsCost, bisect, cost_model
-from lipslib.engine import load_model, prune, save_checkpoint, write_log
+from lipslib.engine import CRITERION_NAMES, load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
 from lipslib.evaluate import calibration_images, check_data, check_writable, evaluate, split_images, write_json
 from lipslib.finetune import finetune
 from lipslib.layers import default_targets, validate_layers
-from lipslib.repair import repair_biases
+from lipslib.reconstruct import channel_criterion
+from lipslib.recover import Recovery, recover
 from lipslib.schedule import RuleParams, Targets, initial_schedule, lengthen_step, update
 from lipslib.spec import write_spec
 from lipslib.warmstart import inherit
@@ -87,9 +88,11 @@ def check_params(params: dict, base_cost: float | None = None) -> tuple[Targets,
     """Refuse bad parameters before any compute; `base_cost` (the base's cost in the loop's unit) adds the
     checks against the base."""
     s, o = params["schedule"], params["optimize"]
+    if o["criterion"] not in CRITERION_NAMES:
+        raise LipsError(f"optimize.criterion must be one of {', '.join(CRITERION_NAMES)}, got {o['criterion']!r}")
     if o["report"] not in REPORTS:
         raise LipsError(f"optimize.report must be one of {', '.join(REPORTS)}, got {o['report']!r}")
-    check_recover(params["recover"])
+    Recovery.from_params(params["recover"])
     if not isinstance(o["iterations"], int) or o["iterations"] < 1:
         raise LipsError(f"optimize.iterations must be an integer ≥ 1, got {o['iterations']!r}")
     if not isinstance(params["finetune"]["epochs"], int) or params["finetune"]["epochs"] < 1:
@@ -117,19 +120,6 @@ def check_params(params: dict, base_cost: float | None = None) -> tuple[Targets,
     if not isinstance(s["start"], (int, float)) or not 0 <= s["start"] < 1:
         raise LipsError(f"schedule.start must be in [0, 1): the share of the way back to the base, got {s['start']!r}")
     return targets, rule
-
-
-def check_recover(r: dict) -> None:
-    """Refuse bad recovery settings before any compute."""
-    from lipslib.distill import MODES
-
-    if r["distill"] not in MODES:
-        raise LipsError(f"recover.distill must be one of {', '.join(MODES)}, got {r['distill']!r}")
-    if not isinstance(r["repair"], bool):
-        raise LipsError(f"recover.repair must be true or false, got {r['repair']!r}")
-    if not float(r["distill_weight"]) > 0 or not isinstance(r["images"], int) or r["images"] < 1:
-        raise LipsError(f"recover.distill_weight must be > 0 and recover.images an integer ≥ 1, got "
-                        f"{r['distill_weight']!r} and {r['images']!r}")  # fmt: skip
 
 
 def recovery_args(params: dict) -> dict:
@@ -163,6 +153,16 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     base = load_model(params["base"])
     o, ft = params["optimize"], params["finetune"]
     round_to = params["schedule"]["round_to"]
+    recovery, calibration = Recovery.from_params(params["recover"]), None
+    base_grams: dict = {}  # the base's Grams: reconstruction of every fresh copy, and the lsq criterion
+
+    def images():
+        nonlocal calibration
+        if calibration is None:
+            calibration = calibration_images(params["data"], "train", recovery.images, params["imgsz"])
+        return calibration
+
+    criterion = channel_criterion(o["criterion"], base, images, base_grams, recovery.ridge, params["device"])
     if state is None:
         costs = cost_model(params, base)
         base_cost = costs.measure(base)
@@ -171,8 +171,8 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         data, select, report = prepare_data(params["data"], o["report"], out)
         state = {"params": _fingerprint(params), "importance": importance, "data": data,
                  "split_select": select, "split_report": report, "cost": costs.state(), "cost_unit": costs.unit,
-                 "base_cost": base_cost, "ratios": initial_ratios(base, importance, params, targets, costs, base_cost),
-                 "layer_cost": costs.layer_costs(base, o["criterion"], round_to),
+                 "base_cost": base_cost, "ratios": initial_ratios(base, importance, params, targets, costs, base_cost, criterion),
+                 "layer_cost": costs.layer_costs(base, criterion, round_to),
                  "rule_state": None, "done": []}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         write_json(state_file, state)
@@ -182,7 +182,6 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     iterations = range(len(state["done"]) + 1, o["iterations"] + 1)
     from tqdm.auto import tqdm
 
-    repair, calibration = params["recover"]["repair"], None
     for k in tqdm(iterations, desc="LIPS iterations", disable=not progress, initial=len(state["done"]),
                   total=o["iterations"]):  # fmt: skip
         it, t0 = out / f"iter_{k:02d}", time.perf_counter()
@@ -190,15 +189,15 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
             shutil.rmtree(it)
         ratios = state["ratios"]
         warm = o["warm_start"] and k > 1
-        res = prune(base, ratios, criterion=o["criterion"], round_to=round_to, track=o["warm_start"] or repair)
+        res = prune(base, ratios, criterion=criterion, round_to=round_to,
+                    track=o["warm_start"] or recovery.refits)  # fmt: skip
         donor, donor_origin, inherited = None, None, 0.0
         if warm:
-            donor, donor_origin = _previous(base, out, state["done"][-1], o["criterion"], round_to)
+            donor, donor_origin = _previous(base, out, state["done"][-1], criterion, round_to)
             inherited = inherit(res.model, res.origin, donor, donor_origin)
-        if repair:  # after inheriting: a warm copy's new cuts remove the donor's tuned channels
-            if calibration is None:
-                calibration = calibration_images(data, "train", params["recover"]["images"], params["imgsz"])
-            repair_biases(res, base, calibration, donor=donor, donor_origin=donor_origin)
+        if recovery.refits:  # after inheriting: a warm copy's new cuts remove the donor's tuned channels
+            recover(res, base, images(), recovery, donor=donor, donor_origin=donor_origin,
+                    gram_cache=None if warm else base_grams, device=params["device"])  # fmt: skip
         write_spec(it / "final" / "prune_spec.txt", ratios)
         write_log(res.log, it / "prune_directed_log.csv")
         pruned = save_checkpoint(res.model, it / "final" / "pruned.pt",
@@ -213,7 +212,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         new_ratios, rule_state = update(ratios, importance, {"cost": measured, "map50_95": sel["map50_95"]}, targets,
                                         state["rule_state"], rule, state["layer_cost"])  # fmt: skip
         if rule_state["gate"] == "cost" and (round_to or rule.kappa_cost is None):
-            new_ratios, rule_state["step_factor"] = cost_step(base, ratios, new_ratios, costs, o["criterion"],
+            new_ratios, rule_state["step_factor"] = cost_step(base, ratios, new_ratios, costs, criterion,
                                                               round_to, rule, targets)  # fmt: skip
         row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
                "map50": sel["map50"], "gate": rule_state["gate"], "step": rule_state["step"],
@@ -256,9 +255,10 @@ def _previous(base, out: Path, prev: dict, criterion: str, round_to: int | None)
     return donor, donor_origin
 
 
-def initial_ratios(base, importance, params, targets, costs=None, base_cost=None) -> dict[str, float]:
+def initial_ratios(base, importance, params, targets, costs=None, base_cost=None, criterion=None) -> dict[str, float]:
     """The starting schedule: uniform or importance-shaped, at schedule.initial_ratio, or with `auto` at the
-    ratio whose pruned copy costs target + start·(base_cost − target), by the cost's prediction."""
+    ratio whose pruned copy costs target + start·(base_cost − target), by the cost's prediction. `criterion`:
+    the channel criterion as `prune` takes it (default: optimize.criterion, which must then be a plain name)."""
     s = params["schedule"]
     names = default_targets(base)
     imp = {k: importance.get(k, 0.0) for k in names}
@@ -268,7 +268,7 @@ def initial_ratios(base, importance, params, targets, costs=None, base_cost=None
 
     if s["initial_ratio"] == "auto":
         start = targets.cost + float(s["start"]) * ((base_cost or targets.cost) - targets.cost)
-        return calibrate(base, shape, start, params["optimize"]["criterion"], hi=float(s["r_max"]),
+        return calibrate(base, shape, start, criterion or params["optimize"]["criterion"], hi=float(s["r_max"]),
                          measure=(costs or GflopsCost()).predict, round_to=s["round_to"])[1]  # fmt: skip
     return shape(float(s["initial_ratio"]))
 

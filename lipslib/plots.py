@@ -134,15 +134,22 @@ def baselines_pareto(result: dict, path) -> Path:
     df = pd.DataFrame(rows).sort_values("gflops")
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     palette = dict(zip(df.method.unique(), sns.color_palette("tab10", df.method.nunique())))
+    recon = any("recon" in m for m in df.method)
     for method, g in df.groupby("method", sort=False):
-        dashed = "recover" in method
+        # with reconstructed rows, they are the lines to read; the others (plain, repair) are drawn faint
+        faint = recon and "recon" not in method
         # a basic bootstrap interval need not contain the point (a skewed resample distribution): bars stop at it
         err = [(g["map"] - g.lo).clip(lower=0), (g.hi - g["map"]).clip(lower=0)]
-        ax.errorbar(g.gflops, g["map"], yerr=err, marker="o", capsize=3,
-                    color=palette[method], ls="--" if dashed else "-", label=method)  # fmt: skip
+        ax.errorbar(g.gflops, g["map"], yerr=err, marker="o", capsize=3, color=palette[method],
+                    ls=":" if faint else "--" if "recover" in method or "distill" in method else "-",
+                    alpha=0.45 if faint else 1.0, label=method)  # fmt: skip
     base = result["base"]
     ax.scatter([base["gflops"]], [base["map50_95"]], marker="*", s=160, color="black", zorder=5,
                label=f"base ({Path(base['weights']).stem})")  # fmt: skip
+    if result.get("control"):
+        c = result["control"]
+        ax.axhline(c["map50_95"], color="black", ls="-.", lw=1,
+                   label=f"control: base, same fine-tune ({c['map50_95']:.3f})")  # fmt: skip
     s = result["settings"]
     ax.set(xlabel="GFLOPs (640, fused)", ylabel=f"mAP50-95, {s['report_split']} split ({s['report_images']} images)",
            title=f"Equal cost, equal epochs ({s['iterations'] * s['epochs_per_iteration']}): "

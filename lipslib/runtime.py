@@ -60,3 +60,15 @@ def use_threads(component, n: int | None, event: str) -> None:
     if getattr(getattr(component, "device", None), "type", "cpu") != "cpu":
         return
     component.add_callback(event, PinThreads(n))
+
+
+@contextlib.contextmanager
+def fp32_kernels():
+    """Full-fp32 cuDNN and matmul kernels (no TF32) for the duration, so that two evaluations of the same
+    network differ by summation order alone; restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -15,7 +15,6 @@ threads). `mode="exact"` runs every pruned copy in full, contiguous, from the in
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import multiprocessing
@@ -32,13 +31,15 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lipslib.engine import CRITERIA, Cost, conv_shapes, cost_counter, fused, load_model, prune
+from lipslib.engine import CRITERION_NAMES, Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError
-from lipslib.evaluate import (check_data, check_writable, device_arg, first_line, make_validator, run_validator,
-                              split_images, write_json)  # fmt: skip
+from lipslib.evaluate import (calibration_images, check_data, check_writable, device_arg, first_line, make_validator,
+                              run_validator, split_images, write_json)  # fmt: skip
 from lipslib.layers import default_targets, validate_layers
 from lipslib.memo import Recorder, bytes_per_image, reuse
-from lipslib.runtime import cpu_threads, select_device, thread_count
+from lipslib.reconstruct import LeastSquaresCriterion, channel_criterion, grams as conv_grams
+from lipslib.recover import Recovery, recover
+from lipslib.runtime import cpu_threads, fp32_kernels, select_device, thread_count
 
 COLUMNS = [
     "index", "layer_name", "ratio", "out_channels_before", "out_channels_after", "GMACs_before", "GMACs_after",
@@ -66,6 +67,9 @@ class _Job:
     fast: bool
     base_cost: Cost
     batches: list | None  # the loader's batches, kept from the base's validation when they fit in memory
+    recovery: Recovery | None = None  # each cut repaired / reconstructed as the loop's copies are
+    calibration: torch.Tensor | None = None  # its calibration images
+    grams: dict | None = None  # reconstruction's Grams of the base, computed once before the workers fork
 
 
 @dataclass
@@ -106,7 +110,10 @@ def _evaluate_layers(job: _Job, names: list[str], tick) -> tuple[dict, list[dict
     probes = [_probe(job, None, base_net)]
     base_shapes, rows = conv_shapes(job.base), []
     for name in names:
-        pruned = prune(job.base, {name: job.ratio}, criterion=job.criterion, log=False).model
+        res = prune(job.base, {name: job.ratio}, criterion=job.criterion, log=False, track=job.recovery is not None)
+        if job.recovery is not None:
+            recover(res, job.base, job.calibration, job.recovery, gram_cache=job.grams)
+        pruned = res.model
         c = job.cost(pruned)
         net = _for_inference(pruned, job.fast).to(dev)
         probes.append(_probe(job, name, reuse(net, base_net, recorder) if recorder else net))
@@ -144,16 +151,11 @@ def _n_workers(workers: int | None, threads: int | None, device, n_layers: int, 
     return min(thread_count(threads), n_layers)
 
 
-@contextlib.contextmanager
-def fp32_kernels():
-    """Full-fp32 cuDNN and matmul kernels (no TF32) for the duration, so that two evaluations of the same
-    network differ by summation order alone; restored afterwards."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+def reconstruction_grams(base: nn.Module, images: torch.Tensor, device, recovery: Recovery) -> dict:
+    """Reconstruction's Grams of every dense conv of `base`, computed on `device` in one pass (forked CPU workers
+    share them; the solves then run where they are)."""
+    names = [n for n, m in base.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+    return conv_grams(copy.deepcopy(base).to(device), images, names, max_bytes=int(float(recovery.max_gib) * 2**30))
 
 
 def largest_side(imgsz: int, stride: int = 32) -> int:
@@ -236,6 +238,8 @@ def run_sensitivity(
     memo_gib: float = MEMO_BYTES / 2**30,
     out: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
+    recovery: Recovery | None = None,
+    calibration_split: str = "train",
     progress: bool = True,
 ) -> dict:
     """Stage I. Returns {'importance', 'table' (DataFrame, the authors' columns), 'base', 'seconds'};
@@ -243,21 +247,25 @@ def run_sensitivity(
     `device`: None lets Ultralytics choose (the first GPU when present). `workers`: processes for the
     fast path (default: one per thread on a CPU; 1 on a GPU). `memo_gib`: bound on the base activations
     the fast path holds at once (one batch per process, all processes together); the batch is lowered to
-    stay within it."""
+    stay within it. `recovery`: each layer's cut gets its repair or reconstruction (as the loop's copies do:
+    importance is then what a cut costs after the rest compensates), calibrated on the first
+    `recovery.images` images of `calibration_split`."""
     if not 0.0 < float(ratio) < 1.0:
         raise LipsError(f"sensitivity ratio {ratio} is outside (0, 1); the paper uses 0.85")
     if mode not in MODES:
         raise LipsError(f"unknown sensitivity mode '{mode}'; choose one of {', '.join(MODES)}")
-    if criterion not in CRITERIA:
-        raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERIA)}")
+    if criterion not in CRITERION_NAMES:
+        raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERION_NAMES)}")
     if workers is not None and int(workers) < 1:
         raise LipsError(f"sensitivity workers must be ≥ 1, got {workers}; leave it unset for one per CPU core")
     if not float(memo_gib) > 0:
         raise LipsError(f"sensitivity memo_gib must be > 0, got {memo_gib}")
     if out:
         check_writable(Path(out) / "layer_importance.json")
+    recovery = recovery if recovery is not None and recovery.refits else None
+    calibrating = recovery or (Recovery(repair=False) if criterion == LeastSquaresCriterion.name else None)
     t0 = time.perf_counter()
-    info = check_data(data, splits=(split,))
+    info = check_data(data, splits=(split,) + ((calibration_split,) if calibrating else ()))
     base = load_model(weights)
     names = validate_layers(base, layers) if layers else default_targets(base)
     try:
@@ -270,16 +278,24 @@ def run_sensitivity(
     requested_batch, per_image = batch, None
     if mode == "fast":  # each worker process holds its own memo
         batch, per_image = memo_batch(base, imgsz, batch, int(float(memo_gib) * 2**30) // n, dev)
+    calibration = grams = None
+    chosen_by = criterion
+    if calibrating:
+        calibration = calibration_images(data, calibration_split, calibrating.images, imgsz)
+        if calibrating.reconstruct or criterion == LeastSquaresCriterion.name:
+            grams = reconstruction_grams(base, calibration, dev, calibrating)  # once: any cut may reach any consumer
+            chosen_by = channel_criterion(criterion, base, calibration, grams, calibrating.ridge)
     with fp32_kernels():
-        result = _measure(base, names, info, weights, device, n, count, base_cost, float(ratio), criterion, mode,
-                          imgsz, batch, split, threads, progress)  # fmt: skip
+        result = _measure(base, names, info, weights, device, n, count, base_cost, float(ratio), chosen_by, mode,
+                          imgsz, batch, split, threads, progress, (recovery, calibration, grams))  # fmt: skip
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if out:
         params = dict(weights=str(weights), data=info["yaml_file"], split=split, ratio=float(ratio), imgsz=imgsz,
                       batch=batch, requested_batch=requested_batch, memo_bytes_per_image=per_image,
                       memo_gib=float(memo_gib), device=str(dev), criterion=criterion, mode=mode,
                       cost_imgsz=cost_imgsz, threads=threads, workers=result.pop("workers"), layers=names,
-                      images=result["base"]["images"])  # fmt: skip
+                      images=result["base"]["images"], recovery=recovery.as_dict() if recovery else None,
+                      calibration_split=calibration_split if recovery else None)  # fmt: skip
         write_outputs(out, result, params, reference)
     else:
         result.pop("workers")
@@ -287,7 +303,7 @@ def run_sensitivity(
 
 
 def _measure(base, names, info, weights, device, n, count, base_cost, ratio, criterion, mode, imgsz, batch, split,
-             threads, progress) -> dict:  # fmt: skip
+             threads, progress, recovering=(None, None, None)) -> dict:  # fmt: skip
     """Ultralytics' validation of the base (kept as the check), then the pass over every pruned copy."""
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
     batches = None
@@ -299,7 +315,7 @@ def _measure(base, names, info, weights, device, n, count, base_cost, ratio, cri
     finally:
         if batches is not None:
             del validator.preprocess  # back to the class's own
-    job = _Job(base, validator, ratio, criterion, count, mode == "fast", base_cost, batches)
+    job = _Job(base, validator, ratio, criterion, count, mode == "fast", base_cost, batches, *recovering)
     groups = _balance(names, n) if n > 1 else [names]
 
     bar = tqdm(total=len(validator.dataloader) * (len(names) + len(groups)), disable=not progress, mininterval=1.0,
