@@ -78,7 +78,7 @@ def plans(res: PruneResult, base: nn.Module, ref: nn.Module | None = None, ref_o
     The reference is `base` itself, or `ref`, pruned from `base` with channel origins `ref_origin` (a warm
     copy's donor). `res` must come from pruning `base` with track=True."""
     if res.origin is None or (ref is not None and ref_origin is None):
-        raise LipsError("reconstruction needs the channel origins: prune with track=True")
+        raise LipsError("recovery needs the channel origins: prune with track=True")
     reference = base if ref is None else ref
     ref_convs, out = dict(reference.named_modules()), {}
     for name, conv in base.named_modules():

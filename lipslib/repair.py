@@ -20,13 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lipslib.engine import PruneResult
-
-
-def _kept(origin: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-    """(kept output channels, kept input channels) of a conv weight of `shape` from its origin indices."""
-    out_ch, in_ch, kh, kw = shape
-    flat = origin.reshape(-1)
-    return torch.unique(flat // (in_ch * kh * kw)), torch.unique((flat // (kh * kw)) % in_ch)
+from lipslib.reconstruct import plans
 
 
 def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tensor, batch: int = 16,
@@ -34,30 +28,19 @@ def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tenso
     """{conv name: δ (one value per output channel of the conv in `res.model`)}: the mean over `images` of
     what the input channels that `res.model` drops added to its kept outputs, measured on `base`, or with
     `donor` (pruned from `base` with channel origins `donor_origin`) on the donor. `res` must come from
-    pruning `base` with track=True."""
-    if res.origin is None or (donor is not None and donor_origin is None):
-        raise ValueError("bias repair needs the channel origins: prune with track=True")
+    pruning `base` with track=True. The convs and their places are `lipslib.reconstruct.plans`' (the refit's
+    special case: the bias alone)."""
+    todo = plans(res, base, donor, donor_origin)
     ref = base if donor is None else donor
-    ref_convs = dict(ref.named_modules())
-    plans, sums = {}, {}
-    for name, conv in base.named_modules():
-        if not isinstance(conv, nn.Conv2d) or conv.groups != 1:  # depthwise: a channel goes in and out together
-            continue
-        key = f"{name}.weight"
-        out_new, in_new = _kept(res.origin[key], conv.weight.shape)
-        if donor is None:
-            out_ref, in_ref = torch.arange(conv.out_channels), torch.arange(conv.in_channels)
-        else:
-            out_ref, in_ref = _kept(donor_origin[key], conv.weight.shape)
-        rows = torch.searchsorted(out_ref, out_new).clamp(max=len(out_ref) - 1)  # out_new's places in the reference
-        present = out_ref[rows] == out_new
-        removed = torch.nonzero(~torch.isin(in_ref, in_new)).flatten()
-        if len(removed) and present.any():
-            plans[name] = (ref_convs[name], rows[present], present, removed)
+    sums = {}
 
     def hook(name):
-        conv, rows, _, removed = plans[name]
-        weight = conv.weight.detach()[rows][:, removed]
+        plan = todo[name]
+        conv = plan.ref
+        removed = torch.ones(conv.in_channels, dtype=torch.bool)
+        removed[plan.ref_cols] = False
+        removed = torch.nonzero(removed).flatten()
+        weight = conv.weight.detach()[plan.ref_rows][:, removed]
 
         def record(module, args):
             x = args[0][:, removed.to(args[0].device)]
@@ -68,7 +51,7 @@ def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tenso
 
         return record
 
-    handles = [plans[n][0].register_forward_pre_hook(hook(n)) for n in plans]
+    handles = [todo[n].ref.register_forward_pre_hook(hook(n)) for n in todo]
     try:
         with torch.no_grad():
             net = ref.eval()
@@ -77,11 +60,10 @@ def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tenso
     finally:
         for h in handles:
             h.remove()
-    deltas = {}
+    modules, deltas = dict(res.model.named_modules()), {}
     for name, (k, s) in sums.items():
-        present = plans[name][2]
-        deltas[name] = torch.zeros(len(present))
-        deltas[name][present] = (s.cpu() / k).float()
+        deltas[name] = torch.zeros(modules[name].out_channels)
+        deltas[name][todo[name].rows] = (s.cpu() / k).float()
     return deltas
 
 

@@ -45,6 +45,22 @@ def paper(assets) -> Path:
 
 
 @pytest.fixture(scope="session")
+def iter01(assets):
+    """The authors' iter-01 (read-only: tests prune copies of it)."""
+    from lipslib.engine import load_model
+
+    return load_model(assets / "weights" / "lips_iter01_best.pt")
+
+
+@pytest.fixture(scope="session")
+def images(coco128):
+    """Calibration images (coco128 train) and held-out ones (val) at 320 px, for the recovery tests."""
+    from lipslib.evaluate import calibration_images
+
+    return {"calibrate": calibration_images(coco128, "train", 32, 320), "held": calibration_images(coco128, "val", 8, 320)}
+
+
+@pytest.fixture(scope="session")
 def yolo11n():
     from lipslib.engine import load_model
 

@@ -9,21 +9,10 @@ from conftest import ROOT
 
 from lipslib import engine
 from lipslib.errors import LipsError
-from lipslib.evaluate import calibration_images
 from lipslib.layers import default_targets
 from lipslib.reconstruct import gram_bytes, gram_size, grams, plans, reconstruct
 from lipslib.recover import Recovery, recover
 from lipslib.repair import repair_biases
-
-
-@pytest.fixture(scope="module")
-def iter01(assets):
-    return engine.load_model(assets / "weights" / "lips_iter01_best.pt")
-
-
-@pytest.fixture(scope="module")
-def images(coco128):
-    return {"calibrate": calibration_images(coco128, "train", 32, 320), "held": calibration_images(coco128, "val", 8, 320)}
 
 
 def _uniform(model, ratio):

@@ -6,19 +6,8 @@ import pytest
 import torch
 
 from lipslib import engine
-from lipslib.evaluate import calibration_images
 from lipslib.layers import default_targets
 from lipslib.repair import repair_biases
-
-
-@pytest.fixture(scope="module")
-def iter01(assets):
-    return engine.load_model(assets / "weights" / "lips_iter01_best.pt")
-
-
-@pytest.fixture(scope="module")
-def images(coco128):
-    return {"calibrate": calibration_images(coco128, "train", 32, 320), "held": calibration_images(coco128, "val", 8, 320)}
 
 
 def _outputs(model, x):
