@@ -235,6 +235,8 @@ def prune(
         raise LipsError("criterion lsq needs calibration images: resolve it with lipslib.reconstruct.channel_criterion")
     if scorer is None and criterion not in CRITERIA:
         raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERION_NAMES)}")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise LipsError(f"round_to must be an integer ≥ 1 (e.g. 8) or none, got {round_to!r}")
     model = model if inplace else deepcopy(model)
     validate_layers(model, ratios)
     modules = dict(model.named_modules())

@@ -122,8 +122,9 @@ def make_validator(info: dict, *, imgsz: int, batch: int, device, split: str, th
     on a CPU it uses `threads` threads."""
     from ultralytics.models.yolo.detect import DetectionValidator
 
-    if not isinstance(imgsz, int) or imgsz < 32:  # Ultralytics validates a negative size and reports ~0 mAP
-        raise LipsError(f"image size {imgsz!r} must be an integer ≥ 32 (a multiple of 32, e.g. 320 or 640)")
+    # Ultralytics validates a negative size and reports ~0 mAP, and an odd one (33) at a size nobody asked for
+    if not isinstance(imgsz, int) or imgsz < 32 or imgsz % 32:
+        raise LipsError(f"image size {imgsz!r} must be a multiple of 32 (the models' largest stride), e.g. 320 or 640")
     # rect: letterboxed per batch to the batch's aspect ratio, as `yolo val` / YOLO.val() and the trainer's own
     # validation do (a standalone validator defaults to square images, which scores differently)
     args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=device_arg(device), rect=True,

@@ -106,12 +106,15 @@ def check_params(params: dict, base_cost: float | None = None) -> tuple[Targets,
         lat = params["latency"]
         check_runtime(lat["runtime"], lat["threads"], lat["imgsz"])
     unit = "ms" if latency else "GFLOPs"
+    numbers = ["target_ms" if latency else "target_gflops", "target_map", "cost_tol", "step_cost", "kappa_acc",
+               "step_acc", "damping", "margin", "r_min", "r_max"] + ([] if s["kappa_cost"] == "auto" else ["kappa_cost"])
+    for key in numbers:  # a --set value YAML read as text (e.g. target_gflops=abc)
+        if isinstance(s[key], bool) or not isinstance(s[key], (int, float)):
+            raise LipsError(f"schedule.{key} must be a number{' or auto' if key == 'kappa_cost' else ''}, got {s[key]!r}")
     target = float(s["target_ms"] if latency else s["target_gflops"])
     if not target > 0:
         raise LipsError(f"schedule.target_{'ms' if latency else 'gflops'} must be > 0, got {target}")
     targets = Targets(target, float(s["target_map"]), float(s["cost_tol"]))
-    if isinstance(s["kappa_cost"], str) and s["kappa_cost"] != "auto":
-        raise LipsError(f"schedule.kappa_cost must be a number or auto, got {s['kappa_cost']!r}")
     rule = RuleParams(**{k: None if s[k] == "auto" else float(s[k])
                          for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc", "damping", "margin", "r_min",
                                    "r_max")}, neutral_acc=bool(s["neutral_acc"]))  # fmt: skip

@@ -198,3 +198,15 @@ def test_benchmark_scripts_refuse_bad_lists_before_any_work(script, flag, value,
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == f"{script}: error: {flag} {value!r}: {message}"
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["optimize", "--profile", "smoke", "--set", "schedule.target_gflops=abc"], "schedule.target_gflops must be a number"),
+    (["prune", "--weights", "yolo11n.yaml", "--ratios", "0.1", "--round-to", "0"], "round_to must be an integer ≥ 1"),
+    (["val", "--weights", "yolo11n.yaml", "--data", "coco128.yaml", "--imgsz", "33"], "must be a multiple of 32"),
+])  # fmt: skip
+def test_bad_values_stop_before_any_compute(assets, tmp_path, args, needle):
+    from conftest import ROOT
+
+    assert_one_line_error(lips(*args, "--out", tmp_path / "out", cwd=ROOT), needle)
+    assert not (tmp_path / "out").exists()
