@@ -149,8 +149,8 @@ def test_reference_is_optional(assets, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_two_targets(assets, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lipslib", "sweep", "--targets", "3.9,4.0", "--profile", "smoke",
-                           "--notebooks", "03_optimize", "--out", str(tmp_path / "sweeps")],
+    proc = subprocess.run([sys.executable, "-m", "lipslib", "sweep", "--direct", "--targets", "3.9,4.0", "--profile",
+                           "smoke", "--notebooks", "03_optimize", "--out", str(tmp_path / "sweeps")],
                           capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=1200)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     for target in ("3.9", "4"):
@@ -181,3 +181,16 @@ def test_make_lab_serves_on_localhost():
         if proc.poll() is None:
             os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_markdown_cells_hold_no_control_characters():
+    """A `\\t` that became a TAB (`\\text` → TAB + `ext`) breaks the equation it sits in."""
+    import re
+
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "markdown":
+                bad = re.findall(r"[\x00-\x08\x0b-\x1f\x7f]", cell.source)
+                assert not bad, f"{path.name}: control characters {bad!r} in: {cell.source[:80]!r}"
