@@ -150,18 +150,6 @@ def render(executed: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def sweep(targets: list[float], profile: str | None = None, overrides: dict | None = None,
-          notebooks=NOTEBOOKS[1:], root_dir: str = "reports/sweeps", progress: bool = True, **kw) -> Path:  # fmt: skip
-    """Run the stage notebooks once per GFLOPs target into root_dir/<target>/ (runs and reports), sharing
-    Stage I, then draw one Pareto figure over the targets' best models. Without DVC by default (`executor`
-    'local': submitit processes on this machine); `lipslib.sweep.sweep` documents the executors, devices and
-    threads (`**kw`)."""
-    from lipslib.sweep import sweep as run_sweep
-
-    kw.setdefault("executor", "local")
-    return run_sweep(targets, profile, overrides, notebooks=list(notebooks), root_dir=root_dir, progress=progress, **kw)
-
-
 def write_stage_params(out: str | os.PathLike = STAGE_PARAMS_DIR, profile: str | None = None,
                        overrides: dict | None = None) -> list[Path]:  # fmt: skip
     """One YAML per notebook holding the resolved values of exactly the parameters it declares. Each DVC

@@ -162,6 +162,8 @@ class Lane(_Checkpointable):
     def __call__(self, specs: list[dict]) -> list[dict]:
         import torch
 
+        from lipslib.evaluate import write_json
+
         out = []
         for spec in specs:
             torch.set_num_threads(int(spec["threads"]))
@@ -171,7 +173,7 @@ class Lane(_Checkpointable):
                 error = " ".join(f"{type(e).__name__}: {e}".split())
                 folder = Path(spec["root"]) / spec["folder"]
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / "failed.json").write_text(json.dumps({"error": error}, indent=2))
+                write_json(folder / "failed.json", {"error": error})
                 out.append({"target_gflops": spec["target"], "name": spec["name"], "status": "failed",
                             "error": error, "device": spec["device"], "threads": spec["threads"]})  # fmt: skip
         return out

@@ -35,7 +35,8 @@ def test_same_function_in_yolo11n_shapes(iter01, yolo11n, assets):
     x = calibration_images(assets / "datasets" / "coco128" / "coco128.yaml", "val", 4, 320)
     with torch.no_grad():
         want, got = iter01.eval()(x)[0], full.eval()(x)[0]
-    assert (want - got).abs().max() < 1e-3  # boxes are in pixels, scores in [0, 1]
+    # boxes are in pixels (up to 320), scores in [0, 1]: float32 summation order alone moves a box by ~1e-3 px
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-3), (want - got).abs().max()
 
 
 def test_calibrated_statistics_keep_training_mode_close(iter01, assets):
