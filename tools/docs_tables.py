@@ -36,6 +36,17 @@ METHODS = {  # record key → label, in the order the tables list them
     "global": "global magnitude",
     "lips_recover": "**LIPS + recovery**",
     "uniform_recover": "uniform + recovery",
+    "lips_recon_lsq": "**LIPS, lsq + reconstruction**",
+    "uniform_recon_lsq": "uniform, lsq + reconstruction",
+    "shaped_recon_lsq": "shaped, lsq + reconstruction",
+    "lips_recon": "**LIPS + reconstruction**",
+    "uniform_recon": "uniform + reconstruction",
+    "shaped_recon": "shaped + reconstruction",
+    "global_recon": "global magnitude + reconstruction",
+    "lips_recon_distill": "**LIPS + reconstruction + distillation**",
+    "uniform_recon_distill": "uniform + reconstruction + distillation",
+    "lips_recon_lsq_distill": "**LIPS, lsq + reconstruction + distillation**",
+    "uniform_recon_lsq_distill": "uniform, lsq + reconstruction + distillation",
 }
 VECTORS = {"stage1": "Stage I order", "shuffled": "shuffled", "paper_iter24": "authors' iter-24 order"}
 
@@ -98,6 +109,9 @@ def baselines_measured_on(doc: dict) -> str:
     s, base = doc["settings"], doc["base"]
     recover = s.get("recover") or {}
     rec = ", ".join(f"`{k}: {v}`" for k, v in recover.items())
+    if s.get("recoveries"):  # per method suffix
+        rec = "; ".join(f"*{k or 'plain'}* " + ", ".join(f"`{a}: {b}`" for a, b in v.items())
+                        for k, v in s["recoveries"].items())
     seeds = s.get("seeds") or [0]
     over = ", ".join(f"`{o}`" for o in s.get("overrides") or [])
     epochs = s["iterations"] * s["epochs_per_iteration"]
@@ -112,32 +126,44 @@ def baselines_measured_on(doc: dict) -> str:
         + (f" **Overrides** {over}." if over else ""),
         f"**Intervals** 95 %, paired bootstrap over the report images ({s['bootstrap_resamples']} resamples"
         + (", seeds drawn with replacement too" if len(seeds) > 1 else "")
-        + "); *LIPS / it* is the LIPS row of the same budget (LIPS + recovery for the recovery rows) over this row.",
+        + "); *LIPS / it* is the LIPS row of the same budget and recovery over this row. Rows marked *earlier run*"
+        " come from the report before reconstruction (`baselines_repair.json`), with their own intervals.",
     ]
     return "\n\n".join(lines)
+
+
+def method_rows(doc: dict):
+    """(budget, label, record) of every method row of a baselines record, in METHODS' order; rows kept from an
+    earlier report say so in their label."""
+    for b in doc["budgets"]:
+        for key, label in METHODS.items():
+            m = b["methods"].get(key)
+            if m is not None:
+                yield b["budget"], label + (" (earlier run)" if m.get("other_run") else ""), m
 
 
 def baselines_table(doc: dict) -> str:
     seeds = (doc["settings"].get("seeds") or [0]) if "settings" in doc else [0]
     several = len(seeds) > 1
-    header = ["budget", "method", "GFLOPs", "before fine-tuning", "mAP50-95 (95 % interval)"]
+    header = ["budget", "method", "GFLOPs", "before fine-tuning", "same cut, bias repair", "mAP50-95 (95 % interval)"]
     if several:
         header += [f"seed {s}" for s in seeds] + ["seed sd"]
     header += ["LIPS / it (95 %)"]
     rows = []
-    for b in doc["budgets"]:
-        for key, label in METHODS.items():
-            m = b["methods"].get(key)
-            if m is None:
-                continue
-            row = [f"{b['budget']:g}", label, num(m["gflops"], 3), num(m.get("map50_95_before_ft")),
-                   f"{num(m['map50_95'])} ({ci(m.get('map50_95_ci95'))})"]  # fmt: skip
-            if several:
-                by_seed = {r["seed"]: r["map50_95"] for r in m.get("seeds") or []}
-                row += [num(by_seed.get(s)) for s in seeds] + [num(m.get("map50_95_seed_sd"))]
-            ratio = m.get("lips_ratio")
-            row += ["" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})"]
-            rows.append(row)
+    for budget, label, m in method_rows(doc):
+        row = [f"{budget:g}", label, num(m["gflops"], 3), num(m.get("map50_95_before_ft")),
+               num(m.get("map50_95_before_ft_repair")), f"{num(m['map50_95'])} ({ci(m.get('map50_95_ci95'))})"]
+        if several:
+            by_seed = {r["seed"]: r["map50_95"] for r in m.get("seeds") or []}
+            row += [num(by_seed.get(s)) for s in seeds] + [num(m.get("map50_95_seed_sd"))]
+        ratio = m.get("lips_ratio")
+        row += ["" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})"]
+        rows.append(row)
+    c = doc.get("control")
+    if c:  # the unpruned base through the same fine-tuning: what training alone does to it
+        row = ["", "control: the base, same fine-tuning", num(c["gflops"], 3), num(c.get("map50_95_before_ft")), "",
+               f"{num(c['map50_95'])} ({ci(c.get('map50_95_ci95'))})"]
+        rows.append(row + [""] * (len(header) - len(row)))
     return table(header, rows, "rl" + "r" * (len(header) - 2))
 
 
@@ -145,7 +171,8 @@ def recovery_gain_table(doc: dict) -> str:
     rows = []
     for b in doc["budgets"]:
         for key, g in (b.get("recovery_gain") or {}).items():
-            label = "LIPS + recovery / LIPS" if key.startswith("lips") else "uniform + recovery / uniform"
+            method = key.partition("_over_")[0]
+            label = f"{METHODS.get(method, method).strip('*')} / {METHODS.get(method.partition('_')[0], '').strip('*')}"
             rows.append([f"{b['budget']:g}", label, f"{g['ratio_median']:.2f}", ci(g["ratio_ci95"], 2),
                          f"{g['p_a_beats_b']:.3f}"])  # fmt: skip
     if not rows:
@@ -167,20 +194,19 @@ def headline(doc: dict | None = None) -> str:
     doc = doc or load("baselines.json")
     s = doc["settings"]
     rows = []
-    for b in doc["budgets"]:
-        for key, label in METHODS.items():
-            m = b["methods"].get(key)
-            if m is None:
-                continue
-            ratio = m.get("lips_ratio")
-            rows.append([f"{b['budget']:g}", label, num(m["gflops"], 2), f"{num(m['map50_95'])}",
-                         "" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})"])  # fmt: skip
+    for budget, label, m in method_rows(doc):
+        ratio = m.get("lips_ratio")
+        rows.append([f"{budget:g}", label, num(m["gflops"], 2), f"{num(m['map50_95'])}",
+                     "" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})"])  # fmt: skip
     epochs = s["iterations"] * s["epochs_per_iteration"]
     caption = (f"mAP50-95 after {epochs} fine-tune epochs, from `{doc['base']['weights']}` "
                f"({doc['base']['gflops']:.2f} GFLOPs, {doc['base']['map50_95']:.4f}) on `{s['data']}` at {s['imgsz']} px, "
                f"scored on its {s['report_images']:,} `{s['report_split']}` images; {machine(doc)}. "
-               "*LIPS / it*: LIPS (with recovery, for the recovery rows) over that row, 95 % paired-bootstrap "
-               "interval.")  # fmt: skip
+               "*LIPS / it*: LIPS with the same recovery over that row, 95 % paired-bootstrap interval. "
+               + ("Rows of an *earlier run*: the report before reconstruction, with its own intervals. "
+                  if any(m.get("other_run") for b in doc["budgets"] for m in b["methods"].values()) else "")
+               + (f"The unpruned base put through the same fine-tuning scores {doc['control']['map50_95']:.4f}."
+                  if doc.get("control") else ""))  # fmt: skip
     return table(["GFLOPs budget", "method", "GFLOPs", "mAP50-95", "LIPS / it"], rows, "rlrrr") + "\n\n" + caption
 
 
