@@ -51,6 +51,10 @@ def pipeline(tmp_path):
     repo.mkdir()
     shutil.copy(ROOT / "params.yaml", repo)
     shutil.copytree(ROOT / "notebooks", repo / "notebooks")
+    for dep in STAGES["config"]["deps"]:  # the config stage runs as it is, so its code deps must exist
+        if (ROOT / dep).is_file():
+            (repo / dep).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / dep, repo / dep)
     stages = {}
     for name, stage in STAGES.items():
         if name != "config":
