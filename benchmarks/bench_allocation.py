@@ -28,10 +28,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_baselines import (
+    GFLOPS_TOL,
+    HARD_GOAL,
+    PLAIN,
+    draw_beside,
+    machine,
+    one_shot,
+    parse_floats,
+    run_dir,
+    run_maps,
+    setting_args,
+    stage1,
+)
 from tqdm.auto import tqdm
 
-from bench_baselines import (GFLOPS_TOL, HARD_GOAL, PLAIN, draw_beside, machine, one_shot, parse_floats, run_dir,
-                             run_maps, setting_args, stage1)  # fmt: skip
 from lipslib.assets import paper_dir
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model
@@ -60,7 +71,9 @@ def paper_order(importance: dict[str, float]) -> dict[str, float]:
     spec = paper_dir() / "iter_24" / "prune_spec.txt"
     ratios = read_spec(spec)
     if set(ratios) != set(importance):
-        raise LipsError(f"{spec} names other layers than this base's LIPS targets; give the yolo11 base it was made for")
+        raise LipsError(
+            f"{spec} names other layers than this base's LIPS targets; give the yolo11 base it was made for"
+        )
     by_paper = sorted(ratios, key=lambda k: (ratios[k], k))  # least pruned first
     return dict(zip(by_paper, sorted(importance.values(), reverse=True)))
 
@@ -75,14 +88,21 @@ def check_draw(row: dict, values: dict[str, float], spread: float, r_max: float,
 def summarize(g: pd.DataFrame) -> dict:
     """One spread's draws: the shuffled draws' range, and each reference's ratio, rank and permutation p among them."""
     shuffles = g[g.vector == "shuffled"].vs_uniform
-    out = {"shuffled_draws": len(shuffles), "shuffled_median": float(shuffles.median()),
-           "shuffled_min": float(shuffles.min()), "shuffled_max": float(shuffles.max()),
-           "shuffled_sd": float(shuffles.std(ddof=1)) if len(shuffles) > 1 else None,
-           f"shuffled_ge_{HARD_GOAL:g}": int((shuffles >= HARD_GOAL).sum())}  # fmt: skip
+    out = {
+        "shuffled_draws": len(shuffles),
+        "shuffled_median": float(shuffles.median()),
+        "shuffled_min": float(shuffles.min()),
+        "shuffled_max": float(shuffles.max()),
+        "shuffled_sd": float(shuffles.std(ddof=1)) if len(shuffles) > 1 else None,
+        f"shuffled_ge_{HARD_GOAL:g}": int((shuffles >= HARD_GOAL).sum()),
+    }
     for v in REFERENCES:
         x = float(g[g.vector == v].vs_uniform.iloc[0])
-        out |= {f"{v}_vs_uniform": x, f"{v}_rank": int((shuffles > x).sum()) + 1,
-                f"{v}_p": float((1 + (shuffles >= x).sum()) / (len(shuffles) + 1))}  # fmt: skip
+        out |= {
+            f"{v}_vs_uniform": x,
+            f"{v}_rank": int((shuffles > x).sum()) + 1,
+            f"{v}_p": float((1 + (shuffles >= x).sum()) / (len(shuffles) + 1)),
+        }
     return out
 
 
@@ -95,8 +115,12 @@ def main():
     p.add_argument("--budget", type=float, default=3.4, help="GFLOPs")
     p.add_argument("--spreads", default="0.2,0.4", help="shaping strengths (schedule.spread), comma-separated")
     p.add_argument("--draws", type=int, default=8, help="shuffled vectors per spread")
-    p.add_argument("--epochs", type=int, default=4, help="fine-tune epochs of every draw (bench_baselines: iterations × epochs)")
-    p.add_argument("--work", default="runs/bench_baselines", help="bench_baselines' folder: Stage I and its uniform run")
+    p.add_argument(
+        "--epochs", type=int, default=4, help="fine-tune epochs of every draw (bench_baselines: iterations × epochs)"
+    )
+    p.add_argument(
+        "--work", default="runs/bench_baselines", help="bench_baselines' folder: Stage I and its uniform run"
+    )
     a = p.parse_args()
     out = Path(a.out)
     if a.figure_only:
@@ -107,21 +131,33 @@ def main():
         if n < 1:
             raise LipsError(f"--{flag} {n}: give at least 1")
     work = Path(a.work)
-    common = {"base": a.base, "data": a.data, "imgsz": a.imgsz, "optimize.report": a.report,
-              "finetune.fraction": 1.0, "schedule.target_gflops": a.budget, **PLAIN}  # fmt: skip
+    common = {
+        "base": a.base,
+        "data": a.data,
+        "imgsz": a.imgsz,
+        "optimize.report": a.report,
+        "finetune.fraction": 1.0,
+        "schedule.target_gflops": a.budget,
+        **PLAIN,
+    }
     params = load_params(a.params, a.profile, common)
     base = load_model(a.base)
     importance = load_importance(str(stage1(params, work)), base)
-    vectors = [("stage1", None, importance), *[("shuffled", k, shuffled(importance, k)) for k in range(1, a.draws + 1)],
-               ("paper_iter24", None, paper_order(importance))]  # fmt: skip
+    vectors = [
+        ("stage1", None, importance),
+        *[("shuffled", k, shuffled(importance, k)) for k in range(1, a.draws + 1)],
+        ("paper_iter24", None, paper_order(importance)),
+    ]
     data, _, report = prepare_data(a.data, a.report, work)
     base_row = evaluate(a.base, data, split=report, imgsz=a.imgsz, device=params["device"], threads=params["threads"])
     images = base_row["images"]
     uniform_dir = run_dir(work, a.budget, "uniform", 0)
     uniform = one_shot("uniform", params, importance, a.budget, a.epochs, uniform_dir)  # bench_baselines' run, or made
     if uniform["epochs_total"] != a.epochs:
-        raise LipsError(f"{uniform_dir}: the uniform run was fine-tuned {uniform['epochs_total']} epochs, not "
-                        f"--epochs {a.epochs}; give the same epochs or another --work")  # fmt: skip
+        raise LipsError(
+            f"{uniform_dir}: the uniform run was fine-tuned {uniform['epochs_total']} epochs, not "
+            f"--epochs {a.epochs}; give the same epochs or another --work"
+        )
     uniform_maps = run_maps(uniform, uniform_dir, data, params, report, images, a.resamples)
     rows = []
     bar = tqdm(total=len(spreads) * len(vectors), desc="allocation benchmark")
@@ -136,37 +172,64 @@ def main():
             r = one_shot("shaped", sp, values, a.budget, a.epochs, folder)
             check_draw(r, values, spread, float(sp["schedule"]["r_max"]), folder)
             vs = ratio_interval(run_maps(r, folder, data, params, report, images, a.resamples), uniform_maps)
-            rows.append({"spread": spread, "vector": vector, "draw": label, "gflops": r["gflops"],
-                         "map50_95_before_ft": r["map50_95_before_ft"], "map50_95": r["map50_95"],
-                         "vs_uniform": r["map50_95"] / uniform["map50_95"], "vs_uniform_ci95": vs["ratio_ci95"],
-                         "p_beats_uniform": vs["p_a_beats_b"], "ratios": r["ratios"], "seconds": r["seconds"]})
+            rows.append(
+                {
+                    "spread": spread,
+                    "vector": vector,
+                    "draw": label,
+                    "gflops": r["gflops"],
+                    "map50_95_before_ft": r["map50_95_before_ft"],
+                    "map50_95": r["map50_95"],
+                    "vs_uniform": r["map50_95"] / uniform["map50_95"],
+                    "vs_uniform_ci95": vs["ratio_ci95"],
+                    "p_beats_uniform": vs["p_a_beats_b"],
+                    "ratios": r["ratios"],
+                    "seconds": r["seconds"],
+                }
+            )
             bar.update()
     bar.close()
     df = pd.DataFrame(rows)
     summary = {f"{spread:g}": summarize(g) for spread, g in df.groupby("spread")}
     result = {
         "what": "per-layer allocation at equal GFLOPs and epochs: the Stage I-shaped schedule against the same values "
-                "shuffled over the layers and ordered by the authors' final schedule",
+        "shuffled over the layers and ordered by the authors' final schedule",
         "goal_vs_uniform": HARD_GOAL,
         "base": {"weights": a.base, "gflops": cost(base).gflops, "map50_95": base_row["map50_95"]},
         "uniform": {k: uniform[k] for k in ("gflops", "map50_95", "map50_95_before_ft", "weights", "scalar")},
-        "settings": {"data": a.data, "report_split": report, "report_images": images, "imgsz": a.imgsz,
-                     "budget": a.budget, "spreads": spreads, "draws": a.draws, "epochs": a.epochs, "profile": a.profile,
-                     "training_seeds": [0], "bootstrap_resamples": a.resamples, "work": str(work), "recover": PLAIN},
+        "settings": {
+            "data": a.data,
+            "report_split": report,
+            "report_images": images,
+            "imgsz": a.imgsz,
+            "budget": a.budget,
+            "spreads": spreads,
+            "draws": a.draws,
+            "epochs": a.epochs,
+            "profile": a.profile,
+            "training_seeds": [0],
+            "bootstrap_resamples": a.resamples,
+            "work": str(work),
+            "recover": PLAIN,
+        },
         "machine": machine(),
         "run_seconds": int(df.seconds.sum()),  # the draws' own, from their records: reruns reuse finished draws
         "equal_gflops": bool(max(abs(g / a.budget - 1) for g in [*df.gflops, uniform["gflops"]]) <= GFLOPS_TOL),
         "summary": summary,
         "draws": rows,
-    }  # fmt: skip
+    }
     write_json(out, result)
     table = df.drop(columns=["ratios"]).assign(vs_uniform_ci95=[f"{lo:.2f}–{hi:.2f}" for lo, hi in df.vs_uniform_ci95])
     out.with_suffix(".md").write_text(
         f"# Allocation at {a.budget:g} GFLOPs ({a.data}, {report} split, {images} images, imgsz {a.imgsz}, "
-        f"{a.epochs} epochs, training seed 0)\n\nuniform: {uniform['map50_95']:.4f} at {uniform['gflops']:.3f} GFLOPs\n\n"
-        + table.to_markdown(index=False, floatfmt=".4f") + "\n\n"
-        + pd.DataFrame(summary).T.to_markdown(floatfmt=".3g") + "\n\nrank: 1 + shuffled draws above; p: (1 + shuffled "
-        "draws at or above) / (draws + 1). Intervals: report images only, not training runs.\n")  # fmt: skip
+        f"{a.epochs} epochs, training seed 0)\n\n"
+        f"uniform: {uniform['map50_95']:.4f} at {uniform['gflops']:.3f} GFLOPs\n\n"
+        + table.to_markdown(index=False, floatfmt=".4f")
+        + "\n\n"
+        + pd.DataFrame(summary).T.to_markdown(floatfmt=".3g")
+        + "\n\nrank: 1 + shuffled draws above; p: (1 + shuffled "
+        "draws at or above) / (draws + 1). Intervals: report images only, not training runs.\n"
+    )
     draw_figure(result, out)
     print(out.with_suffix(".md").read_text())
 

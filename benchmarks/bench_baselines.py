@@ -47,8 +47,16 @@ from lipslib.baselines import at_gflops, tracked
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model, prune, save_checkpoint
 from lipslib.errors import LipsError, exit_code
-from lipslib.evaluate import (bootstrap_maps, calibration_images, evaluate, image_matches, map50_95, pool_seeds,
-                              ratio_interval, write_json)  # fmt: skip
+from lipslib.evaluate import (
+    bootstrap_maps,
+    calibration_images,
+    evaluate,
+    image_matches,
+    map50_95,
+    pool_seeds,
+    ratio_interval,
+    write_json,
+)
 from lipslib.finetune import finetune
 from lipslib.optimize import check_params, load_importance, optimize, prepare_data, recovery_args
 from lipslib.plots import baselines_pareto
@@ -63,13 +71,32 @@ RECOVERIES = {  # a method's suffix → its channel choice and recovery; the par
     "recon": {**PLAIN, "recover.reconstruct": True},  # L1 channels, least-squares reconstruction, plain fine-tuning
     "recon_distill": {**PLAIN, "recover.reconstruct": True, "recover.distill": "outputs"},
     "recon_lsq": {**PLAIN, "recover.reconstruct": True, "optimize.criterion": "lsq"},  # channels chosen for the refit
-    "recon_lsq_distill": {**PLAIN, "recover.reconstruct": True, "optimize.criterion": "lsq",
-                          "recover.distill": "outputs"},
+    "recon_lsq_distill": {
+        **PLAIN,
+        "recover.reconstruct": True,
+        "optimize.criterion": "lsq",
+        "recover.distill": "outputs",
+    },
 }
-METHODS = ("lips", "lips_recover", "uniform", "uniform_recover", "shaped", "global", "control",
-           *(f"{kind}_{v}" for v in ("recon", "recon_lsq") for kind in ("lips", "uniform", "shaped", "global") if
-             not (kind == "global" and v == "recon_lsq")),  # global magnitude ranks by weights, torch-pruning's own
-           "lips_recon_distill", "uniform_recon_distill", "lips_recon_lsq_distill", "uniform_recon_lsq_distill")
+METHODS = (
+    "lips",
+    "lips_recover",
+    "uniform",
+    "uniform_recover",
+    "shaped",
+    "global",
+    "control",
+    *(
+        f"{kind}_{v}"
+        for v in ("recon", "recon_lsq")
+        for kind in ("lips", "uniform", "shaped", "global")
+        if not (kind == "global" and v == "recon_lsq")
+    ),  # global magnitude ranks by weights, torch-pruning's own
+    "lips_recon_distill",
+    "uniform_recon_distill",
+    "lips_recon_lsq_distill",
+    "uniform_recon_lsq_distill",
+)
 RECOVER = RECOVERIES["recover"]
 GFLOPS_TOL = 0.01
 HARD_GOAL = 1.5  # #13: LIPS ≥ 1.5 × uniform's mAP50-95 at the hard budget
@@ -106,7 +133,11 @@ def parse_floats(text: str, flag: str, example: str) -> list[float]:
 
 def machine() -> dict:
     """What a benchmark ran on, for its JSON."""
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "cuda": torch.cuda.is_available()}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+    }
 
 
 def split_method(method: str) -> tuple[str, str]:
@@ -124,9 +155,19 @@ def stage1(params: dict, work: Path, variant: str = "") -> Path:
     if not (out / "layer_importance.json").is_file():
         s = params["sensitivity"]
         recovery = Recovery.from_params(params["recover"])
-        run_sensitivity(params["base"], params["data"], ratio=s["ratio"], imgsz=params["imgsz"], batch=s["batch"],
-                        device=params["device"], split="train", threads=params["threads"], out=out,
-                        criterion=params["optimize"]["criterion"], recovery=recovery if recovery.refits else None)
+        run_sensitivity(
+            params["base"],
+            params["data"],
+            ratio=s["ratio"],
+            imgsz=params["imgsz"],
+            batch=s["batch"],
+            device=params["device"],
+            split="train",
+            threads=params["threads"],
+            out=out,
+            criterion=params["optimize"]["criterion"],
+            recovery=recovery if recovery.refits else None,
+        )
     return out / "layer_importance.json"
 
 
@@ -135,8 +176,11 @@ def calibrated(params: dict, base, data) -> tuple:
     recovery = Recovery.from_params(params["recover"])
     images = calibration_images(data, "train", recovery.images, params["imgsz"])
     found: dict = {}
-    return images, channel_criterion(params["optimize"]["criterion"], base, images, found, recovery.ridge,
-                                     params["device"]), found  # fmt: skip
+    return (
+        images,
+        channel_criterion(params["optimize"]["criterion"], base, images, found, recovery.ridge, params["device"]),
+        found,
+    )
 
 
 def cut_scores(kind: str, base, cut: dict, params: dict, data, report: str, out: Path, calibration: tuple) -> dict:
@@ -151,15 +195,19 @@ def cut_scores(kind: str, base, cut: dict, params: dict, data, report: str, out:
 
     def recovered(settings: Recovery):
         if not settings.refits:
-            return cut["model"] if "model" in cut else prune(base, cut["ratios"], criterion=criterion,
-                                                              round_to=s["round_to"], log=False).model  # fmt: skip
+            return (
+                cut["model"]
+                if "model" in cut
+                else prune(base, cut["ratios"], criterion=criterion, round_to=s["round_to"], log=False).model
+            )
         res, ref = tracked(kind, base, cut, criterion=criterion, round_to=s["round_to"], r_max=float(s["r_max"]))
         recover(res, ref, images, settings, gram_cache=found if ref is base else None, device=params["device"])
         return res.model
 
     model = recovered(recovery)
-    path = save_checkpoint(model, out / "pruned.pt", meta={"baseline": kind, "ratios": cut.get("ratios"),
-                                                            "recover": recovery.as_dict()})  # fmt: skip
+    path = save_checkpoint(
+        model, out / "pruned.pt", meta={"baseline": kind, "ratios": cut.get("ratios"), "recover": recovery.as_dict()}
+    )
     scores = {"model": model, "map50_95_before_ft": evaluate(path, data, split=report, **ev)["map50_95"]}
     if recovery.reconstruct:
         repaired = save_checkpoint(recovered(replace(recovery, reconstruct=False, repair=True)), out / "repaired.pt")
@@ -178,13 +226,28 @@ def control(params: dict, epochs: int, work: Path) -> dict:
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
     before = evaluate(params["base"], data, split=report, **ev)
     train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
-    tuned = finetune(params["base"], data, out / "ft", recipe=params["finetune"]["recipe"],
-                     **{**train, "epochs": epochs}, **recovery_args(params), **ev)  # fmt: skip
+    tuned = finetune(
+        params["base"],
+        data,
+        out / "ft",
+        recipe=params["finetune"]["recipe"],
+        **{**train, "epochs": epochs},
+        **recovery_args(params),
+        **ev,
+    )
     after = evaluate(tuned["weights"], data, split=report, **ev)
-    result = {"gflops": after["gflops"], "params": after["params"], "map50_95_before_ft": before["map50_95"],
-              "map50_95": after["map50_95"], "map50": after["map50"], "selection_map50_95": tuned["map50_95"],
-              "epochs_model": epochs, "epochs_total": epochs, "weights": tuned["weights"],
-              "seconds": round(time.perf_counter() - t0)}  # fmt: skip
+    result = {
+        "gflops": after["gflops"],
+        "params": after["params"],
+        "map50_95_before_ft": before["map50_95"],
+        "map50_95": after["map50_95"],
+        "map50": after["map50"],
+        "selection_map50_95": tuned["map50_95"],
+        "epochs_model": epochs,
+        "epochs_total": epochs,
+        "weights": tuned["weights"],
+        "seconds": round(time.perf_counter() - t0),
+    }
     write_json(done, result)
     return result
 
@@ -198,17 +261,34 @@ def loop(params: dict, out: Path) -> dict:
     seconds = [d.get("seconds") for d in state["done"]]
     per_iter, n = params["finetune"]["epochs"], params["optimize"]["iterations"]
     ratios = state["done"][best["iteration"] - 1]["ratios"]
-    row = {"gflops": best["gflops"], "params": best["params"], "map50_95_before_ft": None,
-           "map50_95": best["map50_95"], "map50": best["map50"], "selection_map50_95": best["selection_map50_95"],
-           "epochs_model": per_iter * best["iteration"], "epochs_total": per_iter * n,
-           "iteration": best["iteration"], "ratios": ratios,
-           "weights": str(out / "best.pt"), "seconds": None if None in seconds else round(sum(seconds))}  # fmt: skip
+    row = {
+        "gflops": best["gflops"],
+        "params": best["params"],
+        "map50_95_before_ft": None,
+        "map50_95": best["map50_95"],
+        "map50": best["map50"],
+        "selection_map50_95": best["selection_map50_95"],
+        "epochs_model": per_iter * best["iteration"],
+        "epochs_total": per_iter * n,
+        "iteration": best["iteration"],
+        "ratios": ratios,
+        "weights": str(out / "best.pt"),
+        "seconds": None if None in seconds else round(sum(seconds)),
+    }
     if Recovery.from_params(params["recover"]).refits:
         scores = out / "before_ft.json"
         if not scores.is_file():
             base = load_model(params["base"])
-            found = cut_scores("lips", base, {"ratios": ratios}, params, state["data"], state["split_report"],
-                               out / "before_ft", calibrated(params, base, state["data"]))  # fmt: skip
+            found = cut_scores(
+                "lips",
+                base,
+                {"ratios": ratios},
+                params,
+                state["data"],
+                state["split_report"],
+                out / "before_ft",
+                calibrated(params, base, state["data"]),
+            )
             write_json(scores, {k: v for k, v in found.items() if k != "model"})
         row.update(json.loads(scores.read_text()))
     return row
@@ -225,19 +305,43 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
     kind, _ = split_method(method)
     data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
     calibration = calibrated(params, base, data)
-    pruned = at_gflops(kind, base, budget, importance=importance, spread=float(s["spread"]), r_max=float(s["r_max"]),
-                       criterion=calibration[1], round_to=s["round_to"])  # fmt: skip
+    pruned = at_gflops(
+        kind,
+        base,
+        budget,
+        importance=importance,
+        spread=float(s["spread"]),
+        r_max=float(s["r_max"]),
+        criterion=calibration[1],
+        round_to=s["round_to"],
+    )
     scores = cut_scores(kind, base, pruned, params, data, report, out, calibration)
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
     train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
-    tuned = finetune(out / "pruned.pt", data, out / "ft", recipe=params["finetune"]["recipe"],
-                     **{**train, "epochs": epochs}, **recovery_args(params), **ev)  # fmt: skip
+    tuned = finetune(
+        out / "pruned.pt",
+        data,
+        out / "ft",
+        recipe=params["finetune"]["recipe"],
+        **{**train, "epochs": epochs},
+        **recovery_args(params),
+        **ev,
+    )
     after = evaluate(tuned["weights"], data, split=report, **ev)
-    result = {"gflops": after["gflops"], "params": after["params"], "scalar": pruned["scalar"],
-              **{k: v for k, v in scores.items() if k != "model"}, "map50_95": after["map50_95"],
-              "map50": after["map50"], "selection_map50_95": tuned["map50_95"], "epochs_model": epochs,
-              "epochs_total": epochs, "ratios": pruned["ratios"], "weights": tuned["weights"],
-              "seconds": round(time.perf_counter() - t0)}  # fmt: skip
+    result = {
+        "gflops": after["gflops"],
+        "params": after["params"],
+        "scalar": pruned["scalar"],
+        **{k: v for k, v in scores.items() if k != "model"},
+        "map50_95": after["map50_95"],
+        "map50": after["map50"],
+        "selection_map50_95": tuned["map50_95"],
+        "epochs_model": epochs,
+        "epochs_total": epochs,
+        "ratios": pruned["ratios"],
+        "weights": tuned["weights"],
+        "seconds": round(time.perf_counter() - t0),
+    }
     write_json(done, result)
     return result
 
@@ -249,8 +353,9 @@ def matches(row: dict, data, params: dict, split: str, cache: Path) -> list[dict
         m = torch.load(cache, weights_only=False)
         if abs(map50_95(m) - row["map50_95"]) <= 1e-6:
             return m
-    m = image_matches(row["weights"], data, imgsz=params["imgsz"], device=params["device"], split=split,
-                      threads=params["threads"])  # fmt: skip
+    m = image_matches(
+        row["weights"], data, imgsz=params["imgsz"], device=params["device"], split=split, threads=params["threads"]
+    )
     torch.save(m, cache)
     return m
 
@@ -271,11 +376,22 @@ def pooled(by_seed: dict[int, dict], budget: float) -> dict:
     first = next(iter(by_seed.values()))
     mean = lambda k: None if first.get(k) is None else float(np.mean([r[k] for r in by_seed.values()]))  # noqa: E731
     maps = [r["map50_95"] for r in by_seed.values()]
-    return {**first, **{k: mean(k) for k in ("gflops", "map50_95", "map50", "map50_95_before_ft", "selection_map50_95")},
-            "gflops_vs_budget": max((r["gflops"] / budget - 1 for r in by_seed.values()), key=abs),
-            "map50_95_seed_sd": float(np.std(maps, ddof=1)) if len(maps) > 1 else None,
-            "seeds": [{"seed": s, **{k: r.get(k) for k in ("gflops", "map50_95", "map50_95_before_ft",
-                      "selection_map50_95", "iteration", "weights")}} for s, r in by_seed.items()]}  # fmt: skip
+    return {
+        **first,
+        **{k: mean(k) for k in ("gflops", "map50_95", "map50", "map50_95_before_ft", "selection_map50_95")},
+        "gflops_vs_budget": max((r["gflops"] / budget - 1 for r in by_seed.values()), key=abs),
+        "map50_95_seed_sd": float(np.std(maps, ddof=1)) if len(maps) > 1 else None,
+        "seeds": [
+            {
+                "seed": s,
+                **{
+                    k: r.get(k)
+                    for k in ("gflops", "map50_95", "map50_95_before_ft", "selection_map50_95", "iteration", "weights")
+                },
+            }
+            for s, r in by_seed.items()
+        ],
+    }
 
 
 def run_maps(row: dict, folder: Path, data, params: dict, split: str, images: int, resamples: int) -> np.ndarray:
@@ -291,13 +407,19 @@ def resampled(row: dict, find, images: int, resamples: int, cache: Path) -> np.n
     count. A run scored on other images than the base is one LipsError, as in `bootstrap_maps`."""
     if cache.is_file():
         c = np.load(cache)
-        if (len(c["maps"]) == resamples and "images" in c.files and int(c["images"]) == images
-                and abs(float(c["map50_95"]) - row["map50_95"]) <= 1e-6):  # fmt: skip
+        if (
+            len(c["maps"]) == resamples
+            and "images" in c.files
+            and int(c["images"]) == images
+            and abs(float(c["map50_95"]) - row["map50_95"]) <= 1e-6
+        ):
             return c["maps"]
     found = find()
     if len(found) != images:
-        raise LipsError(f"a paired bootstrap needs the same images for every model: {row['weights']} was matched "
-                        f"on {len(found)} images, the base scored on {images}")  # fmt: skip
+        raise LipsError(
+            f"a paired bootstrap needs the same images for every model: {row['weights']} was matched "
+            f"on {len(found)} images, the base scored on {images}"
+        )
     maps = bootstrap_maps({"run": found}, resamples)["run"]
     np.savez(cache, maps=maps, map50_95=row["map50_95"], images=images)
     return maps
@@ -306,23 +428,53 @@ def resampled(row: dict, find, images: int, resamples: int, cache: Path) -> np.n
 def write_report(result: dict, out: Path) -> None:
     write_json(out, result)
     control = result.get("control")
-    rows = [{"budget": b["budget"], "method": m + (" (other run)" if r.get("other_run") else ""),
-             **{k: r.get(k) for k in ("gflops", "epochs_model", "epochs_total", "map50_95_before_ft",
-                                      "map50_95_before_ft_repair", "map50_95")},
-             "seeds": len(r["seeds"]), "seed sd": r["map50_95_seed_sd"],
-             "ci95": "{:.4f}–{:.4f}".format(*r["map50_95_ci95"]),
-             "lips / it": r.get("lips_ratio"), "lips / it, 95 %": "{:.2f}–{:.2f}".format(*r["lips_ratio_ci95"])
-             if r.get("lips_ratio_ci95") else ""} for b in result["budgets"] for m, r in b["methods"].items()]  # fmt: skip
+    rows = [
+        {
+            "budget": b["budget"],
+            "method": m + (" (other run)" if r.get("other_run") else ""),
+            **{
+                k: r.get(k)
+                for k in (
+                    "gflops",
+                    "epochs_model",
+                    "epochs_total",
+                    "map50_95_before_ft",
+                    "map50_95_before_ft_repair",
+                    "map50_95",
+                )
+            },
+            "seeds": len(r["seeds"]),
+            "seed sd": r["map50_95_seed_sd"],
+            "ci95": "{:.4f}–{:.4f}".format(*r["map50_95_ci95"]),
+            "lips / it": r.get("lips_ratio"),
+            "lips / it, 95 %": "{:.2f}–{:.2f}".format(*r["lips_ratio_ci95"]) if r.get("lips_ratio_ci95") else "",
+        }
+        for b in result["budgets"]
+        for m, r in b["methods"].items()
+    ]
     if control:
-        rows.append({"budget": None, "method": "control (unpruned base, same fine-tune)", "gflops": control["gflops"],
-                        "epochs_model": control["epochs_model"], "epochs_total": control["epochs_total"],
-                        "map50_95_before_ft": control["map50_95_before_ft"], "map50_95": control["map50_95"],
-                        "ci95": "{:.4f}–{:.4f}".format(*control["map50_95_ci95"])})  # fmt: skip
+        rows.append(
+            {
+                "budget": None,
+                "method": "control (unpruned base, same fine-tune)",
+                "gflops": control["gflops"],
+                "epochs_model": control["epochs_model"],
+                "epochs_total": control["epochs_total"],
+                "map50_95_before_ft": control["map50_95_before_ft"],
+                "map50_95": control["map50_95"],
+                "ci95": "{:.4f}–{:.4f}".format(*control["map50_95_ci95"]),
+            }
+        )
     md = out.with_suffix(".md")
-    md.write_text(f"# LIPS vs baselines ({result['settings']['data']}, report split "
-                  f"{result['settings']['report_split']}, imgsz {result['settings']['imgsz']})\n\n"
-                  + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f") + "\n\n"
-                  + "Goals: " + json.dumps(result["goals"]) + "\n")  # fmt: skip
+    md.write_text(
+        f"# LIPS vs baselines ({result['settings']['data']}, report split "
+        f"{result['settings']['report_split']}, imgsz {result['settings']['imgsz']})\n\n"
+        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f")
+        + "\n\n"
+        + "Goals: "
+        + json.dumps(result["goals"])
+        + "\n"
+    )
     draw(result, out)
 
 
@@ -358,11 +510,17 @@ def main():
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--epochs", type=int, default=1, help="per LIPS iteration; one-shot methods get iterations × it")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--seeds", default="0", help="training seeds, comma-separated: each method is fine-tuned once per seed")
+    p.add_argument(
+        "--seeds", default="0", help="training seeds, comma-separated: each method is fine-tuned once per seed"
+    )
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params.yaml overrides")
     p.add_argument("--work", default="runs/bench_baselines")
-    p.add_argument("--keep-rows", default=None, metavar="JSON",
-                   help="a previous report whose rows of methods not run now are kept, marked as another run's")
+    p.add_argument(
+        "--keep-rows",
+        default=None,
+        metavar="JSON",
+        help="a previous report whose rows of methods not run now are kept, marked as another run's",
+    )
     a = p.parse_args()
     out = Path(a.out)
     if a.figure_only:
@@ -375,23 +533,33 @@ def main():
     pruned_methods = [m for m in methods if m != "control"]
     kept = json.loads(Path(a.keep_rows).read_text()) if a.keep_rows else None
     seeds, budgets = parse_seeds(a.seeds), parse_floats(a.budgets, "budgets", "3.7,3.4")
-    common = {"base": a.base, "data": a.data, "imgsz": a.imgsz, "optimize.report": a.report,
-              "optimize.iterations": a.iterations, "finetune.epochs": a.epochs, "optimize.warm_start": True,
-              "finetune.fraction": 1.0, **_overrides(a.set)}  # fmt: skip
+    common = {
+        "base": a.base,
+        "data": a.data,
+        "imgsz": a.imgsz,
+        "optimize.report": a.report,
+        "optimize.iterations": a.iterations,
+        "finetune.epochs": a.epochs,
+        "optimize.warm_start": True,
+        "finetune.fraction": 1.0,
+        **_overrides(a.set),
+    }
     params = load_params(a.params, a.profile, {**common, **PLAIN})
     # Stage I once per channel choice and recovery that a schedule built on it uses (distillation plays no part)
     stage = {m: split_method(m)[1].removesuffix("_distill") for m in pruned_methods}
     needs = {v for m, v in stage.items() if split_method(m)[0] in ("lips", "shaped")}
-    importance_paths = {v: stage1(load_params(a.params, a.profile, {**common, **RECOVERIES[v]}), work, v)
-                        for v in sorted(needs)}  # fmt: skip
+    importance_paths = {
+        v: stage1(load_params(a.params, a.profile, {**common, **RECOVERIES[v]}), work, v) for v in sorted(needs)
+    }
     base = load_model(a.base)
     base_gflops = cost(base).gflops
     importances = {v: load_importance(str(path), base) for v, path in importance_paths.items()}
     data, _, report = prepare_data(a.data, a.report, work)
     t0, result = time.perf_counter(), {"budgets": []}
     base_row = evaluate(a.base, data, split=report, imgsz=a.imgsz, device=params["device"])
-    steps = tqdm(total=len(budgets) * (len(pruned_methods) * len(seeds) + 1) + ("control" in methods),
-                 desc="baselines benchmark")  # fmt: skip
+    steps = tqdm(
+        total=len(budgets) * (len(pruned_methods) * len(seeds) + 1) + ("control" in methods), desc="baselines benchmark"
+    )
     if "control" in methods:
         steps.set_postfix_str("control: the unpruned base fine-tuned")
         row = control(params, a.iterations * a.epochs, work)
@@ -404,8 +572,12 @@ def main():
         for method in pruned_methods:
             kind, suffix = split_method(method)
             flag = stage[method]
-            over = {**common, "schedule.target_gflops": budget, **RECOVERIES[suffix],
-                    **({"optimize.importance": str(importance_paths[flag])} if flag in importance_paths else {})}
+            over = {
+                **common,
+                "schedule.target_gflops": budget,
+                **RECOVERIES[suffix],
+                **({"optimize.importance": str(importance_paths[flag])} if flag in importance_paths else {}),
+            }
             mp = load_params(a.params, a.profile, over)
             if kind == "lips":
                 check_params(mp, base_gflops)
@@ -413,13 +585,18 @@ def main():
                 steps.set_postfix_str(f"{budget} GFLOPs: {method}, seed {seed}")
                 sp = with_seed(mp, seed)
                 out_dir = run_dir(work, budget, method, seed)
-                runs[method][seed] = (loop(sp, out_dir) if kind == "lips" else
-                                      one_shot(method, sp, importances.get(flag), budget, a.iterations * a.epochs,
-                                               out_dir))  # fmt: skip
+                runs[method][seed] = (
+                    loop(sp, out_dir)
+                    if kind == "lips"
+                    else one_shot(method, sp, importances.get(flag), budget, a.iterations * a.epochs, out_dir)
+                )
                 steps.update()
         steps.set_postfix_str(f"{budget} GFLOPs: bootstrap")
-        per_run = {(m, s): run_maps(r, run_dir(work, budget, m, s), data, params, report, base_row["images"], a.resamples)
-                   for m, by_seed in runs.items() for s, r in by_seed.items()}  # fmt: skip
+        per_run = {
+            (m, s): run_maps(r, run_dir(work, budget, m, s), data, params, report, base_row["images"], a.resamples)
+            for m, by_seed in runs.items()
+            for s, r in by_seed.items()
+        }
         maps = {m: pool_seeds([per_run[m, s] for s in seeds]) for m in pruned_methods}
         rows = {m: pooled(by_seed, budget) for m, by_seed in runs.items()}
         for m, r in rows.items():
@@ -433,8 +610,11 @@ def main():
                 r["lips_reference"] = ref
                 r["lips_ratio"] = rows[ref]["map50_95"] / max(r["map50_95"], 1e-9)
                 r.update({f"lips_{k}": v for k, v in ratio_interval(maps[ref], maps[m]).items() if k != "resamples"})
-        gains = {f"{m}_over_{split_method(m)[0]}": ratio_interval(maps[m], maps[split_method(m)[0]])
-                 for m in rows if split_method(m)[1] and split_method(m)[0] in rows}  # fmt: skip
+        gains = {
+            f"{m}_over_{split_method(m)[0]}": ratio_interval(maps[m], maps[split_method(m)[0]])
+            for m in rows
+            if split_method(m)[1] and split_method(m)[0] in rows
+        }
         previous = next((b for b in (kept or {}).get("budgets", []) if b["budget"] == budget), None)
         if previous:  # another run's rows, for reference: their own intervals, no pairing with this run's
             for m, r in previous["methods"].items():
@@ -443,21 +623,34 @@ def main():
         result["budgets"].append({"budget": budget, "methods": rows, "recovery_gain": gains})
         steps.update()
     steps.close()
-    result.update({
-        "what": "LIPS vs same-harness baselines at equal GFLOPs (±1 %) and equal total fine-tune epochs",
-        "base": {"weights": a.base, "gflops": base_gflops, "map50_95": base_row["map50_95"]},
-        "settings": {"data": a.data, "select_split": "val", "report_split": report, "report_images": base_row["images"],
-                     "imgsz": a.imgsz, "iterations": a.iterations, "epochs_per_iteration": a.epochs,
-                     "profile": a.profile, "overrides": a.set, "recoveries": RECOVERIES,
-                     "bootstrap_resamples": a.resamples, "seeds": seeds,
-                     "importance": {(k or "plain"): str(v) for k, v in importance_paths.items()},
-                     "kept_rows_from": a.keep_rows},
-        "machine": machine(),
-        "seconds": round(time.perf_counter() - t0),
-        "equal_gflops": all(abs(r["gflops_vs_budget"]) <= GFLOPS_TOL for b in result["budgets"]
-                            for r in b["methods"].values()),
-        "goals": goals(result["budgets"], base_row["map50_95"]),
-    })  # fmt: skip
+    result.update(
+        {
+            "what": "LIPS vs same-harness baselines at equal GFLOPs (±1 %) and equal total fine-tune epochs",
+            "base": {"weights": a.base, "gflops": base_gflops, "map50_95": base_row["map50_95"]},
+            "settings": {
+                "data": a.data,
+                "select_split": "val",
+                "report_split": report,
+                "report_images": base_row["images"],
+                "imgsz": a.imgsz,
+                "iterations": a.iterations,
+                "epochs_per_iteration": a.epochs,
+                "profile": a.profile,
+                "overrides": a.set,
+                "recoveries": RECOVERIES,
+                "bootstrap_resamples": a.resamples,
+                "seeds": seeds,
+                "importance": {(k or "plain"): str(v) for k, v in importance_paths.items()},
+                "kept_rows_from": a.keep_rows,
+            },
+            "machine": machine(),
+            "seconds": round(time.perf_counter() - t0),
+            "equal_gflops": all(
+                abs(r["gflops_vs_budget"]) <= GFLOPS_TOL for b in result["budgets"] for r in b["methods"].values()
+            ),
+            "goals": goals(result["budgets"], base_row["map50_95"]),
+        }
+    )
     write_report(result, out)
     print(out.with_suffix(".md").read_text())
 
@@ -468,26 +661,34 @@ def goals(budgets: list[dict], base_map: float) -> dict:
     out = {}
     if len(budgets) > 1:  # #13's hard budget: the lower of two or more
         hard = min(budgets, key=lambda b: b["budget"])["methods"]
-        out[f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}"] = (get(hard, "lips") or 0) / max(get(hard, "uniform")
-                                                                                               or 1e9, 1e-9)
+        out[f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}"] = (get(hard, "lips") or 0) / max(
+            get(hard, "uniform") or 1e9, 1e-9
+        )
     retention = {"3.7": 0.8, "3.4": 0.65}  # share of the base's mAP the best LIPS model keeps
     for b in budgets:
         ms, key = b["methods"], f"{b['budget']:g}"
         lips = [m for m in ms if m.startswith("lips_recon") and "other_run" not in ms[m]]
         if lips and key in retention:
             best = max(lips, key=lambda m: ms[m]["map50_95"])
-            out.setdefault("retention", {})[key] = {"best": best, "map50_95": ms[best]["map50_95"],
-                                                    "goal": retention[key] * base_map,
-                                                    "share_of_base": ms[best]["map50_95"] / base_map}  # fmt: skip
+            out.setdefault("retention", {})[key] = {
+                "best": best,
+                "map50_95": ms[best]["map50_95"],
+                "goal": retention[key] * base_map,
+                "share_of_base": ms[best]["map50_95"] / base_map,
+            }
         for m in ("uniform_recon", "lips_recon", "uniform_recon_lsq", "lips_recon_lsq"):
             if get(ms, m, "map50_95_before_ft_repair"):
-                out.setdefault("reconstruction_over_repair_before_ft_ge_3", {}).setdefault(key, {})[m] = (
-                    get(ms, m, "map50_95_before_ft") / max(get(ms, m, "map50_95_before_ft_repair"), 1e-9))
+                out.setdefault("reconstruction_over_repair_before_ft_ge_3", {}).setdefault(key, {})[m] = get(
+                    ms, m, "map50_95_before_ft"
+                ) / max(get(ms, m, "map50_95_before_ft_repair"), 1e-9)
         for v in ("recon", "recon_lsq"):
             if get(ms, f"lips_{v}") and get(ms, f"uniform_{v}"):
                 r = ms[f"uniform_{v}"]
                 out.setdefault(f"lips_{v}_over_uniform_{v}", {})[key] = {
-                    "ratio": r["lips_ratio"], "ci95": r.get("lips_ratio_ci95"), "goal": 1.15 if b["budget"] < 3.55 else 1.0}
+                    "ratio": r["lips_ratio"],
+                    "ci95": r.get("lips_ratio_ci95"),
+                    "goal": 1.15 if b["budget"] < 3.55 else 1.0,
+                }
     return out
 
 

@@ -33,8 +33,10 @@ def forward_work(base, layers, imgsz, batch=16, reps=3) -> dict:
     with exact answers and no validator cost at all, naive / fast can be at most (1 + n) / (1 + this)."""
     net = fused(copy.deepcopy(base)).to(memory_format=torch.channels_last)
     rec = Recorder(net)
-    probes = [reuse(fused(prune(base, {k: 0.85}, log=False).model).to(memory_format=torch.channels_last), net, rec)
-              for k in layers]  # fmt: skip
+    probes = [
+        reuse(fused(prune(base, {k: 0.85}, log=False).model).to(memory_format=torch.channels_last), net, rec)
+        for k in layers
+    ]
     x = torch.rand(batch, 3, imgsz, imgsz).contiguous(memory_format=torch.channels_last)
     base_s = probes_s = 0.0
     with cpu_threads(1):
@@ -48,8 +50,11 @@ def forward_work(base, layers, imgsz, batch=16, reps=3) -> dict:
                 p(x)
             probes_s += time.perf_counter() - t0
     work = probes_s / base_s
-    return {"probes_in_base_passes": round(work, 2), "naive_in_base_passes": len(layers) + 1,
-            "ceiling_speedup_equal_resources": round((len(layers) + 1) / (1 + work), 2)}
+    return {
+        "probes_in_base_passes": round(work, 2),
+        "naive_in_base_passes": len(layers) + 1,
+        "ceiling_speedup_equal_resources": round((len(layers) + 1) / (1 + work), 2),
+    }
 
 
 def main():
@@ -97,26 +102,48 @@ def main():
     cores = os.cpu_count()
     result = {
         "what": "Stage I over the same layers, images and ratio: lipslib's single-pass fast path vs one Ultralytics "
-                "validation per pruned layer (checkpoint saved and reloaded, as a script would)",
-        "weights": str(a.weights), "data": str(a.data), "imgsz": a.imgsz, "ratio": a.ratio, "layers": len(layers),
+        "validation per pruned layer (checkpoint saved and reloaded, as a script would)",
+        "weights": str(a.weights),
+        "data": str(a.data),
+        "imgsz": a.imgsz,
+        "ratio": a.ratio,
+        "layers": len(layers),
         "images": fast_res["base"]["images"],
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
-                    "cuda": torch.cuda.is_available()},
-        "default": {"fast_seconds": round(fast_s, 2), "fast_processes": cores, "naive_seconds": round(naive_s, 2),
-                    "naive_threads": NUM_THREADS, "speedup": round(naive_s / fast_s, 2)},
-        "equal_resources": {
-            "one_thread": {"threads": NUM_THREADS, "fast_seconds": round(fast_1p_s, 2),
-                           "naive_seconds": round(naive_s, 2), "speedup": round(naive_s / fast_1p_s, 2)},
-            "all_cores": {"cores": cores, "fast_seconds": round(fast_s, 2), "naive_seconds": round(naive_all_s, 2),
-                          "speedup": round(naive_all_s / fast_s, 2)},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": cores,
+            "cuda": torch.cuda.is_available(),
         },
-        "spearman_importance": float(spearmanr([fast_res["importance"][k] for k in layers],
-                                               [naive_imp[k] for k in layers]).statistic),
+        "default": {
+            "fast_seconds": round(fast_s, 2),
+            "fast_processes": cores,
+            "naive_seconds": round(naive_s, 2),
+            "naive_threads": NUM_THREADS,
+            "speedup": round(naive_s / fast_s, 2),
+        },
+        "equal_resources": {
+            "one_thread": {
+                "threads": NUM_THREADS,
+                "fast_seconds": round(fast_1p_s, 2),
+                "naive_seconds": round(naive_s, 2),
+                "speedup": round(naive_s / fast_1p_s, 2),
+            },
+            "all_cores": {
+                "cores": cores,
+                "fast_seconds": round(fast_s, 2),
+                "naive_seconds": round(naive_all_s, 2),
+                "speedup": round(naive_all_s / fast_s, 2),
+            },
+        },
+        "spearman_importance": float(
+            spearmanr([fast_res["importance"][k] for k in layers], [naive_imp[k] for k in layers]).statistic
+        ),
         "max_abs_map_diff": max(abs(ours[k] - naive_maps[k]) for k in layers),
-        "base_map_fast": fast_res["base"]["mAP_50_95"], "base_map_naive": base_map,
+        "base_map_fast": fast_res["base"]["mAP_50_95"],
+        "base_map_naive": base_map,
         "forward_work": floor,
         "goals": {"speedup": ">= 5", "spearman": ">= 0.9"},
-    }  # fmt: skip
+    }
     write_json(a.out, result)
     print({k: result[k] for k in ("default", "equal_resources", "spearman_importance", "max_abs_map_diff")})
 

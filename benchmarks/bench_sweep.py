@@ -32,9 +32,26 @@ GOAL = 0.6
 def run(mode: str, devices: str, a, work: Path) -> dict:
     out = work / mode
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "lipslib", "sweep", "--direct", "--targets", a.targets, "--devices", devices,
-           "--threads", "1", "--profile", a.profile, "--notebooks", a.notebooks, "--out", str(out),
-           *(["--set", *a.set] if a.set else [])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lipslib",
+        "sweep",
+        "--direct",
+        "--targets",
+        a.targets,
+        "--devices",
+        devices,
+        "--threads",
+        "1",
+        "--profile",
+        a.profile,
+        "--notebooks",
+        a.notebooks,
+        "--out",
+        str(out),
+        *(["--set", *a.set] if a.set else []),
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     print(f"{mode}: {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
@@ -43,8 +60,13 @@ def run(mode: str, devices: str, a, work: Path) -> dict:
     if proc.returncode:
         sys.exit(f"bench_sweep: the {mode} sweep failed: {proc.stderr.strip()[-800:]}")
     targets = json.loads((out / "sweep.json").read_text())["targets"]
-    return {"command": " ".join(["lips", *cmd[3:]]), "devices": devices, "threads_per_worker": 1,
-            "wall_s": round(wall, 1), "targets": targets}  # fmt: skip
+    return {
+        "command": " ".join(["lips", *cmd[3:]]),
+        "devices": devices,
+        "threads_per_worker": 1,
+        "wall_s": round(wall, 1),
+        "targets": targets,
+    }
 
 
 def main():
@@ -65,23 +87,46 @@ def main():
         s = by_target[r["target_gflops"]]
         same = all(r[k] == s[k] for k in COMPARED)
         identical &= same
-        per_target.append({"target_gflops": r["target_gflops"], "identical": same,
-                           **{k: r[k] for k in COMPARED},
-                           "seconds_sequential": s["seconds"], "seconds_parallel": r["seconds"]})  # fmt: skip
+        per_target.append(
+            {
+                "target_gflops": r["target_gflops"],
+                "identical": same,
+                **{k: r[k] for k in COMPARED},
+                "seconds_sequential": s["seconds"],
+                "seconds_parallel": r["seconds"],
+            }
+        )
     ratio = parallel["wall_s"] / sequential["wall_s"]
     import torch
 
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "cuda": torch.cuda.is_available()},
-              "setting": {"targets": a.targets, "profile": a.profile, "notebooks": a.notebooks, "set": a.set,
-                          "executor": "local (submitit, --direct)"},
-              "sequential": sequential, "parallel": parallel, "wall_ratio": round(ratio, 3), "goal": GOAL,
-              "goal_met": ratio <= GOAL, "identical_results": identical, "per_target": per_target}  # fmt: skip
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "cuda": torch.cuda.is_available(),
+        },
+        "setting": {
+            "targets": a.targets,
+            "profile": a.profile,
+            "notebooks": a.notebooks,
+            "set": a.set,
+            "executor": "local (submitit, --direct)",
+        },
+        "sequential": sequential,
+        "parallel": parallel,
+        "wall_ratio": round(ratio, 3),
+        "goal": GOAL,
+        "goal_met": ratio <= GOAL,
+        "identical_results": identical,
+        "per_target": per_target,
+    }
     out = ROOT / a.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"sequential {sequential['wall_s']} s, 2 workers × 1 thread {parallel['wall_s']} s: {ratio:.2f}× "
-          f"(goal ≤ {GOAL}); results identical per target: {identical} → {out}")  # fmt: skip
+    print(
+        f"sequential {sequential['wall_s']} s, 2 workers × 1 thread {parallel['wall_s']} s: {ratio:.2f}× "
+        f"(goal ≤ {GOAL}); results identical per target: {identical} → {out}"
+    )
 
 
 if __name__ == "__main__":

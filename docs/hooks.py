@@ -62,8 +62,9 @@ def on_files(files, config):
         log.warning("jupyter-server-mathjax is not installed (pip install -e '.[docs]'): equations will not render")
     else:
         for f in sorted(p for p in mathjax.rglob("*") if p.is_file()):
-            files.append(File.generated(config, f"assets/mathjax/{f.relative_to(mathjax).as_posix()}",
-                                        abs_src_path=str(f)))  # fmt: skip
+            files.append(
+                File.generated(config, f"assets/mathjax/{f.relative_to(mathjax).as_posix()}", abs_src_path=str(f))
+            )
     return files
 
 
@@ -86,8 +87,17 @@ def cli_reference() -> str:
     out += [f"| [`{name}`](#{name}) | {_cell(helps.get(name) or '')} |" for name in sub.choices]
     for name, p in sub.choices.items():
         p.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=88)
-        out += ["", f"## {name}", "", (helps.get(name) or "").rstrip(".") + ".", "", "```text",
-                p.format_usage().strip().replace("usage: ", "", 1), "```", ""]  # fmt: skip
+        out += [
+            "",
+            f"## {name}",
+            "",
+            (helps.get(name) or "").rstrip(".") + ".",
+            "",
+            "```text",
+            p.format_usage().strip().replace("usage: ", "", 1),
+            "```",
+            "",
+        ]
         rows = []
         for a in p._actions:
             if isinstance(a, argparse._HelpAction):
@@ -117,8 +127,16 @@ def api_reference() -> str:
     groups.setdefault("lipslib.errors", []).append("LipsError")
     out = []
     for module, names in groups.items():
-        out += [f"## `{module}`", "", f"::: {module}", "    options:", "      show_root_heading: false",
-                "      show_root_toc_entry: false", "      members: false", ""]  # fmt: skip
+        out += [
+            f"## `{module}`",
+            "",
+            f"::: {module}",
+            "    options:",
+            "      show_root_heading: false",
+            "      show_root_toc_entry: false",
+            "      members: false",
+            "",
+        ]
         out += [f"::: {module}.{name}\n" for name in names]
     return "\n".join(out)
 
@@ -133,7 +151,10 @@ def generated(name: str) -> str:
     if name == "unlisted":  # every record no page names: a new benchmark is shown before anyone writes about it
         rest = [rel for rel in tables.bench_records() if rel not in _listed]
         _shown.update(rest)
-        return "\n\n".join(f"### `{rel}`\n\n{tables.section(rel)}" for rel in rest) or "*None: every record is discussed above.*"
+        return (
+            "\n\n".join(f"### `{rel}`\n\n{tables.section(rel)}" for rel in rest)
+            or "*None: every record is discussed above.*"
+        )
     if name == "quickstart":
         return f"```python\n{tables.readme_quickstart()}```"
     if name == "cli":
@@ -164,5 +185,7 @@ def on_page_markdown(markdown, page, config, files):
 def on_post_build(config):
     unshown = sorted(set(tables.bench_records()) - _shown)
     if unshown:
-        log.warning(f"benchmark records shown on no page (evidence.md lost its `<!-- generated: unlisted -->`?): "
-                    f"{', '.join(unshown)}")
+        log.warning(
+            f"benchmark records shown on no page (evidence.md lost its `<!-- generated: unlisted -->`?): "
+            f"{', '.join(unshown)}"
+        )

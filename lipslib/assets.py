@@ -72,7 +72,9 @@ def resolve_weights(name: str | os.PathLike) -> Path:
                 if got.is_file():
                     return got.resolve()
             except Exception as e:  # offline: Ultralytics raises a ConnectionError after retries
-                raise _missing("weights", name, looked, f"; the Ultralytics download failed ({type(e).__name__})") from None
+                raise _missing(
+                    "weights", name, looked, f"; the Ultralytics download failed ({type(e).__name__})"
+                ) from None
     raise _missing("weights", name, looked)
 
 
@@ -107,4 +109,3 @@ def paper_dir() -> Path:
     if root is None or not (root / "lips_paper").is_dir():
         raise LipsError(f"the LIPS paper logs were not found ({_where(root)}); set {ENV} to a folder with lips_paper/")
     return root / "lips_paper"
-

@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from lipslib.costs import bisect
 from lipslib.engine import CRITERIA, PruneResult, _origin_probe, cost_counter, origins, output_tensors, prune
 from lipslib.errors import LipsError
-from lipslib.layers import detect_head, default_targets
-from lipslib.costs import bisect
+from lipslib.layers import default_targets, detect_head
 from lipslib.schedule import initial_schedule
 
 
@@ -50,8 +50,16 @@ def _out_slice(conv_block: nn.Module, start: int, stop: int) -> nn.Module:
     """A copy of an Ultralytics Conv (conv [+ bn] + act) keeping output channels start:stop."""
     block = copy.deepcopy(conv_block)
     old = block.conv
-    new = nn.Conv2d(old.in_channels, stop - start, old.kernel_size, old.stride, old.padding, old.dilation,
-                    old.groups, bias=old.bias is not None)  # fmt: skip
+    new = nn.Conv2d(
+        old.in_channels,
+        stop - start,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        old.groups,
+        bias=old.bias is not None,
+    )
     with torch.no_grad():
         new.weight.copy_(old.weight[start:stop])
         if old.bias is not None:
@@ -86,8 +94,14 @@ def _ignored(model: nn.Module) -> list[nn.Module]:
     return keep + [head.dfl] + [m for m in model.modules() if isinstance(m, C2PSA)]
 
 
-def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", max_ratio: float = 0.9,
-                        round_to: int | None = None, track: bool = False) -> nn.Module | PruneResult:  # fmt: skip
+def global_magnitude_at(
+    base: nn.Module,
+    ratio: float,
+    criterion: str = "l1",
+    max_ratio: float = 0.9,
+    round_to: int | None = None,
+    track: bool = False,
+) -> nn.Module | PruneResult:
     """A copy of `base` pruned by torch-pruning's global ranking at global channel ratio `ratio`. With `track`, a
     PruneResult whose `origin` places every kept element in `split_c2f(base)` (a lockstep prune of an origin probe,
     as `engine.prune` keeps), for recovery against that split copy."""
@@ -96,10 +110,17 @@ def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", ma
     names = {m: n for n, m in model.named_modules()}
     example = torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device)
     with torch.enable_grad():
-        pruner = tp.pruner.BasePruner(model, example, importance=CRITERIA[criterion](), global_pruning=True,
-                                      pruning_ratio=ratio, max_pruning_ratio=max_ratio, ignored_layers=_ignored(model),
-                                      round_to=round_to,
-                                      output_transform=output_tensors)  # fmt: skip
+        pruner = tp.pruner.BasePruner(
+            model,
+            example,
+            importance=CRITERIA[criterion](),
+            global_pruning=True,
+            pruning_ratio=ratio,
+            max_pruning_ratio=max_ratio,
+            ignored_layers=_ignored(model),
+            round_to=round_to,
+            output_transform=output_tensors,
+        )
         for group in pruner.step(interactive=True):
             root = group[0].dep
             if track:  # the same channels of the same layer, before the group changes the module
@@ -113,9 +134,18 @@ def global_magnitude_at(base: nn.Module, ratio: float, criterion: str = "l1", ma
     return PruneResult(model=model, ratios={}, origin=origins(probe, model))
 
 
-def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance: dict[str, float] | None = None,
-              spread: float = 0.2, r_max: float = 0.9, criterion: str = "l1", round_to: int | None = None,
-              steps: int = 14) -> dict:  # fmt: skip
+def at_gflops(
+    method: str,
+    base: nn.Module,
+    target_gflops: float,
+    *,
+    importance: dict[str, float] | None = None,
+    spread: float = 0.2,
+    r_max: float = 0.9,
+    criterion: str = "l1",
+    round_to: int | None = None,
+    steps: int = 14,
+) -> dict:
     """Prune `base` once to a GFLOPs budget with a baseline method, its one scalar found by bisection.
 
     Args:
@@ -156,18 +186,29 @@ def at_gflops(method: str, base: nn.Module, target_gflops: float, *, importance:
         def shape(s):
             return initial_schedule(imp, kind, s, spread, 0.0, r_max)
 
-        s, model, g = bisect(lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
-                             target_gflops, lambda m: count(m).gflops, hi=r_max, steps=steps)  # fmt: skip
+        s, model, g = bisect(
+            lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
+            target_gflops,
+            lambda m: count(m).gflops,
+            hi=r_max,
+            steps=steps,
+        )
         return {"model": model, "gflops": g, "scalar": s, "ratios": shape(s)}
     if method == "global":
-        s, model, g = bisect(lambda r: global_magnitude_at(base, r, criterion, r_max, round_to), target_gflops,
-                             lambda m: count(m).gflops, hi=r_max, steps=steps)  # fmt: skip
+        s, model, g = bisect(
+            lambda r: global_magnitude_at(base, r, criterion, r_max, round_to),
+            target_gflops,
+            lambda m: count(m).gflops,
+            hi=r_max,
+            steps=steps,
+        )
         return {"model": model, "gflops": g, "scalar": s, "ratios": None}
     raise LipsError(f"unknown baseline '{method}'; choose uniform, shaped or global")
 
 
-def tracked(method: str, base: nn.Module, cut: dict, *, criterion: str = "l1", round_to: int | None = None,
-            r_max: float = 0.9) -> tuple[PruneResult, nn.Module]:  # fmt: skip
+def tracked(
+    method: str, base: nn.Module, cut: dict, *, criterion: str = "l1", round_to: int | None = None, r_max: float = 0.9
+) -> tuple[PruneResult, nn.Module]:
     """The cut `at_gflops(method, base, …)` returned, made again with channel origins for recovery
     (`lipslib.recover`), and the model those origins refer to: `base`, or for global magnitude its `split_c2f` copy
     (same outputs, the names the pruned copy has)."""

@@ -27,8 +27,9 @@ def published_points() -> pd.DataFrame:
     return df.assign(kind="published")
 
 
-def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str = "val", source: str | None = None,
-                    **kw) -> pd.DataFrame:  # fmt: skip
+def measured_points(
+    models: dict[str, str], data, imgsz: int = 640, split: str = "val", source: str | None = None, **kw
+) -> pd.DataFrame:
     """Evaluate each {label: weights} on `data`; the `source` column says on what. Model yamls (random
     weights, used only for timing) are not scored."""
     rows = []
@@ -36,8 +37,15 @@ def measured_points(models: dict[str, str], data, imgsz: int = 640, split: str =
         if str(weights).endswith((".yaml", ".yml")):
             continue
         r = evaluate(weights, data, imgsz=imgsz, split=split, **kw)
-        rows.append({"model": label, "map50_95": r["map50_95"], "gflops": r["gflops"], "kind": "measured",
-                     "source": f"{source or Path(r['data']).stem + ' ' + split} ({r['images']} images) @ {imgsz}"})  # fmt: skip
+        rows.append(
+            {
+                "model": label,
+                "map50_95": r["map50_95"],
+                "gflops": r["gflops"],
+                "kind": "measured",
+                "source": f"{source or Path(r['data']).stem + ' ' + split} ({r['images']} images) @ {imgsz}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -46,8 +54,17 @@ def _check_base(models: dict[str, str], base: str) -> None:
         raise LipsError(f"base '{base}' is not among the models: {', '.join(models)}")
 
 
-def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, runs: int = 15, warmup: int = 3,
-                  threads: int = 1, onnx: bool = True, device=None) -> pd.DataFrame:  # fmt: skip
+def latency_table(
+    models: dict[str, str],
+    image,
+    base: str,
+    imgsz: int = 640,
+    runs: int = 15,
+    warmup: int = 3,
+    threads: int = 1,
+    onnx: bool = True,
+    device=None,
+) -> pd.DataFrame:
     """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`
     (`lipslib.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, and PyTorch
     CUDA when `device` (None: Ultralytics' choice) is a GPU; ratios to `base` (a label) next to the
@@ -58,15 +75,30 @@ def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, ru
     _check_base(models, base)
     dev = select_device(device_arg(device), verbose=False)
     x = frame_tensor(image, imgsz)
-    backends = {"torch_cpu": ("torch", None), **({"onnxruntime_cpu": ("onnxruntime", None)} if onnx else {}),
-                **({"torch_cuda": ("torch", dev)} if dev.type == "cuda" else {})}  # fmt: skip
+    backends = {
+        "torch_cpu": ("torch", None),
+        **({"onnxruntime_cpu": ("onnxruntime", None)} if onnx else {}),
+        **({"torch_cuda": ("torch", dev)} if dev.type == "cuda" else {}),
+    }
     with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
-        runners = {(k, b): whole_runner(w, rt, x, threads, Path(tmp), gpu) for k, w in models.items()
-                   for b, (rt, gpu) in backends.items()}  # fmt: skip
+        runners = {
+            (k, b): whole_runner(w, rt, x, threads, Path(tmp), gpu)
+            for k, w in models.items()
+            for b, (rt, gpu) in backends.items()
+        }
         times = interleaved(runners, runs, warmup)
-    rows = [{"model": k, "weights": str(w), "gflops": cost(load_model(w)).gflops, "threads": threads, "imgsz": imgsz,
-             "runs": runs, **{f"{b}_ms": statistics.median(times[(k, b)]) for b in backends}}
-            for k, w in models.items()]  # fmt: skip
+    rows = [
+        {
+            "model": k,
+            "weights": str(w),
+            "gflops": cost(load_model(w)).gflops,
+            "threads": threads,
+            "imgsz": imgsz,
+            "runs": runs,
+            **{f"{b}_ms": statistics.median(times[(k, b)]) for b in backends},
+        }
+        for k, w in models.items()
+    ]
     df = pd.DataFrame(rows)
     ref = df.set_index("model").loc[base]
     df["gflops_ratio"] = df.gflops / ref.gflops
@@ -75,9 +107,21 @@ def latency_table(models: dict[str, str], image, base: str, imgsz: int = 640, ru
     return df
 
 
-def run_benchmark(models: dict[str, str], data, out, *, imgsz: int = 640, split: str = "val", source: str | None = None,
-                  base: str | None = None, image=None, latency_imgsz: int = 640, runs: int = 15,
-                  threads: int = 1, device=None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+def run_benchmark(
+    models: dict[str, str],
+    data,
+    out,
+    *,
+    imgsz: int = 640,
+    split: str = "val",
+    source: str | None = None,
+    base: str | None = None,
+    image=None,
+    latency_imgsz: int = 640,
+    runs: int = 15,
+    threads: int = 1,
+    device=None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """benchmark.csv + benchmark.png (published and measured points) and latency.csv under `out`
     (tables/, figures/). mAP is measured on `device` (None: Ultralytics' choice), latency on the CPU and
     on that device when it is a GPU. Returns (points, latency)."""
@@ -88,12 +132,14 @@ def run_benchmark(models: dict[str, str], data, out, *, imgsz: int = 640, split:
         _check_base(models, base)  # before minutes of evaluation, not after
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    points = pd.concat([published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source,
-                                                            device=device)])  # fmt: skip
+    points = pd.concat(
+        [published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source, device=device)]
+    )
     points.to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
     benchmark_figure(points, out / "figures" / "benchmark.png")
     image = image or split_images(check_data(data, splits=(split,)), split)[0]
-    lat = latency_table(models, image, base or next(iter(models)), imgsz=latency_imgsz, runs=runs, threads=threads,
-                        device=device)  # fmt: skip
+    lat = latency_table(
+        models, image, base or next(iter(models)), imgsz=latency_imgsz, runs=runs, threads=threads, device=device
+    )
     lat.to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
     return points, lat

@@ -33,8 +33,10 @@ def cmd_info(a):
     if a.json:
         print(json.dumps(rec, indent=2))
         return
-    print(f"{a.weights}: {rec['gflops']:.3f} GFLOPs at {a.imgsz} (fused), {rec['params'] / 1e6:.3f} M params, "
-          f"{'with' if rec['batchnorm'] else 'no'} BatchNorm")  # fmt: skip
+    print(
+        f"{a.weights}: {rec['gflops']:.3f} GFLOPs at {a.imgsz} (fused), {rec['params'] / 1e6:.3f} M params, "
+        f"{'with' if rec['batchnorm'] else 'no'} BatchNorm"
+    )
     for name, (o, i) in rec["convs"].items():
         print(f"  {name:32s} [{o:4d}, {i:4d}]")
 
@@ -64,35 +66,61 @@ def cmd_prune(a):
     ratios = read_spec(a.ratios, default_layers=default_targets(model))
     found: dict = {}  # the base's Grams, for the criterion and the refit alike
     criterion = channel_criterion(a.criterion, model, images, found, recovery.ridge, a.device)
-    res = engine.prune(model, ratios, criterion=criterion, round_to=a.round_to, imgsz=a.imgsz, log=bool(a.log),
-                       track=recovery.refits)  # fmt: skip
+    res = engine.prune(
+        model, ratios, criterion=criterion, round_to=a.round_to, imgsz=a.imgsz, log=bool(a.log), track=recovery.refits
+    )
     fitted = recover(res, model, images, recovery, gram_cache=found, device=a.device) if recovery.refits else {}
     before, after = engine.cost(model, a.imgsz), engine.cost(res.model, a.imgsz)
-    engine.save_checkpoint(res.model, a.out, meta={"base": str(a.weights), "ratios": ratios, "criterion": a.criterion,
-                                                   "round_to": a.round_to, "gflops": after.gflops,
-                                                   "recover": recovery.as_dict() if recovery.refits else None,
-                                                   "calibration": a.data if recovery.refits else None})  # fmt: skip
+    engine.save_checkpoint(
+        res.model,
+        a.out,
+        meta={
+            "base": str(a.weights),
+            "ratios": ratios,
+            "criterion": a.criterion,
+            "round_to": a.round_to,
+            "gflops": after.gflops,
+            "recover": recovery.as_dict() if recovery.refits else None,
+            "calibration": a.data if recovery.refits else None,
+        },
+    )
     if a.log:
         engine.write_log(res.log, a.log)
-    how = ("; reconstructed" if a.reconstruct else "; bias-repaired") + f" {len(fitted)} convs on {len(images)} " \
-        f"'{a.split}' images" if recovery.refits else ""
-    print(f"pruned {len(ratios)} layers: {before.gflops:.3f} → {after.gflops:.3f} GFLOPs, "
-          f"{before.params / 1e6:.3f} → {after.params / 1e6:.3f} M params{how}; saved {a.out}")  # fmt: skip
+    how = (
+        ("; reconstructed" if a.reconstruct else "; bias-repaired") + f" {len(fitted)} convs on {len(images)} "
+        f"'{a.split}' images"
+        if recovery.refits
+        else ""
+    )
+    print(
+        f"pruned {len(ratios)} layers: {before.gflops:.3f} → {after.gflops:.3f} GFLOPs, "
+        f"{before.params / 1e6:.3f} → {after.params / 1e6:.3f} M params{how}; saved {a.out}"
+    )
 
 
 def cmd_inflate(a):
     from lipslib.engine import cost, has_batchnorm, save_checkpoint
-    from lipslib.evaluate import check_writable
-    from lipslib.evaluate import calibration_images
+    from lipslib.evaluate import calibration_images, check_writable
     from lipslib.inflate import inflate
 
     check_writable(a.out)
     images = calibration_images(a.data, a.split, a.images, a.imgsz) if a.data else None
     model = inflate(a.weights, a.yaml, images)
-    save_checkpoint(model, a.out, meta={"inflated_from": str(a.weights), "yaml": a.yaml, "data": a.data,
-                                        "split": a.split, "images": a.images if a.data else 0})  # fmt: skip
-    print(f"{a.weights} inside {a.yaml}: {cost(model).gflops:.3f} GFLOPs, "
-          f"{'with' if has_batchnorm(model) else 'no'} BatchNorm, same outputs; saved {a.out}")
+    save_checkpoint(
+        model,
+        a.out,
+        meta={
+            "inflated_from": str(a.weights),
+            "yaml": a.yaml,
+            "data": a.data,
+            "split": a.split,
+            "images": a.images if a.data else 0,
+        },
+    )
+    print(
+        f"{a.weights} inside {a.yaml}: {cost(model).gflops:.3f} GFLOPs, "
+        f"{'with' if has_batchnorm(model) else 'no'} BatchNorm, same outputs; saved {a.out}"
+    )
 
 
 def cmd_latency(a):
@@ -103,27 +131,43 @@ def cmd_latency(a):
     models = dict(_pair(w) if "=" in w else (w, w) for w in a.weights)
     with _quiet(a.json):
         times = time_models(models, a.runtime, a.image, a.imgsz, a.batch, a.threads, a.runs)
-        tables = {k: block_table(w, a.runtime, a.imgsz, a.batch, a.threads, a.runs) for k, w in models.items()
-                  if a.table}  # fmt: skip
+        tables = {
+            k: block_table(w, a.runtime, a.imgsz, a.batch, a.threads, a.runs) for k, w in models.items() if a.table
+        }
         ops = {k: op_breakdown(w, a.image, a.imgsz, a.threads) for k, w in models.items() if a.ops}
     first = next(iter(times.values()))["median_ms"]
-    rec = {k: {**t, "ratio": t["median_ms"] / first, **({"table_ms": sum(r["ms"] for r in tables[k]),
-                                                          "blocks": tables[k]} if a.table else {}),
-               **({"ops_ms": ops[k]} if a.ops else {})}
-           for k, t in times.items()}  # fmt: skip
+    rec = {
+        k: {
+            **t,
+            "ratio": t["median_ms"] / first,
+            **({"table_ms": sum(r["ms"] for r in tables[k]), "blocks": tables[k]} if a.table else {}),
+            **({"ops_ms": ops[k]} if a.ops else {}),
+        }
+        for k, t in times.items()
+    }
     if a.json:
-        print(json.dumps({"runtime": a.runtime, "imgsz": a.imgsz, "batch": a.batch, "threads": a.threads,
-                          "models": rec}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {"runtime": a.runtime, "imgsz": a.imgsz, "batch": a.batch, "threads": a.threads, "models": rec},
+                indent=2,
+            )
+        )
         return
-    print(f"{a.runtime}, {a.threads} thread(s), batch {a.batch}, {a.imgsz}×{a.imgsz}, median of {a.runs} interleaved runs")
+    print(
+        f"{a.runtime}, {a.threads} thread(s), batch {a.batch}, {a.imgsz}×{a.imgsz}, median of {a.runs} interleaved runs"
+    )
     for k, r in rec.items():
         extra = f"; block table {r['table_ms']:.2f} ms ({r['table_ms'] / r['median_ms'] - 1:+.1%})" if a.table else ""
-        print(f"  {k}: {r['median_ms']:.2f} ms (quartiles {r['p25_ms']:.2f}–{r['p75_ms']:.2f}), "
-              f"{r['ratio']:.3f} × the first{extra}")
+        print(
+            f"  {k}: {r['median_ms']:.2f} ms (quartiles {r['p25_ms']:.2f}–{r['p75_ms']:.2f}), "
+            f"{r['ratio']:.3f} × the first{extra}"
+        )
         if a.ops:
             o = r["ops_ms"]
-            print("    profiled ops: " + ", ".join(f"{kind} {o[kind]:.2f} ms ({o[kind] / o['total']:.0%})"
-                                                    for kind in o if kind != "total"))  # fmt: skip
+            print(
+                "    profiled ops: "
+                + ", ".join(f"{kind} {o[kind]:.2f} ms ({o[kind] / o['total']:.0%})" for kind in o if kind != "total")
+            )
 
 
 def cmd_finetune(a):
@@ -135,13 +179,24 @@ def cmd_finetune(a):
     if twice:
         raise LipsError(f"{', '.join(twice)} given both as --{twice[0]} and in --set; give each once")
     with _quiet(a.json):
-        rec = finetune(a.weights, a.data, a.out, recipe=a.recipe, distill=a.distill, teacher=a.teacher,
-                       distill_weight=a.distill_weight, **flags, **extra)  # fmt: skip
+        rec = finetune(
+            a.weights,
+            a.data,
+            a.out,
+            recipe=a.recipe,
+            distill=a.distill,
+            teacher=a.teacher,
+            distill_weight=a.distill_weight,
+            **flags,
+            **extra,
+        )
     if a.json:
         print(json.dumps(rec, indent=2))
     else:
-        print(f"fine-tuned {a.weights} for {rec['epochs']} epochs: mAP50-95 {rec['map50_95']:.4f}, "
-              f"{rec['params'] / 1e6:.3f} M params (architecture kept); final weights {rec['weights']}")
+        print(
+            f"fine-tuned {a.weights} for {rec['epochs']} epochs: mAP50-95 {rec['map50_95']:.4f}, "
+            f"{rec['params'] / 1e6:.3f} M params (architecture kept); final weights {rec['weights']}"
+        )
 
 
 def cmd_val(a):
@@ -152,8 +207,10 @@ def cmd_val(a):
     if a.json:
         print(json.dumps(rec, indent=2))
     else:
-        print(f"{a.weights}: mAP50-95 {rec['map50_95']:.4f}, mAP50 {rec['map50']:.4f} on {rec['images']} images "
-              f"({rec['split']}, imgsz {a.imgsz}); {rec['gflops']:.3f} GFLOPs, {rec['params'] / 1e6:.3f} M params")
+        print(
+            f"{a.weights}: mAP50-95 {rec['map50_95']:.4f}, mAP50 {rec['map50']:.4f} on {rec['images']} images "
+            f"({rec['split']}, imgsz {a.imgsz}); {rec['gflops']:.3f} GFLOPs, {rec['params'] / 1e6:.3f} M params"
+        )
 
 
 def cmd_sensitivity(a):
@@ -161,13 +218,29 @@ def cmd_sensitivity(a):
     from lipslib.sensitivity import run_sensitivity
 
     layers = [x.strip() for x in a.layers.split(",") if x.strip()] if a.layers else None
-    res = run_sensitivity(a.weights, a.data, ratio=a.ratio, layers=layers, imgsz=a.imgsz, batch=a.batch,
-                          device=a.device, split=a.split, criterion=a.criterion, mode=a.mode, threads=a.threads,
-                          workers=a.workers, memo_gib=a.memo_gib, out=a.out, reference=a.reference,
-                          recovery=Recovery(reconstruct=True, images=a.images) if a.reconstruct else None)  # fmt: skip
+    res = run_sensitivity(
+        a.weights,
+        a.data,
+        ratio=a.ratio,
+        layers=layers,
+        imgsz=a.imgsz,
+        batch=a.batch,
+        device=a.device,
+        split=a.split,
+        criterion=a.criterion,
+        mode=a.mode,
+        threads=a.threads,
+        workers=a.workers,
+        memo_gib=a.memo_gib,
+        out=a.out,
+        reference=a.reference,
+        recovery=Recovery(reconstruct=True, images=a.images) if a.reconstruct else None,
+    )
     top = sorted(res["importance"].items(), key=lambda kv: -kv[1])[:5]
-    print(f"base mAP50-95 {res['base']['mAP_50_95']:.4f} on {res['base']['images']} images; "
-          f"{len(res['importance'])} layers in {res['seconds']:.1f} s → {a.out}/layer_importance.json")
+    print(
+        f"base mAP50-95 {res['base']['mAP_50_95']:.4f} on {res['base']['images']} images; "
+        f"{len(res['importance'])} layers in {res['seconds']:.1f} s → {a.out}/layer_importance.json"
+    )
     print("most important: " + ", ".join(f"{k} {v:.3f}" for k, v in top))
 
 
@@ -176,13 +249,19 @@ def cmd_replay_paper(a):
     from lipslib.replay import replay_paper
     from lipslib.schedule import Targets
 
-    res = replay_paper(a.paper_dir or paper_dir(), a.out, Targets(a.target_gflops, a.target_map), initial_ratio=a.initial)
-    print(f"replayed {res['moves_compared']} moves: Spearman of final ratios {res['spearman_final']:.3f}, "
-          f"direction agreement {res['direction_agreement']:.3f}; wrote {a.out}/replay.json, replay_ratios.csv, "
-          "layer_iteration.png, replay.png")  # fmt: skip
+    res = replay_paper(
+        a.paper_dir or paper_dir(), a.out, Targets(a.target_gflops, a.target_map), initial_ratio=a.initial
+    )
+    print(
+        f"replayed {res['moves_compared']} moves: Spearman of final ratios {res['spearman_final']:.3f}, "
+        f"direction agreement {res['direction_agreement']:.3f}; wrote {a.out}/replay.json, replay_ratios.csv, "
+        "layer_iteration.png, replay.png"
+    )
     for p in res["phases"]:
-        print(f"  {p['gate']:8s} gate, iterations {p['from_iteration']}→{p['to_iteration']}: "
-              f"{p['layers_same_direction']:.0%} of layers move in the paper's direction")
+        print(
+            f"  {p['gate']:8s} gate, iterations {p['from_iteration']}→{p['to_iteration']}: "
+            f"{p['layers_same_direction']:.0%} of layers move in the paper's direction"
+        )
 
 
 def cmd_optimize(a):
@@ -193,30 +272,56 @@ def cmd_optimize(a):
     res = optimize(params, a.out)
     b = res["best"]
     print(res["history"].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print(f"best: iteration {b['iteration']}, {b['gflops']:.3f} GFLOPs, mAP50-95 {b['map50_95']:.4f} on the "
-          f"{b['split_report']} split (chosen on {b['split_select']}); {a.out}/best.pt, {a.out}/best.json")
+    print(
+        f"best: iteration {b['iteration']}, {b['gflops']:.3f} GFLOPs, mAP50-95 {b['map50_95']:.4f} on the "
+        f"{b['split_report']} split (chosen on {b['split_select']}); {a.out}/best.pt, {a.out}/best.json"
+    )
 
 
 def cmd_compare_video(a):
     from lipslib.video import compare_video
 
-    rec = compare_video(a.video, a.model_orig, a.model_pruned, a.args_yaml, a.gflops_orig, a.gflops_pruned,
-                        a.frame_step, a.save, a.show, a.max_frames, a.summary, device=a.device)  # fmt: skip
+    rec = compare_video(
+        a.video,
+        a.model_orig,
+        a.model_pruned,
+        a.args_yaml,
+        a.gflops_orig,
+        a.gflops_pruned,
+        a.frame_step,
+        a.save,
+        a.show,
+        a.max_frames,
+        a.summary,
+        device=a.device,
+    )
     if rec.get("truncated"):
         print(f"note: {rec['video']} is truncated ({rec['truncated']}); processed what decodes")
     o, p = rec["orig"], rec["pruned"]
-    print(f"{rec['frames_processed']} frames: original {o['latency_ms_median']:.1f} ms ({o['fps']:.1f} FPS, "
-          f"{o['gflops']:.2f} GFLOPs) | pruned {p['latency_ms_median']:.1f} ms ({p['fps']:.1f} FPS, "
-          f"{p['gflops']:.2f} GFLOPs); agreement {rec['agreement'] if rec['agreement'] is None else round(rec['agreement'], 3)}"
-          + (f"; saved {a.save}" if a.save else ""))  # fmt: skip
+    agreement = rec["agreement"] if rec["agreement"] is None else round(rec["agreement"], 3)
+    print(
+        f"{rec['frames_processed']} frames: original {o['latency_ms_median']:.1f} ms ({o['fps']:.1f} FPS, "
+        f"{o['gflops']:.2f} GFLOPs) | pruned {p['latency_ms_median']:.1f} ms ({p['fps']:.1f} FPS, "
+        f"{p['gflops']:.2f} GFLOPs); agreement {agreement}" + (f"; saved {a.save}" if a.save else "")
+    )
 
 
 def cmd_benchmark(a):
     from lipslib.benchmark import run_benchmark
 
-    table, lat = run_benchmark(dict(_pair(m) for m in a.model), a.data, a.out, imgsz=a.imgsz, split=a.split,
-                               base=a.base, image=a.image, latency_imgsz=a.latency_imgsz, runs=a.runs,
-                               threads=a.threads, device=a.device)  # fmt: skip
+    table, lat = run_benchmark(
+        dict(_pair(m) for m in a.model),
+        a.data,
+        a.out,
+        imgsz=a.imgsz,
+        split=a.split,
+        base=a.base,
+        image=a.image,
+        latency_imgsz=a.latency_imgsz,
+        runs=a.runs,
+        threads=a.threads,
+        device=a.device,
+    )
     print(table[table.kind == "measured"].to_string(index=False))
     print(lat[["model", "gflops", "gflops_ratio", "torch_cpu_ms", "torch_cpu_ratio"]].to_string(index=False))
     print(f"wrote {a.out}/tables/benchmark.csv, {a.out}/figures/benchmark.png, {a.out}/tables/latency.csv")
@@ -232,8 +337,9 @@ def _pair(text: str) -> tuple[str, str]:
 def cmd_notebook(a):
     from lipslib.notebook import run_notebook
 
-    out = run_notebook(a.name, a.profile, _overrides(a.set), runs_dir=a.runs_dir, reports_dir=a.reports_dir,
-                       docs_dir=a.docs)  # fmt: skip
+    out = run_notebook(
+        a.name, a.profile, _overrides(a.set), runs_dir=a.runs_dir, reports_dir=a.reports_dir, docs_dir=a.docs
+    )
     print(f"executed {a.name} → {out}")
 
 
@@ -251,17 +357,32 @@ def cmd_stage_params(a):
 
 
 def cmd_sweep(a):
-    from lipslib.sweep import parse_time, parse_targets, sweep
+    from lipslib.sweep import parse_targets, parse_time, sweep
 
     targets = parse_targets(a.targets)
     executor = "local" if a.direct else a.executor
     if a.direct and a.executor not in ("dvc", "local"):
         raise LipsError(f"--direct runs local processes; it does not combine with --executor {a.executor}")
     notebooks = [n.strip() for n in a.notebooks.split(",")] if a.notebooks else None
-    slurm = {"partition": a.partition, "gpus_per_job": a.gpus_per_job, "cpus_per_job": a.cpus_per_job,
-             "max_requeue": a.max_requeue, **({"time": parse_time(a.time)} if a.time else {})}  # fmt: skip
-    out = sweep(targets, a.profile, _overrides(a.set), notebooks=notebooks, root_dir=a.out, executor=executor,
-                devices=a.devices, threads=a.threads, name=a.name, slurm=slurm)  # fmt: skip
+    slurm = {
+        "partition": a.partition,
+        "gpus_per_job": a.gpus_per_job,
+        "cpus_per_job": a.cpus_per_job,
+        "max_requeue": a.max_requeue,
+        **({"time": parse_time(a.time)} if a.time else {}),
+    }
+    out = sweep(
+        targets,
+        a.profile,
+        _overrides(a.set),
+        notebooks=notebooks,
+        root_dir=a.out,
+        executor=executor,
+        devices=a.devices,
+        threads=a.threads,
+        name=a.name,
+        slurm=slurm,
+    )
     print(f"swept {len(targets)} targets ({executor}) → {out}/pareto.csv, {out}/pareto.png, {out}/sweep.json")
 
 
@@ -298,23 +419,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("prune", help="structurally prune layers by {layer: ratio}")
     s.add_argument("--weights", required=True)
-    s.add_argument("--ratios", required=True,
-                   help="YAML/JSON {layer: ratio}, the paper's prune_spec.txt, or one number (uniform on the targets)")
+    s.add_argument(
+        "--ratios",
+        required=True,
+        help="YAML/JSON {layer: ratio}, the paper's prune_spec.txt, or one number (uniform on the targets)",
+    )
     s.add_argument("--out", required=True, help="output .pt (a plain Ultralytics checkpoint)")
-    s.add_argument("--criterion", default="l1",
-                   help="channel choice: l1 (default), l2, random, or lsq (what the rest cannot predict; needs --data)")
+    s.add_argument(
+        "--criterion",
+        default="l1",
+        help="channel choice: l1 (default), l2, random, or lsq (what the rest cannot predict; needs --data)",
+    )
     s.add_argument("--round-to", type=int, default=None, help="round kept channels to a multiple of N")
     s.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs (default 640)")
     s.add_argument("--log", default=None, help="write the per-layer prune_directed_log.csv here")
-    s.add_argument("--reconstruct", action="store_true",
-                   help="refit the consumers of removed channels by ridge least squares (needs --data)")
+    s.add_argument(
+        "--reconstruct",
+        action="store_true",
+        help="refit the consumers of removed channels by ridge least squares (needs --data)",
+    )
     s.add_argument("--repair", action="store_true", help="bias repair only (needs --data); --reconstruct contains it")
     s.add_argument("--data", default=None, help="dataset whose images calibrate --reconstruct / --repair")
     s.add_argument("--split", default="train", help="its split to calibrate on (default train)")
     s.add_argument("--images", type=int, default=64, help="calibration images (default 64)")
     s.add_argument("--calibration-imgsz", type=int, default=640, help="their size (default 640)")
-    s.add_argument("--ridge", type=ridge_value, default=1e-3,
-                   help="λ of the refit (default 0.001), or auto: chosen per conv on held-out calibration images")
+    s.add_argument(
+        "--ridge",
+        type=ridge_value,
+        default=1e-3,
+        help="λ of the refit (default 0.001), or auto: chosen per conv on held-out calibration images",
+    )
     s.add_argument("--device", default=None, help="where the refit runs: cpu, 0, … (default: Ultralytics' choice)")
     s.set_defaults(func=cmd_prune)
 
@@ -329,18 +463,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_inflate)
 
     s = sub.add_parser("latency", help="measured latency of checkpoints on a runtime (interleaved, median, quartiles)")
-    s.add_argument("--weights", action="append", required=True, metavar="[LABEL=]WEIGHTS",
-                   help="a checkpoint or model yaml; repeat to compare (ratios are to the first)")
-    s.add_argument("--runtime", default="torch",
-                   help="torch (fused fp32, CPU), onnxruntime (Ultralytics' ONNX export, CPU) or cuda (PyTorch, GPU 0)")
+    s.add_argument(
+        "--weights",
+        action="append",
+        required=True,
+        metavar="[LABEL=]WEIGHTS",
+        help="a checkpoint or model yaml; repeat to compare (ratios are to the first)",
+    )
+    s.add_argument(
+        "--runtime",
+        default="torch",
+        help="torch (fused fp32, CPU), onnxruntime (Ultralytics' ONNX export, CPU) or cuda (PyTorch, GPU 0)",
+    )
     s.add_argument("--imgsz", type=int, default=640)
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--runs", type=int, default=15)
     s.add_argument("--image", default=None, help="a real frame to time on (default: Ultralytics' bus.jpg)")
     s.add_argument("--table", action="store_true", help="also the per-block table (cached) and its sum's error")
-    s.add_argument("--ops", action="store_true",
-                   help="also where PyTorch's CPU time goes: conv, activation, pooling, memory, other (torch.profiler)")
+    s.add_argument(
+        "--ops",
+        action="store_true",
+        help="also where PyTorch's CPU time goes: conv, activation, pooling, memory, other (torch.profiler)",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_latency)
 
@@ -353,8 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--recipe", default="auto", help="auto (bn-free for models without BatchNorm), paper, bn-free")
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other Ultralytics train argument")
-    s.add_argument("--distill", default="none",
-                   help="none, outputs (match the teacher's head outputs), features (Ultralytics' distill_model)")
+    s.add_argument(
+        "--distill",
+        default="none",
+        help="none, outputs (match the teacher's head outputs), features (Ultralytics' distill_model)",
+    )
     s.add_argument("--teacher", default=None, help="the unpruned model the checkpoint was pruned from")
     s.add_argument("--distill-weight", type=float, default=1.0)
     s.add_argument("--json", action="store_true", help="print the result as JSON (training log on stderr)")
@@ -381,23 +529,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--split", default="val")
-    s.add_argument("--criterion", default="l1",
-                   help="l1 (default), l2, random, or lsq (calibrated on --data's train split)")
+    s.add_argument(
+        "--criterion", default="l1", help="l1 (default), l2, random, or lsq (calibrated on --data's train split)"
+    )
     s.add_argument("--mode", default="fast", help="fast (reuse the base's activations where unchanged) or exact")
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    s.add_argument("--workers", type=int, default=None,
-                   help="processes for --mode fast (default: one per CPU thread; 1 on a GPU)")
-    s.add_argument("--memo-gib", type=float, default=2.0,
-                   help="bound on the base activations --mode fast holds (one batch; the batch is lowered to fit)")
+    s.add_argument(
+        "--workers", type=int, default=None, help="processes for --mode fast (default: one per CPU thread; 1 on a GPU)"
+    )
+    s.add_argument(
+        "--memo-gib",
+        type=float,
+        default=2.0,
+        help="bound on the base activations --mode fast holds (one batch; the batch is lowered to fit)",
+    )
     s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
-    s.add_argument("--reconstruct", action="store_true",
-                   help="refit each cut's consumers by least squares before measuring (calibrated on --data's train)")
+    s.add_argument(
+        "--reconstruct",
+        action="store_true",
+        help="refit each cut's consumers by least squares before measuring (calibrated on --data's train)",
+    )
     s.add_argument("--images", type=int, default=64, help="calibration images for --reconstruct (default 64)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sensitivity)
 
     s = sub.add_parser("replay-paper", help="redraw the paper's Fig. 5 and replay its measurements through our rule")
-    s.add_argument("--paper-dir", default=None, help="the authors' lips_paper folder (default: $LIPS_ASSETS/lips_paper)")
+    s.add_argument(
+        "--paper-dir", default=None, help="the authors' lips_paper folder (default: $LIPS_ASSETS/lips_paper)"
+    )
     s.add_argument("--target-gflops", type=float, default=4.5)
     s.add_argument("--target-map", type=float, default=0.35)
     s.add_argument("--initial", type=float, default=0.3, help="uniform initial ratio (paper: 0.3)")
@@ -415,7 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--video", required=True)
     s.add_argument("--model_orig", required=True)
     s.add_argument("--model_pruned", required=True)
-    s.add_argument("--args_yaml", default=None, help="Ultralytics args.yaml: imgsz, conf, iou, device, half, max_det, classes")
+    s.add_argument(
+        "--args_yaml", default=None, help="Ultralytics args.yaml: imgsz, conf, iou, device, half, max_det, classes"
+    )
     s.add_argument("--gflops_orig", type=float, default=None, help="shown on the overlay (default: measured)")
     s.add_argument("--gflops_pruned", type=float, default=None)
     s.add_argument("--frame_step", type=int, default=1, help="process every N-th frame")
@@ -423,7 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--show", action="store_true", help="open a window (needs a display)")
     s.add_argument("--max_frames", type=int, default=None)
     s.add_argument("--summary", default=None, help="write the JSON summary here")
-    s.add_argument("--device", default=None, help="overrides the args yaml's device (default: it, else Ultralytics' choice)")
+    s.add_argument(
+        "--device", default=None, help="overrides the args yaml's device (default: it, else Ultralytics' choice)"
+    )
     s.set_defaults(func=cmd_compare_video)
 
     s = sub.add_parser("benchmark", help="mAP vs GFLOPs against the YOLO family, and measured latency")
@@ -453,8 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default=None)
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
     s.add_argument("--out", default="params")
-    s.add_argument("--cells", action="store_true",
-                   help="instead, rewrite the notebooks' parameters cells from the profile (default demo)")
+    s.add_argument(
+        "--cells",
+        action="store_true",
+        help="instead, rewrite the notebooks' parameters cells from the profile (default demo)",
+    )
     s.set_defaults(func=cmd_stage_params)
 
     s = sub.add_parser("sweep", help="one experiment (or job) per GFLOPs target, run concurrently; a Pareto table")
@@ -463,12 +629,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="for every target, e.g. optimize.iterations=2")
     s.add_argument("--notebooks", default=None, help="comma-separated subset (default: 02 to 05; Stage I is shared)")
     s.add_argument("--out", default="reports/sweeps", help="pareto.csv/png, sweep.json (without DVC: <out>/<target>/)")
-    s.add_argument("--executor", choices=["dvc", "local", "slurm"], default="dvc",
-                   help="dvc: DVC's experiment queue (default); local: submitit processes here; slurm: one job per target")
+    s.add_argument(
+        "--executor",
+        choices=["dvc", "local", "slurm"],
+        default="dvc",
+        help="dvc: DVC's experiment queue (default); local: submitit processes here; slurm: one job per target",
+    )
     s.add_argument("--direct", action="store_true", help="no DVC: the same as --executor local")
-    s.add_argument("--devices", default=None,
-                   help="one per worker: cpu, a GPU index, GPUs joined by + for DDP (cpu,cpu; 0,1,2,3; 0+1,2+3); "
-                        "default: one worker on the profile's device")
+    s.add_argument(
+        "--devices",
+        default=None,
+        help="one per worker: cpu, a GPU index, GPUs joined by + for DDP (cpu,cpu; 0,1,2,3; 0+1,2+3); "
+        "default: one worker on the profile's device",
+    )
     s.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: cores / workers)")
     s.add_argument("--name", default=None, help="experiment / job name prefix (default: sweep-<profile>)")
     s.add_argument("--partition", default=None, help="slurm: the partition")

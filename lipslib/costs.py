@@ -30,19 +30,28 @@ class GflopsCost:
 
     predict = measure
 
-    def layer_costs(self, base: nn.Module, criterion: str = "l1", round_to: int | None = None,
-                    probe: float = 0.5, imgsz: int = 320) -> dict[str, float]:  # fmt: skip
+    def layer_costs(
+        self, base: nn.Module, criterion: str = "l1", round_to: int | None = None, probe: float = 0.5, imgsz: int = 320
+    ) -> dict[str, float]:
         """GFLOPs (at 640) each target layer saves per unit ratio. Counted at `imgsz` and scaled by the pixel
         ratio (YOLO's cost is per pixel, `engine.cost_counter`): 4× faster than at 640."""
-        return probe_savings(base, lambda m: cost(m, imgsz).gflops, criterion, probe, round_to,
-                             scale=(640 / imgsz) ** 2)  # fmt: skip
+        return probe_savings(
+            base, lambda m: cost(m, imgsz).gflops, criterion, probe, round_to, scale=(640 / imgsz) ** 2
+        )
 
 
 class LatencyCost:
     unit = "ms"
 
-    def __init__(self, base: nn.Module, runtime: str = "torch", imgsz: int = 640, threads: int = 1, runs: int = 15,
-                 reference: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        base: nn.Module,
+        runtime: str = "torch",
+        imgsz: int = 640,
+        threads: int = 1,
+        runs: int = 15,
+        reference: dict | None = None,
+    ):
         """`reference` ({'base_ms', 'factor'}) comes from a saved state; without it the base is timed now."""
         from lipslib.latency import check_runtime, table_ms, time_models
 
@@ -60,8 +69,9 @@ class LatencyCost:
         from lipslib.latency import time_models
 
         s = self.settings
-        t = time_models({"base": self.base, "model": model}, s["runtime"], imgsz=s["imgsz"], threads=s["threads"],
-                        runs=s["runs"])  # fmt: skip
+        t = time_models(
+            {"base": self.base, "model": model}, s["runtime"], imgsz=s["imgsz"], threads=s["threads"], runs=s["runs"]
+        )
         return self.reference["base_ms"] * t["model"]["median_ms"] / t["base"]["median_ms"]
 
     def predict(self, model: nn.Module) -> float:
@@ -69,23 +79,30 @@ class LatencyCost:
 
         return self.reference["factor"] * table_ms(model, **self.settings)
 
-    def layer_costs(self, base: nn.Module, criterion: str = "l1", round_to: int | None = None,
-                    probe: float = 0.5) -> dict[str, float]:  # fmt: skip
+    def layer_costs(
+        self, base: nn.Module, criterion: str = "l1", round_to: int | None = None, probe: float = 0.5
+    ) -> dict[str, float]:
         """Milliseconds each target layer saves per unit ratio: the block table's prediction, scaled by the
         base's whole/table factor."""
         from lipslib.latency import table_ms
 
-        return probe_savings(base, lambda m: table_ms(m, **self.settings), criterion, probe, round_to,
-                             scale=self.reference["factor"])  # fmt: skip
+        return probe_savings(
+            base, lambda m: table_ms(m, **self.settings), criterion, probe, round_to, scale=self.reference["factor"]
+        )
 
 
-def probe_savings(base: nn.Module, measure, criterion: str = "l1", probe: float = 0.5, round_to: int | None = None,
-                  scale: float = 1.0) -> dict[str, float]:  # fmt: skip
+def probe_savings(
+    base: nn.Module, measure, criterion: str = "l1", probe: float = 0.5, round_to: int | None = None, scale: float = 1.0
+) -> dict[str, float]:
     """{target layer: scale × the cost it saves per unit ratio}, by `measure` (a model's cost), pruning each
     target layer of `base` alone at `probe`."""
     full = measure(base)
-    return {name: scale * (full - measure(prune(base, {name: probe}, criterion=criterion, round_to=round_to,
-                                                log=False).model)) / probe for name in default_targets(base)}  # fmt: skip
+    return {
+        name: scale
+        * (full - measure(prune(base, {name: probe}, criterion=criterion, round_to=round_to, log=False).model))
+        / probe
+        for name in default_targets(base)
+    }
 
 
 def cost_model(params: dict, base: nn.Module, saved: dict | None = None):
@@ -118,8 +135,11 @@ def most_saved(save: dict[str, float], spend: dict[str, float], budget: float, r
     A fractional knapsack: layers by save/spend, best first; a layer that saves nothing (≤ 0) is never worth
     taking, one that spends nothing is taken whole."""
     saved, left = 0.0, budget
-    for k in sorted((k for k in save if save[k] > 0), key=lambda k: save[k] / spend[k] if spend[k] > 0 else float("inf"),
-                    reverse=True):  # fmt: skip
+    for k in sorted(
+        (k for k in save if save[k] > 0),
+        key=lambda k: save[k] / spend[k] if spend[k] > 0 else float("inf"),
+        reverse=True,
+    ):
         r = r_max if spend[k] <= 0 else min(r_max, left / spend[k])
         saved, left = saved + r * save[k], left - r * max(spend[k], 0.0)
         if left <= 0:

@@ -45,8 +45,10 @@ def output_divergence(student: dict, teacher: dict) -> torch.Tensor:
     """L_kd between two Detect training outputs ({'boxes': B×4·reg_max×A, 'scores': B×nc×A}) of one shape."""
     s_cls, t_cls = student["scores"].float(), teacher["scores"].float()
     p = t_cls.sigmoid()
-    cls = (F.binary_cross_entropy_with_logits(s_cls, p, reduction="sum")
-           - F.binary_cross_entropy_with_logits(t_cls, p, reduction="sum")) / p.sum().clamp(min=1.0)  # fmt: skip
+    cls = (
+        F.binary_cross_entropy_with_logits(s_cls, p, reduction="sum")
+        - F.binary_cross_entropy_with_logits(t_cls, p, reduction="sum")
+    ) / p.sum().clamp(min=1.0)
     b, _, a = student["boxes"].shape
     s_box = student["boxes"].float().view(b, 4, -1, a).log_softmax(2)
     t_box = teacher["boxes"].float().view(b, 4, -1, a).log_softmax(2)

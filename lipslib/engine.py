@@ -34,9 +34,15 @@ CRITERIA = {
 # criterion object where images are at hand (lipslib.reconstruct.channel_criterion)
 CRITERION_NAMES = (*CRITERIA, "lsq")
 LOG_COLUMNS = [
-    "layer_name", "ratio", "out_before", "out_after",
-    "GMACs_before", "GMACs_after", "MParams_before", "MParams_after",
-]  # fmt: skip
+    "layer_name",
+    "ratio",
+    "out_before",
+    "out_after",
+    "GMACs_before",
+    "GMACs_after",
+    "MParams_before",
+    "MParams_after",
+]
 
 
 def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
@@ -66,7 +72,9 @@ def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
                 torch.manual_seed(0)  # so a resumed run or a worker prunes the very same model
                 model = DetectionModel(str(weights), verbose=False)
         except (FileNotFoundError, OSError):
-            raise LipsError(f"model yaml '{weights}' not found; give a path or an Ultralytics yaml such as yolo11n.yaml") from None
+            raise LipsError(
+                f"model yaml '{weights}' not found; give a path or an Ultralytics yaml such as yolo11n.yaml"
+            ) from None
     else:
         path = resolve_weights(weights)
         from ultralytics.nn.tasks import load_checkpoint
@@ -267,10 +275,23 @@ def prune(
                 probe_graph.get_pruning_group(probe_conv, tp.prune_conv_out_channels, idxs=idxs).prune()
         if log:
             after = cost(model, imgsz) if k else before
-            rows.append(dict(zip(LOG_COLUMNS, [
-                name, ratios[name], n, conv.out_channels,
-                before.gflops / 2, after.gflops / 2, before.params / 1e6, after.params / 1e6,
-            ])))  # fmt: skip
+            rows.append(
+                dict(
+                    zip(
+                        LOG_COLUMNS,
+                        [
+                            name,
+                            ratios[name],
+                            n,
+                            conv.out_channels,
+                            before.gflops / 2,
+                            after.gflops / 2,
+                            before.params / 1e6,
+                            after.params / 1e6,
+                        ],
+                    )
+                )
+            )
             before = after
     return PruneResult(model=model, ratios=dict(ratios), log=rows, origin=origins(probe, model) if track else None)
 
@@ -356,8 +377,14 @@ def conv_shapes(model: nn.Module) -> dict[str, list[int]]:
 def info(weights, imgsz: int = 640) -> dict:
     model = load_model(weights)
     c = cost(model, imgsz)
-    return {"weights": str(weights), "imgsz": imgsz, "gflops": c.gflops, "params": c.params,
-            "batchnorm": has_batchnorm(model), "convs": conv_shapes(model)}  # fmt: skip
+    return {
+        "weights": str(weights),
+        "imgsz": imgsz,
+        "gflops": c.gflops,
+        "params": c.params,
+        "batchnorm": has_batchnorm(model),
+        "convs": conv_shapes(model),
+    }
 
 
 def _as_dict(args) -> dict:
@@ -406,4 +433,3 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
     return path
-

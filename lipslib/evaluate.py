@@ -127,8 +127,17 @@ def make_validator(info: dict, *, imgsz: int, batch: int, device, split: str, th
         raise LipsError(f"image size {imgsz!r} must be a multiple of 32 (the models' largest stride), e.g. 320 or 640")
     # rect: letterboxed per batch to the batch's aspect ratio, as `yolo val` / YOLO.val() and the trainer's own
     # validation do (a standalone validator defaults to square images, which scores differently)
-    args = dict(data=info["yaml_file"], imgsz=imgsz, batch=batch, split=split, device=device_arg(device), rect=True,
-                plots=False, verbose=False, save_json=False)  # fmt: skip
+    args = dict(
+        data=info["yaml_file"],
+        imgsz=imgsz,
+        batch=batch,
+        split=split,
+        device=device_arg(device),
+        rect=True,
+        plots=False,
+        verbose=False,
+        save_json=False,
+    )
     # Nothing is saved (no plots, no json), but without a save_dir Ultralytics makes an empty
     # runs/detect/train-N under its runs_dir on every call.
     save_dir = Path(tempfile.gettempdir()) / "lipslib-val"
@@ -214,8 +223,16 @@ def run_validator(validator, net: nn.Module, name, info: dict, split: str, threa
         raise LipsError(f"validation of {name} on {info['yaml_file']} ({split}) failed: {first_line(e)}") from None
 
 
-def image_matches(model, data, *, imgsz: int = 640, batch: int = 16, device: str | None = None, split: str = "val",
-                  threads: int | None = None) -> list[dict]:  # fmt: skip
+def image_matches(
+    model,
+    data,
+    *,
+    imgsz: int = 640,
+    batch: int = 16,
+    device: str | None = None,
+    split: str = "val",
+    threads: int | None = None,
+) -> list[dict]:
     """Ultralytics' per-image matching of one validation, as a list over images of {'tp' (n_pred × 10 IoU
     thresholds), 'conf', 'pred_cls', 'target_cls'}: what an mAP over any subset of images is made of."""
     info = check_data(data, splits=(split,))
@@ -236,15 +253,17 @@ def map50_95(images: list[dict]) -> float:
     return float(ap.mean()) if len(ap) else 0.0
 
 
-def bootstrap_maps(matches: dict[str, list[dict]], resamples: int = 1000, seed: int = 0,
-                   progress: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
+def bootstrap_maps(
+    matches: dict[str, list[dict]], resamples: int = 1000, seed: int = 0, progress: bool = False
+) -> dict[str, np.ndarray]:
     """Each model's mAP50-95 (`image_matches` per model, the same images) over the same `resamples`
     resamples of the images with replacement: paired, so any two rows give a ratio's distribution."""
     from tqdm.auto import tqdm
 
     sizes = {len(m) for m in matches.values()}
     if len(sizes) != 1 or not sizes.pop():
-        raise LipsError(f"a paired bootstrap needs the same images for every model (got {', '.join(f'{k}: {len(m)}' for k, m in matches.items())})")
+        counts = ", ".join(f"{k}: {len(m)}" for k, m in matches.items())
+        raise LipsError(f"a paired bootstrap needs the same images for every model (got {counts})")
     n = len(next(iter(matches.values())))
     rng = np.random.default_rng(seed)
     out = {k: np.empty(resamples) for k in matches}
@@ -272,8 +291,12 @@ def ratio_interval(a: np.ndarray, b: np.ndarray) -> dict:
     the share of resamples where a > b."""
     ratios = a / np.maximum(b, 1e-9)
     lo, mid, hi = np.percentile(ratios, [2.5, 50, 97.5])
-    return {"ratio_ci95": [float(lo), float(hi)], "ratio_median": float(mid), "p_a_beats_b": float(np.mean(a > b)),
-            "resamples": len(a)}  # fmt: skip
+    return {
+        "ratio_ci95": [float(lo), float(hi)],
+        "ratio_median": float(mid),
+        "p_a_beats_b": float(np.mean(a > b)),
+        "resamples": len(a),
+    }
 
 
 def paired_bootstrap(a: list[dict], b: list[dict], resamples: int = 1000, seed: int = 0) -> dict:

@@ -37,9 +37,17 @@ from lipslib.runtime import keep_threads, use_threads
 # The seed's table (paper profile). The authors' own args.yaml for all 25 iterations differ:
 # lr0 0.005, weight_decay 0.0004, cos_lr, warmup_bias_lr 0.05 (see shared/assets/lips_paper/iter_XX).
 PAPER_RECIPE = dict(
-    optimizer="SGD", lr0=0.01, lrf=0.01, momentum=0.937, weight_decay=5e-4,
-    warmup_epochs=3.0, warmup_bias_lr=0.1, batch=64, imgsz=640, epochs=20,
-)  # fmt: skip
+    optimizer="SGD",
+    lr0=0.01,
+    lrf=0.01,
+    momentum=0.937,
+    weight_decay=5e-4,
+    warmup_epochs=3.0,
+    warmup_bias_lr=0.1,
+    batch=64,
+    imgsz=640,
+    epochs=20,
+)
 # A BN-free model (conv+BN fused before pruning, as the authors did) has no normalisation to absorb
 # Ultralytics' warm-up, which starts bias lr at 0.1: measured here it took a pruned iter-01 from 0.069
 # to 0.006 mAP in 4 epochs on 128 images. A small lr without (bias) warm-up recovers instead (→ 0.110).
@@ -129,15 +137,20 @@ def amp_check(model, imgsz: int = 640) -> bool:
         a = net(x)[0].float()
         with autocast(enabled=True, device=device.type):
             b = net(x)[0].float()
-    ok = bool(torch.isfinite(b).all()) and bool((a[:, :4] - b[:, :4]).abs().max() <= 0.01 * imgsz) and bool(
-        (a[:, 4:] - b[:, 4:]).abs().max() <= 0.05)
+    ok = (
+        bool(torch.isfinite(b).all())
+        and bool((a[:, :4] - b[:, :4]).abs().max() <= 0.01 * imgsz)
+        and bool((a[:, 4:] - b[:, 4:]).abs().max() <= 0.05)
+    )
     LOGGER.info(f"AMP: fp16 check on the pruned model {'passed' if ok else 'failed: training in fp32'}")
     return ok
 
 
 def class_mismatch(name, model, data: dict) -> str:
-    return (f"{name} predicts {model_classes(model)} classes but {data.get('yaml_file', 'the dataset')} has "
-            f"{data['nc']}; lipslib fine-tunes a pruned detector on the classes it was trained for")  # fmt: skip
+    return (
+        f"{name} predicts {model_classes(model)} classes but {data.get('yaml_file', 'the dataset')} has "
+        f"{data['nc']}; lipslib fine-tunes a pruned detector on the classes it was trained for"
+    )
 
 
 def recipe_for(model, recipe: str = "auto") -> dict:
@@ -193,8 +206,10 @@ def _train(trainer, path, info: dict, args: dict) -> None:
     except LipsError:
         raise
     except subprocess.CalledProcessError as e:
-        raise LipsError(f"multi-GPU fine-tuning of {path} failed: a DDP worker exited with code {e.returncode} "
-                        f"(its log is above); device={args['device']}") from None  # fmt: skip
+        raise LipsError(
+            f"multi-GPU fine-tuning of {path} failed: a DDP worker exited with code {e.returncode} "
+            f"(its log is above); device={args['device']}"
+        ) from None
     except (FileNotFoundError, RuntimeError, ValueError) as e:  # e.g. a last batch of one image
         raise LipsError(f"fine-tuning {path} on {info['yaml_file']} failed: {first_line(e)}") from None
 
@@ -268,8 +283,10 @@ def finetune(
     args = train_args(model, path, info, out, recipe, train_args_)
     gpus = [d for d in (args["device"] or "").split(",") if d.strip()]
     if len(gpus) > 1 and float(args.get("batch", PAPER_RECIPE["batch"])) < 1:
-        raise LipsError(f"batch={args['batch']} (AutoBatch) does not work on several GPUs; give a batch that "
-                        f"is a multiple of {len(gpus)}")  # fmt: skip
+        raise LipsError(
+            f"batch={args['batch']} (AutoBatch) does not work on several GPUs; give a batch that "
+            f"is a multiple of {len(gpus)}"
+        )
     created = not out.exists()
     # the trainer's constructor runs Ultralytics' select_device, which sets the CPU thread count for good; the
     # trainer runs on `threads` (use_threads) and the process gets its own count back afterwards
@@ -293,8 +310,9 @@ def finetune(
     if conv_shapes(tuned) != conv_shapes(model):  # the whole point of this module; never pass silently
         raise LipsError(f"fine-tuning changed the architecture of {path}; this is a lipslib bug")
     # the weights returned, validated as lipslib validates everything (first GPU under DDP)
-    ev = evaluate(final, info["yaml_file"], imgsz=trainer.args.imgsz, device=gpus[0] if gpus else args["device"],
-                  threads=threads)  # fmt: skip
+    ev = evaluate(
+        final, info["yaml_file"], imgsz=trainer.args.imgsz, device=gpus[0] if gpus else args["device"], threads=threads
+    )
     return {
         "weights": str(final),
         "run_dir": str(out),

@@ -78,7 +78,12 @@ def _unfused_state(pruned: nn.Module, target: nn.Module, stats: dict | None) -> 
             mean_fused, var = (v.to(bias.dtype) for v in stats[conv])
             mean, gamma, beta = mean_fused - bias, (var + eps).sqrt(), mean_fused
         else:
-            mean, var, gamma, beta = torch.zeros_like(bias), torch.full_like(bias, 1.0 - eps), torch.ones_like(bias), bias
+            mean, var, gamma, beta = (
+                torch.zeros_like(bias),
+                torch.full_like(bias, 1.0 - eps),
+                torch.ones_like(bias),
+                bias,
+            )
         values = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var, "num_batches_tracked": t}
         out[key] = values[leaf].to(t.dtype)
     return out
@@ -99,12 +104,18 @@ def _dead(full: nn.Module) -> None:
             elif isinstance(m, nn.BatchNorm2d):
                 m.weight.zero_(), m.bias.zero_(), m.running_mean.zero_(), m.running_var.fill_(1.0)
             else:
-                for t in list(m.parameters(recurse=False)) + [b for b in m.buffers(recurse=False) if b.is_floating_point()]:
+                for t in list(m.parameters(recurse=False)) + [
+                    b for b in m.buffers(recurse=False) if b.is_floating_point()
+                ]:
                     t.zero_()
 
 
-def inflate(weights: str | os.PathLike | nn.Module, yaml: str = "yolo11n.yaml", images: torch.Tensor | None = None,
-            atol: float = 1e-3) -> nn.Module:  # fmt: skip
+def inflate(
+    weights: str | os.PathLike | nn.Module,
+    yaml: str = "yolo11n.yaml",
+    images: torch.Tensor | None = None,
+    atol: float = 1e-3,
+) -> nn.Module:
     """The unpruned `yaml` architecture, with BatchNorm, computing what the pruned checkpoint `weights`
     computes (checked on a random input within `atol`). Its removed channels hold zeros. `images`
     (N×3×H×W in [0, 1], e.g. `calibration_images`) give BN its running statistics."""
@@ -133,4 +144,3 @@ def inflate(weights: str | os.PathLike | nn.Module, yaml: str = "yolo11n.yaml", 
     if not err <= atol:
         raise LipsError(f"the inflated model differs from {weights} by {err:.2e} (> {atol}); this is a lipslib bug")
     return full
-

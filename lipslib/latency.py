@@ -41,8 +41,16 @@ def machine_key(runtime: str, threads: int) -> str:
     """What a time is valid for: processor, cores, library versions, runtime and threads."""
     import onnxruntime
 
-    return "|".join([platform.processor() or platform.machine(), str(os.cpu_count()), torch.__version__,
-                     onnxruntime.__version__, runtime, str(threads)])  # fmt: skip
+    return "|".join(
+        [
+            platform.processor() or platform.machine(),
+            str(os.cpu_count()),
+            torch.__version__,
+            onnxruntime.__version__,
+            runtime,
+            str(threads),
+        ]
+    )
 
 
 def check_runtime(runtime: str, threads: int, imgsz: int, batch: int = 1) -> None:
@@ -70,8 +78,9 @@ def _onnx(module: nn.Module, inputs: tuple, threads: int, path: Path):
     import onnxruntime as ort
 
     with torch.no_grad():
-        torch.onnx.export(module, inputs, str(path), opset_version=17, dynamo=False,
-                          input_names=[f"x{i}" for i in range(len(inputs))])  # fmt: skip
+        torch.onnx.export(
+            module, inputs, str(path), opset_version=17, dynamo=False, input_names=[f"x{i}" for i in range(len(inputs))]
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -112,7 +121,7 @@ def interleaved(runners: dict[str, Callable[[], object]], runs: int = 15, warmup
     try:
         with torch.inference_mode():
             for r in range(warmup + runs):
-                for k in names[r % len(names):] + names[: r % len(names)]:
+                for k in names[r % len(names) :] + names[: r % len(names)]:
                     t0 = time.perf_counter()
                     runners[k]()
                     if r >= warmup:
@@ -125,12 +134,25 @@ def interleaved(runners: dict[str, Callable[[], object]], runs: int = 15, warmup
 
 def summary(times: list[float]) -> dict[str, float]:
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {"median_ms": statistics.median(times), "p25_ms": q[0], "p75_ms": q[2], "min_ms": min(times),
-            "runs": len(times)}  # fmt: skip
+    return {
+        "median_ms": statistics.median(times),
+        "p25_ms": q[0],
+        "p75_ms": q[2],
+        "min_ms": min(times),
+        "runs": len(times),
+    }
 
 
-def time_models(models: dict[str, object], runtime: str = "torch", image=None, imgsz: int = 640, batch: int = 1,
-                threads: int = 1, runs: int = 15, warmup: int = 3) -> dict[str, dict]:  # fmt: skip
+def time_models(
+    models: dict[str, object],
+    runtime: str = "torch",
+    image=None,
+    imgsz: int = 640,
+    batch: int = 1,
+    threads: int = 1,
+    runs: int = 15,
+    warmup: int = 3,
+) -> dict[str, dict]:
     """{label: summary} for {label: weights or module}, timed interleaved on one real frame (`image`, default
     Ultralytics' bus.jpg) on `runtime` with `threads` threads."""
     from ultralytics.utils import ASSETS
@@ -148,9 +170,24 @@ OP_KINDS = {  # kind: substrings of the aten op names it covers (the first kind 
     "conv": ("convolution", "conv2d"),
     "activation": ("silu", "sigmoid", "softmax"),
     "pooling": ("pool",),
-    "memory": ("copy_", "cat", "upsample", "split", "narrow", "view", "reshape", "empty", "resize_", "as_strided",
-               "contiguous", "chunk", "slice", "permute", "transpose"),
-}  # fmt: skip
+    "memory": (
+        "copy_",
+        "cat",
+        "upsample",
+        "split",
+        "narrow",
+        "view",
+        "reshape",
+        "empty",
+        "resize_",
+        "as_strided",
+        "contiguous",
+        "chunk",
+        "slice",
+        "permute",
+        "transpose",
+    ),
+}
 
 
 def op_breakdown(weights, image=None, imgsz: int = 640, threads: int = 1, runs: int = 5) -> dict[str, float]:
@@ -208,8 +245,12 @@ def block_inputs(net: nn.Module, x: torch.Tensor) -> list[tuple[tuple, bool]]:
 
     def record(module, args):
         arg = args[0]
-        seen.append((tuple(t.detach().clone() for t in arg) if isinstance(arg, list) else (arg.detach().clone(),),
-                     isinstance(arg, list)))  # fmt: skip
+        seen.append(
+            (
+                tuple(t.detach().clone() for t in arg) if isinstance(arg, list) else (arg.detach().clone(),),
+                isinstance(arg, list),
+            )
+        )
 
     handles = [m.register_forward_pre_hook(record) for m in net.model]
     try:
@@ -225,8 +266,15 @@ def default_cache() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "lipslib" / "latency.json")
 
 
-def block_table(model, runtime: str = "torch", imgsz: int = 640, batch: int = 1, threads: int = 1, runs: int = 15,
-                cache: Path | None = None) -> list[dict]:  # fmt: skip
+def block_table(
+    model,
+    runtime: str = "torch",
+    imgsz: int = 640,
+    batch: int = 1,
+    threads: int = 1,
+    runs: int = 15,
+    cache: Path | None = None,
+) -> list[dict]:
     """Per top-level block of `model` (weights or module): {'block', 'type', 'ms', 'cached'} on `runtime`, each
     block timed alone on its real input (a zero input of batch × 3 × imgsz × imgsz through the network),
     interleaved with the other uncached blocks; times are read from and written to `cache`."""
@@ -242,7 +290,9 @@ def block_table(model, runtime: str = "torch", imgsz: int = 640, batch: int = 1,
     for i, (block, (args, listed)) in enumerate(zip(net.model, inputs)):
         shapes = [list(t.shape) for t in args]
         key = hashlib.sha1(f"{machine}|{block!r}|{shapes}".encode()).hexdigest()
-        rows.append({"block": i, "type": type(block).__name__, "key": key, "ms": store.get(key), "cached": key in store})
+        rows.append(
+            {"block": i, "type": type(block).__name__, "key": key, "ms": store.get(key), "cached": key in store}
+        )
         if key not in store and key not in todo:
             todo[key] = (_Block(block, listed).eval(), args)
     if todo:
@@ -263,8 +313,9 @@ def table_ms(model, **kw) -> float:
     return sum(r["ms"] for r in block_table(model, **kw))
 
 
-def table_error(models: dict[str, object], runtime: str = "torch", imgsz: int = 640, threads: int = 1,
-                runs: int = 15) -> dict[str, dict]:  # fmt: skip
+def table_error(
+    models: dict[str, object], runtime: str = "torch", imgsz: int = 640, threads: int = 1, runs: int = 15
+) -> dict[str, dict]:
     """How well a block table predicts a whole forward: for each model, its blocks and the whole model (the
     same export for ONNX Runtime) timed in the same interleaved rounds, so that load and drift hit both
     alike. {label: {'table_ms', 'whole_ms', 'error'}}."""
@@ -274,11 +325,15 @@ def table_error(models: dict[str, object], runtime: str = "torch", imgsz: int = 
         net = _inference(load_model(weights))
         x = torch.zeros(1, 3, imgsz, imgsz)
         inputs = block_inputs(net, x)
-        parts = {f"b{i}": (_Block(b, listed).eval(), args) for i, (b, (args, listed)) in enumerate(zip(net.model, inputs))}
+        parts = {
+            f"b{i}": (_Block(b, listed).eval(), args) for i, (b, (args, listed)) in enumerate(zip(net.model, inputs))
+        }
         parts["whole"] = (net, (x,))
         with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
-            times = {k: statistics.median(t) for k, t in interleaved(_part_runners(parts, runtime, threads,
-                                                                                    Path(tmp)), runs).items()}
+            times = {
+                k: statistics.median(t)
+                for k, t in interleaved(_part_runners(parts, runtime, threads, Path(tmp)), runs).items()
+            }
         whole = times.pop("whole")
         out[label] = {"table_ms": sum(times.values()), "whole_ms": whole, "error": sum(times.values()) / whole - 1}
     return out

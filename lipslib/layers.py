@@ -69,9 +69,13 @@ def prunable_convs(model: nn.Module) -> list[str]:
     """
     head = detect_head(model)
     idx_head = len(model.model) - 1
-    keep = {f"model.{idx_head}.{b}.{s}.{len(seq) - 1}" for b in ("cv2", "cv3") for s, seq in enumerate(getattr(head, b))}
+    keep = {
+        f"model.{idx_head}.{b}.{s}.{len(seq) - 1}" for b in ("cv2", "cv3") for s, seq in enumerate(getattr(head, b))
+    }
     return sorted(
-        n for n, m in model.named_modules() if _dense(m) and n not in keep and ".dfl" not in n and n.startswith("model.")
+        n
+        for n, m in model.named_modules()
+        if _dense(m) and n not in keep and ".dfl" not in n and n.startswith("model.")
     )
 
 

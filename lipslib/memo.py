@@ -60,8 +60,11 @@ def _same(live, frozen) -> bool:
         return live is frozen
     if isinstance(frozen, _Seq):
         if frozen.kind is dict:
-            return (isinstance(live, dict) and list(live) == [k for k, _ in frozen.items]
-                    and all(_same(live[k], v) for k, v in frozen.items))  # fmt: skip
+            return (
+                isinstance(live, dict)
+                and list(live) == [k for k, _ in frozen.items]
+                and all(_same(live[k], v) for k, v in frozen.items)
+            )
         if not isinstance(live, (list, tuple)):
             return False
         return len(live) == len(frozen.items) and all(_same(a, b) for a, b in zip(live, frozen.items))

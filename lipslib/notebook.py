@@ -99,8 +99,15 @@ def declared_parameters(name: str) -> list[str]:
     return list(pm.inspect_notebook(str(repo_root() / "notebooks" / f"{name}.ipynb")))
 
 
-def run_notebook(name: str, profile: str | None = None, overrides: dict | None = None, runs_dir: str = "runs",
-                 reports_dir: str = "reports", progress: bool = True, docs_dir: str | None = None) -> Path:  # fmt: skip
+def run_notebook(
+    name: str,
+    profile: str | None = None,
+    overrides: dict | None = None,
+    runs_dir: str = "runs",
+    reports_dir: str = "reports",
+    progress: bool = True,
+    docs_dir: str | None = None,
+) -> Path:
     import papermill as pm
 
     if name not in NOTEBOOKS:
@@ -116,9 +123,14 @@ def run_notebook(name: str, profile: str | None = None, overrides: dict | None =
     out = root / reports_dir / "notebooks" / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out), cwd=str(root),
-                            parameters={k: flat[k] for k in wanted if k in flat}, progress_bar=progress,
-                            kernel_name="python3")  # fmt: skip
+        pm.execute_notebook(
+            str(root / "notebooks" / f"{name}.ipynb"),
+            str(out),
+            cwd=str(root),
+            parameters={k: flat[k] for k in wanted if k in flat},
+            progress_bar=progress,
+            kernel_name="python3",
+        )
     except pm.PapermillExecutionError as e:
         raise LipsError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {out})") from None
     if docs_dir:
@@ -140,8 +152,9 @@ def render(executed: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
             return cell, resources
 
     executed = Path(executed)
-    keep = ClearAllCellsMetadata(preserve_cell_metadata_mask={"tags"},
-                                 preserve_nb_metadata_mask={"kernelspec", "language_info"})  # fmt: skip
+    keep = ClearAllCellsMetadata(
+        preserve_cell_metadata_mask={"tags"}, preserve_nb_metadata_mask={"kernelspec", "language_info"}
+    )
     exporter = NotebookExporter(preprocessors=[keep])
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     out = Path(out_dir) / executed.name
@@ -150,8 +163,9 @@ def render(executed: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def write_stage_params(out: str | os.PathLike = STAGE_PARAMS_DIR, profile: str | None = None,
-                       overrides: dict | None = None) -> list[Path]:  # fmt: skip
+def write_stage_params(
+    out: str | os.PathLike = STAGE_PARAMS_DIR, profile: str | None = None, overrides: dict | None = None
+) -> list[Path]:
     """One YAML per notebook holding the resolved values of exactly the parameters it declares. Each DVC
     stage declares its file as its `params:`, so a change reruns only the stages whose notebooks read the key,
     and `dvc params diff` / `dvc exp show` list the values each notebook ran with."""

@@ -36,8 +36,18 @@ REPORTS = {  # optimize.report: (how the data is prepared, split that chooses th
     "test": ("the dataset's own splits", "val", "test"),
     "val": ("val alone (the report is optimistic)", "val", "val"),
 }
-HISTORY_COLUMNS = ["iteration", "gflops", "params", "map50_95", "map50", "gate", "step",
-                   "report_map50_95", "report_map50", "cost"]  # fmt: skip
+HISTORY_COLUMNS = [
+    "iteration",
+    "gflops",
+    "params",
+    "map50_95",
+    "map50",
+    "gate",
+    "step",
+    "report_map50_95",
+    "report_map50",
+    "cost",
+]
 FINGERPRINT_IGNORES = ("threads", "profile")  # may change between a run and its resume
 
 
@@ -53,19 +63,39 @@ def split_halves(data, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "select.txt").write_text("".join(f"{p}\n" for p in images[:half]))
     (out / "report.txt").write_text("".join(f"{p}\n" for p in images[half:]))
-    doc = {"path": str(Path(info["path"]).resolve()), "train": info["train"], "val": str((out / "select.txt").resolve()),
-           "test": str((out / "report.txt").resolve()), "names": info["names"]}  # fmt: skip
+    doc = {
+        "path": str(Path(info["path"]).resolve()),
+        "train": info["train"],
+        "val": str((out / "select.txt").resolve()),
+        "test": str((out / "report.txt").resolve()),
+        "names": info["names"],
+    }
     path = out / f"{Path(info['yaml_file']).stem}_halves.yaml"  # the name says what data it is
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-def calibrate(base, shape, target: float, criterion: str = "l1", lo: float = 0.0, hi: float = 0.9, steps: int = 14,
-              measure=None, round_to: int | None = None) -> tuple[float, dict[str, float], float]:  # fmt: skip
+def calibrate(
+    base,
+    shape,
+    target: float,
+    criterion: str = "l1",
+    lo: float = 0.0,
+    hi: float = 0.9,
+    steps: int = 14,
+    measure=None,
+    round_to: int | None = None,
+) -> tuple[float, dict[str, float], float]:
     """The scalar s of a schedule family `shape(s) -> ratios` at which pruning `base` costs `target`
     (`measure`: a model's cost, default GFLOPs). Returns (s, ratios, cost)."""
-    s, _, c = bisect(lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
-                     target, measure or GflopsCost().measure, lo, hi, steps)  # fmt: skip
+    s, _, c = bisect(
+        lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
+        target,
+        measure or GflopsCost().measure,
+        lo,
+        hi,
+        steps,
+    )
     return s, shape(s), c
 
 
@@ -106,20 +136,38 @@ def check_params(params: dict, base_cost: float | None = None) -> tuple[Targets,
         lat = params["latency"]
         check_runtime(lat["runtime"], lat["threads"], lat["imgsz"])
     unit = "ms" if latency else "GFLOPs"
-    numbers = ["target_ms" if latency else "target_gflops", "target_map", "cost_tol", "step_cost", "kappa_acc",
-               "step_acc", "damping", "margin", "r_min", "r_max"] + ([] if s["kappa_cost"] == "auto" else ["kappa_cost"])
+    numbers = [
+        "target_ms" if latency else "target_gflops",
+        "target_map",
+        "cost_tol",
+        "step_cost",
+        "kappa_acc",
+        "step_acc",
+        "damping",
+        "margin",
+        "r_min",
+        "r_max",
+    ] + ([] if s["kappa_cost"] == "auto" else ["kappa_cost"])
     for key in numbers:  # a --set value YAML read as text (e.g. target_gflops=abc)
         if isinstance(s[key], bool) or not isinstance(s[key], (int, float)):
-            raise LipsError(f"schedule.{key} must be a number{' or auto' if key == 'kappa_cost' else ''}, got {s[key]!r}")
+            raise LipsError(
+                f"schedule.{key} must be a number{' or auto' if key == 'kappa_cost' else ''}, got {s[key]!r}"
+            )
     target = float(s["target_ms"] if latency else s["target_gflops"])
     if not target > 0:
         raise LipsError(f"schedule.target_{'ms' if latency else 'gflops'} must be > 0, got {target}")
     targets = Targets(target, float(s["target_map"]), float(s["cost_tol"]))
-    rule = RuleParams(**{k: None if s[k] == "auto" else float(s[k])
-                         for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc", "damping", "margin", "r_min",
-                                   "r_max")}, neutral_acc=bool(s["neutral_acc"]))  # fmt: skip
+    rule = RuleParams(
+        **{
+            k: None if s[k] == "auto" else float(s[k])
+            for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc", "damping", "margin", "r_min", "r_max")
+        },
+        neutral_acc=bool(s["neutral_acc"]),
+    )
     if base_cost is not None and targets.cost >= base_cost:
-        raise LipsError(f"target {targets.cost:g} {unit} is not below the base model's {base_cost:.3f} {unit}; lower it")
+        raise LipsError(
+            f"target {targets.cost:g} {unit} is not below the base model's {base_cost:.3f} {unit}; lower it"
+        )
     if not isinstance(s["start"], (int, float)) or not 0 <= s["start"] < 1:
         raise LipsError(f"schedule.start must be in [0, 1): the share of the way back to the base, got {s['start']!r}")
     return targets, rule
@@ -149,10 +197,15 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     state_file = out / "state.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
     if state and state["params"] != _fingerprint(params):
-        changed = sorted(k for k in set(state["params"]) | set(params)
-                         if k not in FINGERPRINT_IGNORES and state["params"].get(k) != params.get(k))  # fmt: skip
-        raise LipsError(f"{out} holds a run with other parameters (changed: {', '.join(changed)}); "
-                        f"use another --out or delete {out} to start fresh")  # fmt: skip
+        changed = sorted(
+            k
+            for k in set(state["params"]) | set(params)
+            if k not in FINGERPRINT_IGNORES and state["params"].get(k) != params.get(k)
+        )
+        raise LipsError(
+            f"{out} holds a run with other parameters (changed: {', '.join(changed)}); "
+            f"use another --out or delete {out} to start fresh"
+        )
     base = load_model(params["base"])
     o, ft = params["optimize"], params["finetune"]
     round_to = params["schedule"]["round_to"]
@@ -172,11 +225,20 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         check_params(params, base_cost)
         importance = load_importance(o["importance"], base)
         data, select, report = prepare_data(params["data"], o["report"], out)
-        state = {"params": _fingerprint(params), "importance": importance, "data": data,
-                 "split_select": select, "split_report": report, "cost": costs.state(), "cost_unit": costs.unit,
-                 "base_cost": base_cost, "ratios": initial_ratios(base, importance, params, targets, costs, base_cost, criterion),
-                 "layer_cost": costs.layer_costs(base, criterion, round_to),
-                 "rule_state": None, "done": []}  # fmt: skip
+        state = {
+            "params": _fingerprint(params),
+            "importance": importance,
+            "data": data,
+            "split_select": select,
+            "split_report": report,
+            "cost": costs.state(),
+            "cost_unit": costs.unit,
+            "base_cost": base_cost,
+            "ratios": initial_ratios(base, importance, params, targets, costs, base_cost, criterion),
+            "layer_cost": costs.layer_costs(base, criterion, round_to),
+            "rule_state": None,
+            "done": [],
+        }
         out.mkdir(parents=True, exist_ok=True)
         write_json(state_file, state)
     costs = cost_model(params, base, state["cost"])
@@ -185,57 +247,107 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     iterations = range(len(state["done"]) + 1, o["iterations"] + 1)
     from tqdm.auto import tqdm
 
-    for k in tqdm(iterations, desc="LIPS iterations", disable=not progress, initial=len(state["done"]),
-                  total=o["iterations"]):  # fmt: skip
+    for k in tqdm(
+        iterations, desc="LIPS iterations", disable=not progress, initial=len(state["done"]), total=o["iterations"]
+    ):
         it, t0 = out / f"iter_{k:02d}", time.perf_counter()
         if it.exists():  # left by a run killed in this iteration
             shutil.rmtree(it)
         ratios = state["ratios"]
         warm = o["warm_start"] and k > 1
-        res = prune(base, ratios, criterion=criterion, round_to=round_to,
-                    track=o["warm_start"] or recovery.refits)  # fmt: skip
+        res = prune(base, ratios, criterion=criterion, round_to=round_to, track=o["warm_start"] or recovery.refits)
         donor, donor_origin, inherited = None, None, 0.0
         if warm:
             donor, donor_origin = _previous(base, out, state["done"][-1], criterion, round_to)
             inherited = inherit(res.model, res.origin, donor, donor_origin)
         if recovery.refits:  # after inheriting: a warm copy's new cuts remove the donor's tuned channels
-            recover(res, base, images(), recovery, donor=donor, donor_origin=donor_origin,
-                    gram_cache=None if warm else base_grams, device=params["device"])  # fmt: skip
+            recover(
+                res,
+                base,
+                images(),
+                recovery,
+                donor=donor,
+                donor_origin=donor_origin,
+                gram_cache=None if warm else base_grams,
+                device=params["device"],
+            )
         write_spec(it / "final" / "prune_spec.txt", ratios)
         write_log(res.log, it / "prune_directed_log.csv")
-        pruned = save_checkpoint(res.model, it / "final" / "pruned.pt",
-                                 meta={"iteration": k, "ratios": ratios, "inherited": inherited})  # fmt: skip
+        pruned = save_checkpoint(
+            res.model, it / "final" / "pruned.pt", meta={"iteration": k, "ratios": ratios, "inherited": inherited}
+        )
         train = {k2: v for k2, v in ft.items() if k2 != "recipe"}
-        tuned = finetune(pruned, data, it / "ft" / "finetune", recipe=ft["recipe"], imgsz=params["imgsz"],
-                         device=params["device"], threads=params["threads"], **recovery_args(params), **train)
+        tuned = finetune(
+            pruned,
+            data,
+            it / "ft" / "finetune",
+            recipe=ft["recipe"],
+            imgsz=params["imgsz"],
+            device=params["device"],
+            threads=params["threads"],
+            **recovery_args(params),
+            **train,
+        )
         ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
         sel = tuned["metrics"]  # the tuned weights on the val split, which is the selection split
         rep = evaluate(tuned["weights"], data, split=report_split, **ev) if report_split != select_split else sel
         measured = sel["gflops"] if costs.unit == "GFLOPs" else costs.measure(load_model(tuned["weights"]))
-        new_ratios, rule_state = update(ratios, importance, {"cost": measured, "map50_95": sel["map50_95"]}, targets,
-                                        state["rule_state"], rule, state["layer_cost"])  # fmt: skip
+        new_ratios, rule_state = update(
+            ratios,
+            importance,
+            {"cost": measured, "map50_95": sel["map50_95"]},
+            targets,
+            state["rule_state"],
+            rule,
+            state["layer_cost"],
+        )
         if rule_state["gate"] == "cost" and (round_to or rule.kappa_cost is None):
-            new_ratios, rule_state["step_factor"] = cost_step(base, ratios, new_ratios, costs, criterion,
-                                                              round_to, rule, targets)  # fmt: skip
-        row = {"iteration": k, "gflops": sel["gflops"], "params": sel["params"], "map50_95": sel["map50_95"],
-               "map50": sel["map50"], "gate": rule_state["gate"], "step": rule_state["step"],
-               "report_map50_95": rep["map50_95"], "report_map50": rep["map50"], "cost": measured}  # fmt: skip
+            new_ratios, rule_state["step_factor"] = cost_step(
+                base, ratios, new_ratios, costs, criterion, round_to, rule, targets
+            )
+        row = {
+            "iteration": k,
+            "gflops": sel["gflops"],
+            "params": sel["params"],
+            "map50_95": sel["map50_95"],
+            "map50": sel["map50"],
+            "gate": rule_state["gate"],
+            "step": rule_state["step"],
+            "report_map50_95": rep["map50_95"],
+            "report_map50": rep["map50"],
+            "cost": measured,
+        }
         factor = {"step_factor": rule_state["step_factor"]} if "step_factor" in rule_state else {}
         seconds = round(time.perf_counter() - t0, 1)  # the iteration's wall time, kept across resumes
-        write_json(it / "metrics.json", {**row, "selection": sel, "report": rep, "ratios": ratios,
-                                         "inherited": inherited, "seconds": seconds, **factor})  # fmt: skip
-        state.update(ratios=new_ratios, rule_state=rule_state,
-                     done=state["done"] + [{**row, "ratios": ratios, "seconds": seconds}])
+        write_json(
+            it / "metrics.json",
+            {
+                **row,
+                "selection": sel,
+                "report": rep,
+                "ratios": ratios,
+                "inherited": inherited,
+                "seconds": seconds,
+                **factor,
+            },
+        )
+        state.update(
+            ratios=new_ratios,
+            rule_state=rule_state,
+            done=state["done"] + [{**row, "ratios": ratios, "seconds": seconds}],
+        )
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
     return _finish(out, state, targets, float(o["best_cost_tol"]))
 
 
-def cost_step(base, ratios: dict, new: dict, costs, criterion: str, round_to: int | None, rule: RuleParams,
-              targets: Targets) -> tuple[dict, float]:  # fmt: skip
+def cost_step(
+    base, ratios: dict, new: dict, costs, criterion: str, round_to: int | None, rule: RuleParams, targets: Targets
+) -> tuple[dict, float]:
     """The cost-gate step `ratios` → `new`, lengthened (schedule.lengthen_step) until its pruned copy of `base`
     saves, by the cost's prediction, what the step is for: with κ_c auto, down to the gate's threshold
     target·(1 + tol); with round_to, at least what the step saves unrounded. Returns the ratios and the factor."""
+
     def cost_of(r, rounding=round_to):
         return costs.predict(prune(base, r, criterion=criterion, round_to=rounding, log=False).model)
 
@@ -271,8 +383,15 @@ def initial_ratios(base, importance, params, targets, costs=None, base_cost=None
 
     if s["initial_ratio"] == "auto":
         start = targets.cost + float(s["start"]) * ((base_cost or targets.cost) - targets.cost)
-        return calibrate(base, shape, start, criterion or params["optimize"]["criterion"], hi=float(s["r_max"]),
-                         measure=(costs or GflopsCost()).predict, round_to=s["round_to"])[1]  # fmt: skip
+        return calibrate(
+            base,
+            shape,
+            start,
+            criterion or params["optimize"]["criterion"],
+            hi=float(s["r_max"]),
+            measure=(costs or GflopsCost()).predict,
+            round_to=s["round_to"],
+        )[1]
     return shape(float(s["initial_ratio"]))
 
 
@@ -292,13 +411,24 @@ def _finish(out: Path, state: dict, targets: Targets, tol: float) -> dict:
     k = int(pick.iteration)
     weights = tuned_weights(out, k)
     shutil.copyfile(weights, out / "best.pt")
-    best = {"iteration": k, "weights": str(weights), "stable_path": str(out / "best.pt"),
-            "gflops": float(pick.gflops), "params": int(pick.params),
-            "map50_95": float(pick.report_map50_95), "map50": float(pick.report_map50),
-            "selection_map50_95": float(pick.map50_95), "data": state["data"],
-            "split_select": state["split_select"], "split_report": state["split_report"],
-            "cost": float(pick.cost), "cost_unit": state["cost_unit"], "target_cost": targets.cost, "cost_tol": tol,
-            "within_target": bool(len(within))}  # fmt: skip
+    best = {
+        "iteration": k,
+        "weights": str(weights),
+        "stable_path": str(out / "best.pt"),
+        "gflops": float(pick.gflops),
+        "params": int(pick.params),
+        "map50_95": float(pick.report_map50_95),
+        "map50": float(pick.report_map50),
+        "selection_map50_95": float(pick.map50_95),
+        "data": state["data"],
+        "split_select": state["split_select"],
+        "split_report": state["split_report"],
+        "cost": float(pick.cost),
+        "cost_unit": state["cost_unit"],
+        "target_cost": targets.cost,
+        "cost_tol": tol,
+        "within_target": bool(len(within)),
+    }
     write_json(out / "best.json", best)
     wide = pd.DataFrame([{"iteration": d["iteration"], **d["ratios"]} for d in state["done"]]).set_index("iteration")
     layer_iteration(wide, state["importance"], out / "layer_iteration.png", title="LIPS ratios per iteration")

@@ -12,9 +12,9 @@ import matplotlib
 if not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig, path):
@@ -54,13 +54,17 @@ def importance_scatter(ours: dict[str, float], reference: dict[str, float], path
     fig, ax = plt.subplots(figsize=(5.5, 5))
     sns.scatterplot(data=df, x="reference", y="ours", ax=ax)
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
-    ax.set(xlabel="reference importance (paper)", ylabel="our importance",
-           title=f"Importance vs reference — Spearman ρ = {rho:.3f} ({len(common)} layers)")  # fmt: skip
+    ax.set(
+        xlabel="reference importance (paper)",
+        ylabel="our importance",
+        title=f"Importance vs reference — Spearman ρ = {rho:.3f} ({len(common)} layers)",
+    )
     return _save(fig, path)
 
 
-def layer_iteration(wide: pd.DataFrame, importance: dict[str, float], path, title: str = "Pruning ratio per iteration",
-                    ax=None):  # fmt: skip
+def layer_iteration(
+    wide: pd.DataFrame, importance: dict[str, float], path, title: str = "Pruning ratio per iteration", ax=None
+):
     """Every layer's ratio per iteration (rows: iteration, columns: layer), coloured and labelled by its
     importance, like the paper's Fig. 5."""
     own = ax is None
@@ -97,14 +101,29 @@ def benchmark_figure(df: pd.DataFrame, path, title: str = "mAP50-95 vs GFLOPs"):
     pub, meas = df[df.kind == "published"], df[df.kind == "measured"]
     ax.scatter(pub.gflops, pub.map50_95, s=50, c="tab:blue", label="published (COCO val2017)", zorder=3)
     for n, (_, r) in enumerate(pub.sort_values("gflops").iterrows()):  # alternate above/below: neighbours are close
-        ax.annotate(r.model, (r.gflops, r.map50_95), xytext=(5, 5 if n % 2 else -12), textcoords="offset points",
-                    fontsize=8)  # fmt: skip
+        ax.annotate(
+            r.model, (r.gflops, r.map50_95), xytext=(5, 5 if n % 2 else -12), textcoords="offset points", fontsize=8
+        )
     for i, (source, group) in enumerate(meas.groupby("source", sort=False)):
-        ax.scatter(group.gflops, group.map50_95, s=70, marker="X", color=plt.get_cmap("Set1")(i), zorder=4,
-                   label=f"measured here: {source}")  # fmt: skip
+        ax.scatter(
+            group.gflops,
+            group.map50_95,
+            s=70,
+            marker="X",
+            color=plt.get_cmap("Set1")(i),
+            zorder=4,
+            label=f"measured here: {source}",
+        )
         for _, r in group.iterrows():  # measured labels to the left, published ones to the right
-            ax.annotate(r.model, (r.gflops, r.map50_95), xytext=(-7, -3), textcoords="offset points", fontsize=8,
-                        ha="right", color=plt.get_cmap("Set1")(i))  # fmt: skip
+            ax.annotate(
+                r.model,
+                (r.gflops, r.map50_95),
+                xytext=(-7, -3),
+                textcoords="offset points",
+                fontsize=8,
+                ha="right",
+                color=plt.get_cmap("Set1")(i),
+            )
     ax.set_xlim(left=min(df.gflops.min() - 1.6, ax.get_xlim()[0]), right=df.gflops.max() + 1.2)
     ax.set(xlabel="GFLOPs (640×640; measured: 2 × MACs, fused)", ylabel="mAP50-95", title=title)
     ax.grid(alpha=0.3)
@@ -118,10 +137,14 @@ def pareto_figure(table: pd.DataFrame, path):
     t = table.sort_values("gflops")
     ax.plot(t.gflops, t.map50_95, marker="o")
     for _, r in t.iterrows():
-        ax.annotate(f"target {r.target_gflops:g}", (r.gflops, r.map50_95), xytext=(5, 5), textcoords="offset points",
-                    fontsize=8)  # fmt: skip
-    ax.set(xlabel="GFLOPs (640×640)", ylabel=f"mAP50-95 ({t.split_report.iloc[0]} split)",
-           title="LIPS sweep over GFLOPs targets")  # fmt: skip
+        ax.annotate(
+            f"target {r.target_gflops:g}", (r.gflops, r.map50_95), xytext=(5, 5), textcoords="offset points", fontsize=8
+        )
+    ax.set(
+        xlabel="GFLOPs (640×640)",
+        ylabel=f"mAP50-95 ({t.split_report.iloc[0]} split)",
+        title="LIPS sweep over GFLOPs targets",
+    )
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -129,8 +152,17 @@ def pareto_figure(table: pd.DataFrame, path):
 def baselines_pareto(result: dict, path) -> Path:
     """mAP50-95 vs GFLOPs from the baselines benchmark's JSON: one line per method over the budgets, 95 %
     bootstrap intervals as bars, the base as a point."""
-    rows = [{"method": m, "gflops": r["gflops"], "map": r["map50_95"], "lo": r["map50_95_ci95"][0],
-             "hi": r["map50_95_ci95"][1]} for b in result["budgets"] for m, r in b["methods"].items()]  # fmt: skip
+    rows = [
+        {
+            "method": m,
+            "gflops": r["gflops"],
+            "map": r["map50_95"],
+            "lo": r["map50_95_ci95"][0],
+            "hi": r["map50_95_ci95"][1],
+        }
+        for b in result["budgets"]
+        for m, r in b["methods"].items()
+    ]
     df = pd.DataFrame(rows).sort_values("gflops")
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     palette = dict(zip(df.method.unique(), sns.color_palette("tab10", df.method.nunique())))
@@ -140,20 +172,39 @@ def baselines_pareto(result: dict, path) -> Path:
         faint = recon and "recon" not in method
         # a basic bootstrap interval need not contain the point (a skewed resample distribution): bars stop at it
         err = [(g["map"] - g.lo).clip(lower=0), (g.hi - g["map"]).clip(lower=0)]
-        ax.errorbar(g.gflops, g["map"], yerr=err, marker="o", capsize=3, color=palette[method],
-                    ls=":" if faint else "--" if "recover" in method or "distill" in method else "-",
-                    alpha=0.45 if faint else 1.0, label=method)  # fmt: skip
+        ax.errorbar(
+            g.gflops,
+            g["map"],
+            yerr=err,
+            marker="o",
+            capsize=3,
+            color=palette[method],
+            ls=":" if faint else "--" if "recover" in method or "distill" in method else "-",
+            alpha=0.45 if faint else 1.0,
+            label=method,
+        )
     base = result["base"]
-    ax.scatter([base["gflops"]], [base["map50_95"]], marker="*", s=160, color="black", zorder=5,
-               label=f"base ({Path(base['weights']).stem})")  # fmt: skip
+    ax.scatter(
+        [base["gflops"]],
+        [base["map50_95"]],
+        marker="*",
+        s=160,
+        color="black",
+        zorder=5,
+        label=f"base ({Path(base['weights']).stem})",
+    )
     if result.get("control"):
         c = result["control"]
-        ax.axhline(c["map50_95"], color="black", ls="-.", lw=1,
-                   label=f"control: base, same fine-tune ({c['map50_95']:.3f})")  # fmt: skip
+        ax.axhline(
+            c["map50_95"], color="black", ls="-.", lw=1, label=f"control: base, same fine-tune ({c['map50_95']:.3f})"
+        )
     s = result["settings"]
-    ax.set(xlabel="GFLOPs (640, fused)", ylabel=f"mAP50-95, {s['report_split']} split ({s['report_images']} images)",
-           title=f"Equal cost, equal epochs ({s['iterations'] * s['epochs_per_iteration']}): "
-                 f"{Path(s['data']).stem} @ {s['imgsz']}")  # fmt: skip
+    ax.set(
+        xlabel="GFLOPs (640, fused)",
+        ylabel=f"mAP50-95, {s['report_split']} split ({s['report_images']} images)",
+        title=f"Equal cost, equal epochs ({s['iterations'] * s['epochs_per_iteration']}): "
+        f"{Path(s['data']).stem} @ {s['imgsz']}",
+    )
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -169,22 +220,37 @@ def allocation_strip(result: dict, path):
     for i, spread in enumerate(spreads):
         g = df[df.spread == spread].reset_index(drop=True)
         x = i + (g.index - (len(g) - 1) / 2) * min(0.6 / max(len(g), 1), 0.08)  # draws side by side, in draw order
-        for vector, color, label in (("shuffled", "0.55", "Stage I values shuffled"), ("stage1", "tab:red", "Stage I order"),
-                                     ("paper_iter24", "tab:blue", "authors' iter-24 order")):  # fmt: skip
+        for vector, color, label in (
+            ("shuffled", "0.55", "Stage I values shuffled"),
+            ("stage1", "tab:red", "Stage I order"),
+            ("paper_iter24", "tab:blue", "authors' iter-24 order"),
+        ):
             h = g[g.vector == vector]
             lo, hi = zip(*h.vs_uniform_ci95) if len(h) else ((), ())
-            err = [(h.vs_uniform - pd.Series(lo, index=h.index)).clip(lower=0),
-                   (pd.Series(hi, index=h.index) - h.vs_uniform).clip(lower=0)]  # fmt: skip
-            ax.errorbar(x[h.index], h.vs_uniform, yerr=err, fmt="o", color=color, capsize=2, ms=5,
-                        label=label if i == 0 else None)  # fmt: skip
+            err = [
+                (h.vs_uniform - pd.Series(lo, index=h.index)).clip(lower=0),
+                (pd.Series(hi, index=h.index) - h.vs_uniform).clip(lower=0),
+            ]
+            ax.errorbar(
+                x[h.index],
+                h.vs_uniform,
+                yerr=err,
+                fmt="o",
+                color=color,
+                capsize=2,
+                ms=5,
+                label=label if i == 0 else None,
+            )
     ax.axhline(1.0, color="black", lw=1, label=f"uniform ({result['uniform']['map50_95']:.4f})")
     goal = result["goal_vs_uniform"]
     ax.axhline(goal, color="tab:green", ls="--", lw=1, label=f"goal ({goal:g} × uniform)")
     s = result["settings"]
     ax.set_xticks(range(len(spreads)), [f"spread {v:g}" for v in spreads])
-    ax.set(ylabel="mAP50-95 ÷ uniform's (95 % bars)",
-           title=f"Per-layer allocation at {s['budget']:g} GFLOPs, {s['epochs']} epochs: "
-                 f"{Path(s['data']).stem} {s['report_split']} ({s['report_images']} images)")  # fmt: skip
+    ax.set(
+        ylabel="mAP50-95 ÷ uniform's (95 % bars)",
+        title=f"Per-layer allocation at {s['budget']:g} GFLOPs, {s['epochs']} epochs: "
+        f"{Path(s['data']).stem} {s['report_split']} ({s['report_images']} images)",
+    )
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

@@ -21,10 +21,10 @@ therefore split in two folds: every candidate (the ridge λ, or several for `rid
 fitted on one fold and scored on the other, both ways, and each conv keeps the candidate that predicted best,
 refit on all the images.
 
-Memory: two Grams (one per fold) of (C·k² + 1)² float64 per refit conv (C input channels of the reference, k × k kernel), all
-held during one pass of the reference over the images; `max_bytes` bounds their sum, and convs beyond it go to
-further passes (`gram_bytes` states the need). BatchNorm models: the conv is fitted before its BN, and the fitted
-bias is folded into the BN's running mean, as bias repair does.
+Memory: two Grams (one per fold) of (C·k² + 1)² float64 per refit conv (C input channels of the reference,
+k × k kernel), all held during one pass of the reference over the images; `max_bytes` bounds their sum, and convs beyond
+it go to further passes (`gram_bytes` states the need). BatchNorm models: the conv is fitted before its BN, and
+the fitted bias is folded into the BN's running mean, as bias repair does.
 """
 
 from __future__ import annotations
@@ -113,8 +113,10 @@ def _passes(named: dict[str, nn.Conv2d], max_bytes: int) -> list[list[str]]:
     for name, conv in named.items():
         need = gram_bytes([conv])
         if need > max_bytes:
-            raise LipsError(f"the Gram of {name} takes {need / 2**20:.0f} MiB, over recover.max_gib "
-                            f"({max_bytes / 2**20:.0f} MiB); raise it")  # fmt: skip
+            raise LipsError(
+                f"the Gram of {name} takes {need / 2**20:.0f} MiB, over recover.max_gib "
+                f"({max_bytes / 2**20:.0f} MiB); raise it"
+            )
         if size + need > max_bytes:
             groups.append([])
             size = 0
@@ -123,8 +125,9 @@ def _passes(named: dict[str, nn.Conv2d], max_bytes: int) -> list[list[str]]:
     return [g for g in groups if g]
 
 
-def grams(ref: nn.Module, images: torch.Tensor, names, batch: int = 16,
-          max_bytes: int = MAX_GRAM_BYTES) -> dict[str, torch.Tensor]:  # fmt: skip
+def grams(
+    ref: nn.Module, images: torch.Tensor, names, batch: int = 16, max_bytes: int = MAX_GRAM_BYTES
+) -> dict[str, torch.Tensor]:
     """{conv name: G (FOLDS × D × D)}: the Grams of [im2col patches of the conv's input, 1] over every output pixel
     of `ref` run on `images` (N×3×H×W in [0, 1]), image i summed into fold i mod FOLDS; float64, on `ref`'s device.
     One pass of `ref` per `max_bytes` of Grams."""
@@ -209,14 +212,26 @@ def choose(folds: torch.Tensor, plan: Plan, ridge) -> tuple[object, dict]:
         return candidates[0], {}
     target = _target(plan).to(folds.device)
     scale = sum(_error(g, torch.zeros_like(target), target) for g in folds)
-    held = {c: sum(_error(folds[1 - i], _fit(folds[i], plan, c), target) for i in range(2)) / max(scale, 1e-30)
-            for c in candidates}  # fmt: skip
+    held = {
+        c: sum(_error(folds[1 - i], _fit(folds[i], plan, c), target) for i in range(2)) / max(scale, 1e-30)
+        for c in candidates
+    }
     return min(candidates, key=held.get), held
 
 
-def reconstruct(res: PruneResult, base: nn.Module, images: torch.Tensor | None = None, *, ridge: float | str = 1e-3,
-                ref: nn.Module | None = None, ref_origin: dict | None = None, gram_cache: dict | None = None,
-                batch: int = 16, max_bytes: int = MAX_GRAM_BYTES, device=None) -> dict[str, float]:  # fmt: skip
+def reconstruct(
+    res: PruneResult,
+    base: nn.Module,
+    images: torch.Tensor | None = None,
+    *,
+    ridge: float | str = 1e-3,
+    ref: nn.Module | None = None,
+    ref_origin: dict | None = None,
+    gram_cache: dict | None = None,
+    batch: int = 16,
+    max_bytes: int = MAX_GRAM_BYTES,
+    device=None,
+) -> dict[str, float]:
     """Refit, in place, every conv of `res.model` whose input channels the cut removed (see the module doc).
 
     Args:
@@ -264,8 +279,9 @@ def reconstruct(res: PruneResult, base: nn.Module, images: torch.Tensor | None =
             how, held = choose(cache[name], plan, ridge)
             g = cache[name].sum(0)
             theta = _fit(g, plan, how)
-            weight = theta[_kept_columns(plan, g.device)].T.reshape(len(plan.rows), len(plan.cols),
-                                                                    *plan.ref.kernel_size)  # fmt: skip
+            weight = theta[_kept_columns(plan, g.device)].T.reshape(
+                len(plan.rows), len(plan.cols), *plan.ref.kernel_size
+            )
             bias = theta[-1]
             conv = modules[name]
             rows, cols = plan.rows.to(conv.weight.device), plan.cols.to(conv.weight.device)
@@ -277,7 +293,8 @@ def reconstruct(res: PruneResult, base: nn.Module, images: torch.Tensor | None =
             elif isinstance(bn, nn.BatchNorm2d):  # eval BN(z + b) is BN with its mean lowered by b
                 ref_bn = ref_modules[owner].bn
                 bn.running_mean[rows] = ref_bn.running_mean[plan.ref_rows.to(ref_bn.running_mean.device)].to(
-                    bn.running_mean) - bias.to(bn.running_mean)  # fmt: skip
+                    bn.running_mean
+                ) - bias.to(bn.running_mean)
             else:
                 conv.bias = nn.Parameter(torch.zeros(conv.out_channels).to(conv.weight))
                 conv.bias[rows] = bias.to(conv.bias)
@@ -362,7 +379,7 @@ def _saliency(conv: nn.Conv2d, gram: torch.Tensor, ridge: float) -> torch.Tensor
     diag = torch.arange(n, device=gram.device)
     a[diag, diag] += ridge * a[diag, diag].mean()
     inv = torch.linalg.inv(a)
-    blocks = (torch.arange(conv.in_channels, device=gram.device)[:, None] * kk + torch.arange(kk, device=gram.device))
+    blocks = torch.arange(conv.in_channels, device=gram.device)[:, None] * kk + torch.arange(kk, device=gram.device)
     schur = torch.linalg.inv(inv[blocks[:, :, None], blocks[:, None, :]])  # C × k² × k²
     w = conv.weight.detach().double().to(gram.device).reshape(conv.out_channels, conv.in_channels, kk)
     return torch.einsum("rck,ckl,rcl->c", w, schur, w)

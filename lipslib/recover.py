@@ -76,9 +76,17 @@ class Recovery:
         return asdict(self)
 
 
-def recover(res: PruneResult, base: nn.Module, images: torch.Tensor | None, settings: Recovery = Recovery(), *,
-            donor: nn.Module | None = None, donor_origin: dict | None = None,
-            gram_cache: dict | None = None, device=None) -> dict[str, float]:  # fmt: skip
+def recover(
+    res: PruneResult,
+    base: nn.Module,
+    images: torch.Tensor | None,
+    settings: Recovery = Recovery(),
+    *,
+    donor: nn.Module | None = None,
+    donor_origin: dict | None = None,
+    gram_cache: dict | None = None,
+    device=None,
+) -> dict[str, float]:
     """Restore, in place, what the cut that made `res` removed: reconstruction or bias repair, as `settings` say.
 
     Args:
@@ -104,8 +112,17 @@ def recover(res: PruneResult, base: nn.Module, images: torch.Tensor | None, sett
     if settings.reconstruct:
         from lipslib.reconstruct import reconstruct
 
-        return reconstruct(res, base, images, ridge=settings.ridge, ref=donor, ref_origin=donor_origin,
-                           gram_cache=gram_cache, max_bytes=int(float(settings.max_gib) * 2**30), device=device)  # fmt: skip
+        return reconstruct(
+            res,
+            base,
+            images,
+            ridge=settings.ridge,
+            ref=donor,
+            ref_origin=donor_origin,
+            gram_cache=gram_cache,
+            max_bytes=int(float(settings.max_gib) * 2**30),
+            device=device,
+        )
     if settings.repair:
         from lipslib.repair import repair_biases
 

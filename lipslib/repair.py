@@ -23,8 +23,14 @@ from lipslib.engine import PruneResult
 from lipslib.reconstruct import plans
 
 
-def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tensor, batch: int = 16,
-                          donor: nn.Module | None = None, donor_origin: dict | None = None) -> dict:  # fmt: skip
+def removed_contributions(
+    res: PruneResult,
+    base: nn.Module,
+    images: torch.Tensor,
+    batch: int = 16,
+    donor: nn.Module | None = None,
+    donor_origin: dict | None = None,
+) -> dict:
     """{conv name: δ (one value per output channel of the conv in `res.model`)}: the mean over `images` of
     what the input channels that `res.model` drops added to its kept outputs, measured on `base`, or with
     `donor` (pruned from `base` with channel origins `donor_origin`) on the donor. `res` must come from
@@ -67,8 +73,14 @@ def removed_contributions(res: PruneResult, base: nn.Module, images: torch.Tenso
     return deltas
 
 
-def repair_biases(res: PruneResult, base: nn.Module, images: torch.Tensor, batch: int = 16,
-                  donor: nn.Module | None = None, donor_origin: dict | None = None) -> dict[str, float]:  # fmt: skip
+def repair_biases(
+    res: PruneResult,
+    base: nn.Module,
+    images: torch.Tensor,
+    batch: int = 16,
+    donor: nn.Module | None = None,
+    donor_origin: dict | None = None,
+) -> dict[str, float]:
     """Fold the removed channels' mean contributions (`removed_contributions`, on `base` or on `donor`) into
     `res.model`, in place: a conv's bias, or for a conv followed by BatchNorm its running mean. Returns
     {conv: mean |δ|}."""

@@ -34,24 +34,35 @@ def load_paper(paper_dir: str | os.PathLike) -> tuple[dict[str, float], pd.DataF
     for d in sorted(paper_dir.glob("iter_[0-9][0-9]")):
         log = pd.read_csv(d / "prune_directed_log.csv")
         ft = pd.read_csv(d / "finetune_results.csv", skipinitialspace=True)
-        rows.append({"iteration": int(d.name[5:]), "ratios": read_spec(d / "prune_spec.txt"),
-                     "gflops": 2 * float(log["GMACs_after"].iloc[-1]),
-                     "map50_95": float(ft["metrics/mAP50-95(B)"].iloc[-1])})  # fmt: skip
+        rows.append(
+            {
+                "iteration": int(d.name[5:]),
+                "ratios": read_spec(d / "prune_spec.txt"),
+                "gflops": 2 * float(log["GMACs_after"].iloc[-1]),
+                "map50_95": float(ft["metrics/mAP50-95(B)"].iloc[-1]),
+            }
+        )
     if len(rows) < 2:
         raise LipsError(f"{paper_dir}: need at least two iter_XX folders to replay, found {len(rows)}")
     return importance, pd.DataFrame(rows)
 
 
-def replay_paper(paper_dir, out=None, targets: Targets = Targets(4.5, 0.35), params: RuleParams = RuleParams(),
-                 initial_ratio: float = 0.3) -> dict:  # fmt: skip
+def replay_paper(
+    paper_dir,
+    out=None,
+    targets: Targets = Targets(4.5, 0.35),
+    params: RuleParams = RuleParams(),
+    initial_ratio: float = 0.3,
+) -> dict:
     importance, runs = load_paper(paper_dir)
     ours = initial_schedule(importance, "uniform", initial_ratio)
     state, long, gates = None, [], []
     for k, row in runs.iterrows():
         long += [{"iteration": row.iteration, "layer": n, "paper": row.ratios[n], "replay": ours[n]} for n in ours]
         if k + 1 < len(runs):
-            ours, state = update(ours, importance, {"cost": row.gflops, "map50_95": row.map50_95}, targets, state,
-                                 params)  # fmt: skip
+            ours, state = update(
+                ours, importance, {"cost": row.gflops, "map50_95": row.map50_95}, targets, state, params
+            )
             gates.append({"iteration": row.iteration, "gate": state["gate"], "a": state["a"], "b": state["b"]})
     df = pd.DataFrame(long)
     summary = compare(df, pd.DataFrame(gates))
@@ -85,9 +96,15 @@ def compare(df: pd.DataFrame, gates: pd.DataFrame) -> dict:
         first, end = int(g.iteration.min()), int(g.iteration.max()) + 1
         net = {c: w.loc[end] - w.loc[first] for c, w in wide.items()}
         same = np.sign(net["paper"]) == np.sign(net["replay"])
-        phases.append({"gate": g.gate.iloc[0], "from_iteration": first, "to_iteration": end,
-                       "layers_same_direction": float(same.mean()),
-                       "layers_opposite": sorted(same.index[~same])})  # fmt: skip
+        phases.append(
+            {
+                "gate": g.gate.iloc[0],
+                "from_iteration": first,
+                "to_iteration": end,
+                "layers_same_direction": float(same.mean()),
+                "layers_opposite": sorted(same.index[~same]),
+            }
+        )
     return {
         "spearman_final": rho,
         "direction_agreement": float(agree.stack().mean()),

@@ -117,8 +117,14 @@ class RuleParams:
                 raise LipsError(f"{k} must be ≥ 0, got {getattr(self, k)}")
 
 
-def initial_schedule(importance: dict[str, float], kind: str = "uniform", ratio: float = 0.3,
-                     spread: float = 0.2, r_min: float = 0.0, r_max: float = 0.9) -> dict[str, float]:  # fmt: skip
+def initial_schedule(
+    importance: dict[str, float],
+    kind: str = "uniform",
+    ratio: float = 0.3,
+    spread: float = 0.2,
+    r_min: float = 0.0,
+    r_max: float = 0.9,
+) -> dict[str, float]:
     """The schedule the loop starts from.
 
     Args:
@@ -214,8 +220,10 @@ def update(
         total = sum(costs[k] for k in ratios)  # Σ c_i
         weighted = sum(costs[k] * importance[k] for k in ratios)  # Σ c_i·imp_i
         if total - weighted <= 0:
-            raise LipsError("no layer below full importance saves any cost (per-layer costs ≤ 0): the cost-aware "
-                            "steps cannot move the cost; check the latency table or use a GFLOPs target")
+            raise LipsError(
+                "no layer below full importance saves any cost (per-layer costs ≤ 0): the cost-aware "
+                "steps cannot move the cost; check the latency table or use a GFLOPs target"
+            )
     state = dict(state or {})
     g, m = float(measured["cost"]), float(measured["map50_95"])
     which = gate(g, m, targets)
@@ -256,8 +264,14 @@ def update(
 STEP_FACTORS = (1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 
 
-def lengthen_step(ratios: dict[str, float], new: dict[str, float], cost_of, goal: float,
-                  params: RuleParams = RuleParams(), factors=STEP_FACTORS) -> tuple[dict[str, float], float]:  # fmt: skip
+def lengthen_step(
+    ratios: dict[str, float],
+    new: dict[str, float],
+    cost_of,
+    goal: float,
+    params: RuleParams = RuleParams(),
+    factors=STEP_FACTORS,
+) -> tuple[dict[str, float], float]:
     """A step `ratios` → `new` whose pruned copy must cost at most `goal`, by `cost_of(ratios)` (the cost of the
     pruned copy, as it will be pruned: rounded where the loop rounds). Returns the step scaled by the first of
     `factors` whose copy costs at most `goal` (else by the one that costs least), clipped to [r_min, r_max],

@@ -33,18 +33,40 @@ from tqdm.auto import tqdm
 
 from lipslib.engine import CRITERION_NAMES, Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError
-from lipslib.evaluate import (calibration_images, check_data, check_writable, device_arg, first_line, make_validator,
-                              run_validator, split_images, write_json)  # fmt: skip
+from lipslib.evaluate import (
+    calibration_images,
+    check_data,
+    check_writable,
+    device_arg,
+    first_line,
+    make_validator,
+    run_validator,
+    split_images,
+    write_json,
+)
 from lipslib.layers import default_targets, validate_layers
 from lipslib.memo import Recorder, bytes_per_image, reuse
-from lipslib.reconstruct import LeastSquaresCriterion, channel_criterion, grams as conv_grams
+from lipslib.reconstruct import LeastSquaresCriterion, channel_criterion
+from lipslib.reconstruct import grams as conv_grams
 from lipslib.recover import Recovery, recover
 from lipslib.runtime import cpu_threads, fp32_kernels, select_device, thread_count
 
-COLUMNS = [
-    "index", "layer_name", "ratio", "out_channels_before", "out_channels_after", "GMACs_before", "GMACs_after",
-    "MParams_before", "MParams_after", "mAP_50_95", "mAP_50", "precision", "recall", "weights_path",
-]  # fmt: skip  (the authors' prune_layerwise_results.csv)
+COLUMNS = [  # the authors' prune_layerwise_results.csv
+    "index",
+    "layer_name",
+    "ratio",
+    "out_channels_before",
+    "out_channels_after",
+    "GMACs_before",
+    "GMACs_after",
+    "MParams_before",
+    "MParams_after",
+    "mAP_50_95",
+    "mAP_50",
+    "precision",
+    "recall",
+    "weights_path",
+]
 MODES = ("fast", "exact")
 KEEP_BATCHES_BYTES = 2 << 30  # letterboxed uint8 images kept in memory between the two passes
 MEMO_BYTES = 2 << 30  # default bound on the base activations the fast path holds, all processes together
@@ -89,8 +111,13 @@ def _for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
 
 def _stats(v) -> dict:
     s = v.get_stats()
-    return {"mAP_50_95": float(s["metrics/mAP50-95(B)"]), "mAP_50": float(s["metrics/mAP50(B)"]),
-            "precision": float(s["metrics/precision(B)"]), "recall": float(s["metrics/recall(B)"]), "images": v.seen}
+    return {
+        "mAP_50_95": float(s["metrics/mAP50-95(B)"]),
+        "mAP_50": float(s["metrics/mAP50(B)"]),
+        "precision": float(s["metrics/precision(B)"]),
+        "recall": float(s["metrics/recall(B)"]),
+        "images": v.seen,
+    }
 
 
 def _probe(job: _Job, layer, model) -> _Probe:
@@ -117,11 +144,19 @@ def _evaluate_layers(job: _Job, names: list[str], tick) -> tuple[dict, list[dict
         c = job.cost(pruned)
         net = _for_inference(pruned, job.fast).to(dev)
         probes.append(_probe(job, name, reuse(net, base_net, recorder) if recorder else net))
-        rows.append({"layer_name": name, "ratio": job.ratio,
-                     "out_channels_before": base_shapes[name][0], "out_channels_after": conv_shapes(pruned)[name][0],
-                     "GMACs_before": job.base_cost.gflops / 2, "GMACs_after": c.gflops / 2,
-                     "MParams_before": job.base_cost.params / 1e6, "MParams_after": c.params / 1e6,
-                     "weights_path": ""})  # fmt: skip
+        rows.append(
+            {
+                "layer_name": name,
+                "ratio": job.ratio,
+                "out_channels_before": base_shapes[name][0],
+                "out_channels_after": conv_shapes(pruned)[name][0],
+                "GMACs_before": job.base_cost.gflops / 2,
+                "GMACs_after": c.gflops / 2,
+                "MParams_before": job.base_cost.params / 1e6,
+                "MParams_after": c.params / 1e6,
+                "weights_path": "",
+            }
+        )
     v0 = job.validator
     with torch.no_grad():  # not inference_mode: lipslib.memo relies on autograd's version counters
         for raw in job.batches or v0.dataloader:
@@ -204,7 +239,9 @@ def _in_processes(job: _Job, groups: list[list[str]], bar) -> list:
                 kind, i, payload = q.get(timeout=2.0)
             except queue.Empty:
                 if any(p.exitcode not in (None, 0) for p in procs) or all(p.exitcode is not None for p in procs):
-                    raise LipsError("a sensitivity worker process died (out of memory?); retry with workers: 1") from None
+                    raise LipsError(
+                        "a sensitivity worker process died (out of memory?); retry with workers: 1"
+                    ) from None
                 continue
             if kind == "tick":
                 bar.update(payload)
@@ -286,24 +323,73 @@ def run_sensitivity(
             grams = reconstruction_grams(base, calibration, dev, calibrating)  # once: any cut may reach any consumer
             chosen_by = channel_criterion(criterion, base, calibration, grams, calibrating.ridge)
     with fp32_kernels():
-        result = _measure(base, names, info, weights, device, n, count, base_cost, float(ratio), chosen_by, mode,
-                          imgsz, batch, split, threads, progress, (recovery, calibration, grams))  # fmt: skip
+        result = _measure(
+            base,
+            names,
+            info,
+            weights,
+            device,
+            n,
+            count,
+            base_cost,
+            float(ratio),
+            chosen_by,
+            mode,
+            imgsz,
+            batch,
+            split,
+            threads,
+            progress,
+            (recovery, calibration, grams),
+        )
     result["seconds"] = round(time.perf_counter() - t0, 2)
     if out:
-        params = dict(weights=str(weights), data=info["yaml_file"], split=split, ratio=float(ratio), imgsz=imgsz,
-                      batch=batch, requested_batch=requested_batch, memo_bytes_per_image=per_image,
-                      memo_gib=float(memo_gib), device=str(dev), criterion=criterion, mode=mode,
-                      cost_imgsz=cost_imgsz, threads=threads, workers=result.pop("workers"), layers=names,
-                      images=result["base"]["images"], recovery=recovery.as_dict() if recovery else None,
-                      calibration_split=calibration_split if recovery else None)  # fmt: skip
+        params = dict(
+            weights=str(weights),
+            data=info["yaml_file"],
+            split=split,
+            ratio=float(ratio),
+            imgsz=imgsz,
+            batch=batch,
+            requested_batch=requested_batch,
+            memo_bytes_per_image=per_image,
+            memo_gib=float(memo_gib),
+            device=str(dev),
+            criterion=criterion,
+            mode=mode,
+            cost_imgsz=cost_imgsz,
+            threads=threads,
+            workers=result.pop("workers"),
+            layers=names,
+            images=result["base"]["images"],
+            recovery=recovery.as_dict() if recovery else None,
+            calibration_split=calibration_split if recovery else None,
+        )
         write_outputs(out, result, params, reference)
     else:
         result.pop("workers")
     return result
 
 
-def _measure(base, names, info, weights, device, n, count, base_cost, ratio, criterion, mode, imgsz, batch, split,
-             threads, progress, recovering=(None, None, None)) -> dict:  # fmt: skip
+def _measure(
+    base,
+    names,
+    info,
+    weights,
+    device,
+    n,
+    count,
+    base_cost,
+    ratio,
+    criterion,
+    mode,
+    imgsz,
+    batch,
+    split,
+    threads,
+    progress,
+    recovering=(None, None, None),
+) -> dict:
     """Ultralytics' validation of the base (kept as the check), then the pass over every pruned copy."""
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
     batches = None
@@ -318,8 +404,12 @@ def _measure(base, names, info, weights, device, n, count, base_cost, ratio, cri
     job = _Job(base, validator, ratio, criterion, count, mode == "fast", base_cost, batches, *recovering)
     groups = _balance(names, n) if n > 1 else [names]
 
-    bar = tqdm(total=len(validator.dataloader) * (len(names) + len(groups)), disable=not progress, mininterval=1.0,
-               desc=f"sensitivity ({len(names)} layers, {len(groups)} process{'es' if len(groups) > 1 else ''})")  # fmt: skip
+    bar = tqdm(
+        total=len(validator.dataloader) * (len(names) + len(groups)),
+        disable=not progress,
+        mininterval=1.0,
+        desc=f"sensitivity ({len(names)} layers, {len(groups)} process{'es' if len(groups) > 1 else ''})",
+    )
     with bar:
         if len(groups) == 1:
             with cpu_threads(threads):  # the layer pass runs on `threads`, as the worker processes do
@@ -328,9 +418,10 @@ def _measure(base, names, info, weights, device, n, count, base_cost, ratio, cri
             results = _in_processes(job, groups, bar)
 
     base_stats = results[0][0]
-    if any(r[0] != base_stats for r in results) or abs(
-        base_stats["mAP_50_95"] - float(official["metrics/mAP50-95(B)"])
-    ) > AGREEMENT_TOL:
+    if (
+        any(r[0] != base_stats for r in results)
+        or abs(base_stats["mAP_50_95"] - float(official["metrics/mAP50-95(B)"])) > AGREEMENT_TOL
+    ):
         raise LipsError("sensitivity's single-pass evaluation disagrees with Ultralytics' validation; lipslib bug")
     by_name = {row["layer_name"]: row for _, rows in results for row in rows}
     table = pd.DataFrame([{"index": i, **by_name[k]} for i, k in enumerate(names)], columns=COLUMNS)
@@ -347,7 +438,9 @@ def importance_from_drops(base_map: float, maps: dict[str, float]) -> dict[str, 
     drops = {k: max(0.0, base_map - v) for k, v in maps.items()}
     top = max(drops.values())
     if top <= 0:
-        raise LipsError("no layer lowered mAP when pruned, so importance is undefined; raise the ratio or use more images")
+        raise LipsError(
+            "no layer lowered mAP when pruned, so importance is undefined; raise the ratio or use more images"
+        )
     return {k: (1.0 if d == top else d / top) for k, d in sorted(drops.items())}
 
 

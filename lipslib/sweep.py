@@ -89,8 +89,9 @@ def plan_workers(devices: str | list[str] | None, threads: int | None = None, co
     if threads < 1:
         raise LipsError(f"--threads must be ≥ 1, got {threads}")
     if n * threads > cores:
-        raise LipsError(f"{n} workers × {threads} threads = {n * threads} > {cores} cores: lower --threads or use "
-                        f"fewer --devices")  # fmt: skip
+        raise LipsError(
+            f"{n} workers × {threads} threads = {n * threads} > {cores} cores: lower --threads or use fewer --devices"
+        )
     workers, seen = [], set()
     for i, item in enumerate(items):
         if item.lower() == "cpu":
@@ -131,25 +132,40 @@ def run_target(spec: dict) -> dict:
     if done.is_file():
         record = json.loads(done.read_text())
         if record.get("settings") != json.loads(json.dumps(settings)):
-            raise LipsError(f"{spec['folder']} holds a finished sweep target with other settings "
-                            f"({record.get('settings')}); use another --out or delete it")  # fmt: skip
+            raise LipsError(
+                f"{spec['folder']} holds a finished sweep target with other settings "
+                f"({record.get('settings')}); use another --out or delete it"
+            )
         return record
     (folder / "failed.json").unlink(missing_ok=True)  # from an earlier attempt
     os.chdir(spec["root"])
     threads = str(spec["threads"])
     os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)  # the notebook kernels inherit it
     t0 = time.perf_counter()
-    overrides = {**spec["overrides"], "schedule.target_gflops": spec["target"], "device": spec["device"],
-                 "threads": spec["threads"]}  # fmt: skip
+    overrides = {
+        **spec["overrides"],
+        "schedule.target_gflops": spec["target"],
+        "device": spec["device"],
+        "threads": spec["threads"],
+    }
     for name in spec["notebooks"]:
         mine = {k: v for k, v in overrides.items() if k.replace(".", "_") in spec["declared"][name]}
-        run_notebook(name, spec["profile"], mine, runs_dir=f"{spec['folder']}/runs", reports_dir=spec["folder"],
-                     progress=False)  # fmt: skip
+        run_notebook(
+            name, spec["profile"], mine, runs_dir=f"{spec['folder']}/runs", reports_dir=spec["folder"], progress=False
+        )
     best = json.loads((folder / "runs" / "optimize" / "best.json").read_text())
-    record = {"target_gflops": spec["target"], "name": spec["name"], "status": "done",
-              **{k: best[k] for k in RESULT_KEYS}, "device": spec["device"], "threads": spec["threads"],
-              "visible_gpus": spec.get("visible_gpus"), "folder": spec["folder"],
-              "seconds": round(time.perf_counter() - t0, 1), "settings": settings}  # fmt: skip
+    record = {
+        "target_gflops": spec["target"],
+        "name": spec["name"],
+        "status": "done",
+        **{k: best[k] for k in RESULT_KEYS},
+        "device": spec["device"],
+        "threads": spec["threads"],
+        "visible_gpus": spec.get("visible_gpus"),
+        "folder": spec["folder"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "settings": settings,
+    }
     write_json(done, record)
     return record
 
@@ -174,17 +190,35 @@ class Lane(_Checkpointable):
                 folder = Path(spec["root"]) / spec["folder"]
                 folder.mkdir(parents=True, exist_ok=True)
                 write_json(folder / "failed.json", {"error": error})
-                out.append({"target_gflops": spec["target"], "name": spec["name"], "status": "failed",
-                            "error": error, "device": spec["device"], "threads": spec["threads"]})  # fmt: skip
+                out.append(
+                    {
+                        "target_gflops": spec["target"],
+                        "name": spec["name"],
+                        "status": "failed",
+                        "error": error,
+                        "device": spec["device"],
+                        "threads": spec["threads"],
+                    }
+                )
         return out
 
 
 # ------------------------------------------------------------------ the sweep
 
 
-def sweep(targets: list[float], profile: str | None = None, overrides: dict | None = None, notebooks=None,
-          root_dir: str = "reports/sweeps", progress: bool = True, executor: str = "dvc", devices=None,
-          threads: int | None = None, name: str | None = None, slurm: dict | None = None) -> Path:  # fmt: skip
+def sweep(
+    targets: list[float],
+    profile: str | None = None,
+    overrides: dict | None = None,
+    notebooks=None,
+    root_dir: str = "reports/sweeps",
+    progress: bool = True,
+    executor: str = "dvc",
+    devices=None,
+    threads: int | None = None,
+    name: str | None = None,
+    slurm: dict | None = None,
+) -> Path:
     """Run the stage notebooks once per GFLOPs target, concurrently on the given workers, and draw one Pareto
     table and figure over the targets' best models into `root_dir` (pareto.csv, pareto.png, sweep.json).
 
@@ -224,8 +258,9 @@ def sweep(targets: list[float], profile: str | None = None, overrides: dict | No
     params = load_params(root / "params.yaml", profile, overrides)  # refuses unknown keys before any work
     profile = params["profile"]
     declared = {n: set(declared_parameters(n)) for n in NOTEBOOKS}
-    unused = sorted(k for k in overrides if not any(k.replace(".", "_") in declared[n]
-                                                    for n in ("01_sensitivity", *notebooks)))  # fmt: skip
+    unused = sorted(
+        k for k in overrides if not any(k.replace(".", "_") in declared[n] for n in ("01_sensitivity", *notebooks))
+    )
     if unused:
         raise LipsError(f"no notebook of the sweep (Stage I, {', '.join(notebooks)}) takes {', '.join(unused)}")
     prefix = name or f"sweep-{profile}"
@@ -241,8 +276,18 @@ def sweep(targets: list[float], profile: str | None = None, overrides: dict | No
             devices = ["cpu" if device == "cpu" else device.replace(",", "+")]
         workers = plan_workers(devices, threads)
         print(f"sweep: {len(targets)} targets on {len(workers)} workers ({describe(workers)})", flush=True)
-    ctx = {"root": root, "out": out, "root_dir": root_dir, "profile": profile, "overrides": overrides,
-           "notebooks": notebooks, "declared": declared, "prefix": prefix, "params": params, "progress": progress}
+    ctx = {
+        "root": root,
+        "out": out,
+        "root_dir": root_dir,
+        "profile": profile,
+        "overrides": overrides,
+        "notebooks": notebooks,
+        "declared": declared,
+        "prefix": prefix,
+        "params": params,
+        "progress": progress,
+    }
     if executor == "dvc":
         rows = _sweep_dvc(targets, workers, ctx)
     else:
@@ -266,8 +311,10 @@ def _finish(rows: list[dict], out: Path, executor: str) -> Path:
         pareto_figure(table, out / "pareto.png")
     failed = [r for r in rows if r["status"] != "done"]
     if failed:
-        raise LipsError(f"{len(failed)} of {len(rows)} targets failed (the others are in {out}/pareto.csv): " +
-                        "; ".join(f"{label(r['target_gflops'])}: {r.get('error', r['status'])}" for r in failed))
+        raise LipsError(
+            f"{len(failed)} of {len(rows)} targets failed (the others are in {out}/pareto.csv): "
+            + "; ".join(f"{label(r['target_gflops'])}: {r.get('error', r['status'])}" for r in failed)
+        )
     return out
 
 
@@ -280,14 +327,25 @@ def _target_overrides(ctx: dict, target: float, device: str, threads: int) -> di
 
 def _dvc(ctx: dict, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     bin_dir = str(Path(sys.executable).parent)  # `lips` and `dvc` of this environment, in the workers too
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           **(env or {})}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        **(env or {}),
+    }
     dvc = Path(bin_dir) / "dvc"
     cmd = [str(dvc) if dvc.exists() else "dvc", *args]
     if args[:2] == ("queue", "start"):  # its workers outlive it: they must not hold a pipe this call waits on
         with open(ctx["out"] / "dvc-queue.log", "a") as log:
-            proc = subprocess.run(cmd, cwd=ctx["root"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+            proc = subprocess.run(
+                cmd,
+                cwd=ctx["root"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         proc.stdout = proc.stderr = ""
     else:
         proc = subprocess.run(cmd, cwd=ctx["root"], env=env, capture_output=True, text=True, check=False)
@@ -348,28 +406,40 @@ def _stage_i(ctx: dict, workers: list[Worker]) -> None:
     lock_file = root / "dvc.lock"
     lock = yaml.safe_load(lock_file.read_text()) if lock_file.is_file() else {}
     stage = (lock or {}).get("stages", {}).get("sensitivity", {})
-    had = {k: v for k, v in (stage.get("params", {}).get("params/01_sensitivity.yaml") or {}).items()
-           if k not in NOT_STAGE_I}  # fmt: skip
+    had = {
+        k: v
+        for k, v in (stage.get("params", {}).get("params/01_sensitivity.yaml") or {}).items()
+        if k not in NOT_STAGE_I
+    }
     status = json.loads(_dvc(ctx, "status", "sensitivity", "--json").stdout or "{}") if had == wanted else None
     if had == wanted and not status:
         print("sweep: Stage I is up to date in the workspace (dvc.lock): shared by every target", flush=True)
     else:
         stage_values = {k: v for k, v in ctx["overrides"].items() if k.replace(".", "_") in wanted or k == "device"}
         args = ["exp", "run", *set_params(profile, {**stage_values, "device": first.device}), "sensitivity"]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "params.yaml",
-                                "params", "dvc.lock"], cwd=root, capture_output=True, text=True,
-                               check=False).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "params.yaml", "params", "dvc.lock"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         if dirty:  # never rewrite a user's uncommitted settings
-            raise LipsError("Stage I must run in the workspace for this sweep, which rewrites params.yaml, params/ and "
-                            "dvc.lock, and they hold uncommitted changes: commit them, or run Stage I yourself "
-                            f"(dvc {' '.join(args)}) and rerun the sweep; or sweep without DVC: --direct")  # fmt: skip
+            raise LipsError(
+                "Stage I must run in the workspace for this sweep, which rewrites params.yaml, params/ and "
+                "dvc.lock, and they hold uncommitted changes: commit them, or run Stage I yourself "
+                f"(dvc {' '.join(args)}) and rerun the sweep; or sweep without DVC: --direct"
+            )
         print(f"sweep: Stage I once, in the workspace, for profile {profile}: dvc {' '.join(args)}", flush=True)
         _dvc(ctx, *args)
-    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "dvc.lock"], cwd=root, capture_output=True,
-                             check=False)  # fmt: skip
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "dvc.lock"], cwd=root, capture_output=True, check=False
+    )
     if tracked.returncode:
-        raise LipsError("dvc.lock is not tracked by git, so queued experiments would not see Stage I: "
-                        "git add dvc.lock && git commit -m 'Stage I', then rerun the sweep")  # fmt: skip
+        raise LipsError(
+            "dvc.lock is not tracked by git, so queued experiments would not see Stage I: "
+            "git add dvc.lock && git commit -m 'Stage I', then rerun the sweep"
+        )
 
 
 def queue_status(root: Path) -> dict[str, set[str]]:
@@ -401,16 +471,25 @@ def _exp_record(rev: dict) -> dict:
     metrics = ((data.get("metrics") or {}).get("reports/dvclive/metrics.json") or {}).get("data") or {}
     opt = ((data.get("params") or {}).get("params/03_optimize.yaml") or {}).get("data") or {}
     best = metrics.get("best") or {}
-    return {"experiment": rev["rev"][:7], "target": opt.get("schedule_target_gflops"), "device": opt.get("device"),
-            "threads": opt.get("threads"), "iteration": best.get("iteration"), "gflops": best.get("gflops"),
-            "map50_95": best.get("map50_95"), "selection_map50_95": best.get("selection_map50_95")}  # fmt: skip
+    return {
+        "experiment": rev["rev"][:7],
+        "target": opt.get("schedule_target_gflops"),
+        "device": opt.get("device"),
+        "threads": opt.get("threads"),
+        "iteration": best.get("iteration"),
+        "gflops": best.get("gflops"),
+        "map50_95": best.get("map50_95"),
+        "selection_map50_95": best.get("selection_map50_95"),
+    }
 
 
 def _sweep_dvc(targets: list[float], workers: list[Worker], ctx: dict) -> list[dict]:
     root = ctx["root"]
     if not (root / ".dvc").is_dir() or not (root / ".git").exists():
-        raise LipsError(f"{root} is not a git + DVC repository (DVC's queue needs both): run `git init && dvc init` "
-                        f"and commit, or sweep without DVC: --direct")  # fmt: skip
+        raise LipsError(
+            f"{root} is not a git + DVC repository (DVC's queue needs both): run `git init && dvc init` "
+            f"and commit, or sweep without DVC: --direct"
+        )
     stages = notebook_stages(root)
     missing = [n for n in ctx["notebooks"] if n not in stages]
     if missing or "01_sensitivity" not in stages:
@@ -438,11 +517,20 @@ def _sweep_dvc(targets: list[float], workers: list[Worker], ctx: dict) -> list[d
             done = experiments(ctx)
             todo = [t for t in todo if names[t] not in done and names[t] not in busy]
         for start in range(0, len(todo), len(workers)):
-            wave = todo[start:start + len(workers)]
+            wave = todo[start : start + len(workers)]
             for t, w in zip(wave, workers):
                 values = _target_overrides(ctx, t, w.device, w.threads)
-                args = ["exp", "run", "--queue", "-n", names[t], "-s", *set_params(ctx["profile"], values),
-                        "config", *ordered]  # fmt: skip
+                args = [
+                    "exp",
+                    "run",
+                    "--queue",
+                    "-n",
+                    names[t],
+                    "-s",
+                    *set_params(ctx["profile"], values),
+                    "config",
+                    *ordered,
+                ]
                 _dvc(ctx, *args)
                 print(f"sweep: queued {names[t]} ({describe([w]).split(': ', 1)[1]})", flush=True)
             _dvc(ctx, "queue", "start", "-j", str(len(wave)), env=env)
@@ -452,14 +540,30 @@ def _sweep_dvc(targets: list[float], workers: list[Worker], ctx: dict) -> list[d
     for t in targets:
         rec = done.get(names[t])
         if rec and rec["map50_95"] is not None:
-            rows.append({"target_gflops": t, "name": names[t], "status": "done", "iteration": rec["iteration"],
-                         "gflops": rec["gflops"], "map50_95": rec["map50_95"],
-                         "selection_map50_95": rec["selection_map50_95"], "split_report": split,
-                         "device": rec["device"], "threads": rec["threads"],
-                         "experiment": rec["experiment"]})  # fmt: skip
+            rows.append(
+                {
+                    "target_gflops": t,
+                    "name": names[t],
+                    "status": "done",
+                    "iteration": rec["iteration"],
+                    "gflops": rec["gflops"],
+                    "map50_95": rec["map50_95"],
+                    "selection_map50_95": rec["selection_map50_95"],
+                    "split_report": split,
+                    "device": rec["device"],
+                    "threads": rec["threads"],
+                    "experiment": rec["experiment"],
+                }
+            )
         else:
-            rows.append({"target_gflops": t, "name": names[t], "status": "failed",
-                         "error": f"{_queue_error(ctx, names[t])} (`dvc queue logs {names[t]}`)"})  # fmt: skip
+            rows.append(
+                {
+                    "target_gflops": t,
+                    "name": names[t],
+                    "status": "failed",
+                    "error": f"{_queue_error(ctx, names[t])} (`dvc queue logs {names[t]}`)",
+                }
+            )
     return rows
 
 
@@ -502,22 +606,34 @@ def _stage_i_direct(ctx: dict, device: str) -> dict:
     if not importance.startswith("runs/sensitivity/"):
         return {}  # the authors' vector or a file of the user's: nothing to compute
     folder = f"{ctx['root_dir']}/stage1"
-    path = f"{folder}/runs/{importance[len('runs/'):]}"
+    path = f"{folder}/runs/{importance[len('runs/') :]}"
     if not (ctx["root"] / path).is_file():
         print(f"sweep: Stage I once, into {folder}/ (shared by every target)", flush=True)
-        mine = {k: v for k, v in {**ctx["overrides"], "device": device}.items()
-                if k.replace(".", "_") in ctx["declared"]["01_sensitivity"]}  # fmt: skip
-        run_notebook("01_sensitivity", ctx["profile"], mine, runs_dir=f"{folder}/runs", reports_dir=folder,
-                     progress=False)  # fmt: skip
+        mine = {
+            k: v
+            for k, v in {**ctx["overrides"], "device": device}.items()
+            if k.replace(".", "_") in ctx["declared"]["01_sensitivity"]
+        }
+        run_notebook(
+            "01_sensitivity", ctx["profile"], mine, runs_dir=f"{folder}/runs", reports_dir=folder, progress=False
+        )
     return {"optimize.importance": path}
 
 
 def _spec(ctx: dict, target: float, device: str, threads: int, extra: dict, gpus=None) -> dict:
-    return {"root": str(ctx["root"]), "folder": f"{ctx['root_dir']}/{label(target)}", "target": float(target),
-            "name": f"{ctx['prefix']}-{label(target)}", "profile": ctx["profile"],
-            "overrides": {**ctx["overrides"], **extra}, "notebooks": ctx["notebooks"],
-            "declared": {n: sorted(d) for n, d in ctx["declared"].items()}, "device": device, "threads": int(threads),
-            "visible_gpus": list(gpus) if gpus else None}  # fmt: skip
+    return {
+        "root": str(ctx["root"]),
+        "folder": f"{ctx['root_dir']}/{label(target)}",
+        "target": float(target),
+        "name": f"{ctx['prefix']}-{label(target)}",
+        "profile": ctx["profile"],
+        "overrides": {**ctx["overrides"], **extra},
+        "notebooks": ctx["notebooks"],
+        "declared": {n: sorted(d) for n, d in ctx["declared"].items()},
+        "device": device,
+        "threads": int(threads),
+        "visible_gpus": list(gpus) if gpus else None,
+    }
 
 
 def slurm_parameters(slurm: dict, job_name: str) -> dict:
@@ -529,10 +645,17 @@ def slurm_parameters(slurm: dict, job_name: str) -> dict:
     gpus, cpus = int(slurm.get("gpus_per_job", 1)), int(slurm.get("cpus_per_job", 8))
     minutes = int(slurm.get("time", 60 * 24))
     if gpus < 0 or cpus < 1 or minutes < 1:
-        raise LipsError(f"--gpus-per-job ≥ 0, --cpus-per-job ≥ 1 and --time ≥ 1 min, got {gpus}, {cpus}, "
-                        f"{minutes}")  # fmt: skip
-    return {"partition": slurm["partition"], "nodes": 1, "ntasks_per_node": 1, "gpus_per_node": gpus,
-            "cpus_per_task": cpus, "time": minutes, "job_name": job_name, "signal_delay_s": 120}  # fmt: skip
+        raise LipsError(f"--gpus-per-job ≥ 0, --cpus-per-job ≥ 1 and --time ≥ 1 min, got {gpus}, {cpus}, {minutes}")
+    return {
+        "partition": slurm["partition"],
+        "nodes": 1,
+        "ntasks_per_node": 1,
+        "gpus_per_node": gpus,
+        "cpus_per_task": cpus,
+        "time": minutes,
+        "job_name": job_name,
+        "signal_delay_s": 120,
+    }
 
 
 def parse_time(text) -> int:
@@ -551,8 +674,9 @@ def parse_time(text) -> int:
     return total
 
 
-def _sweep_submitit(targets: list[float], workers: list[Worker] | None, ctx: dict, executor: str,
-                    slurm: dict) -> list[dict]:  # fmt: skip
+def _sweep_submitit(
+    targets: list[float], workers: list[Worker] | None, ctx: dict, executor: str, slurm: dict
+) -> list[dict]:
     import submitit
 
     lane = Lane()
@@ -568,8 +692,10 @@ def _sweep_submitit(targets: list[float], workers: list[Worker] | None, ctx: dic
         for t in targets:
             spec = _spec(ctx, t, device, cpus, extra)
             jobs.append((ex.submit(lane, [spec]), [spec]))
-            print(f"sweep: submitted {spec['name']} as Slurm job {jobs[-1][0].job_id} ({gpus} GPUs, {cpus} CPUs)",
-                  flush=True)  # fmt: skip
+            print(
+                f"sweep: submitted {spec['name']} as Slurm job {jobs[-1][0].job_id} ({gpus} GPUs, {cpus} CPUs)",
+                flush=True,
+            )
     else:
         extra = _stage_i_direct(ctx, workers[0].device)
         lanes: dict[int, list[dict]] = {w.index: [] for w in workers}
@@ -580,12 +706,16 @@ def _sweep_submitit(targets: list[float], workers: list[Worker] | None, ctx: dic
             if not lanes[w.index]:
                 continue
             ex = submitit.LocalExecutor(str(logs))
-            ex.update_parameters(timeout_min=int(slurm.get("time", 60 * 24 * 30)), gpus_per_node=len(w.gpus),
-                                 visible_gpus=list(w.gpus))  # fmt: skip
+            ex.update_parameters(
+                timeout_min=int(slurm.get("time", 60 * 24 * 30)), gpus_per_node=len(w.gpus), visible_gpus=list(w.gpus)
+            )
             job = ex.submit(lane, lanes[w.index])
             jobs.append((job, lanes[w.index]))
-            print(f"sweep: worker {w.index} ({describe([w]).split(': ', 1)[1]}, process {job.job_id}): "
-                  f"targets {', '.join(label(s['target']) for s in lanes[w.index])}", flush=True)  # fmt: skip
+            print(
+                f"sweep: worker {w.index} ({describe([w]).split(': ', 1)[1]}, process {job.job_id}): "
+                f"targets {', '.join(label(s['target']) for s in lanes[w.index])}",
+                flush=True,
+            )
     rows = []
     for job, specs in jobs:
         try:
@@ -594,9 +724,16 @@ def _sweep_submitit(targets: list[float], workers: list[Worker] | None, ctx: dic
             error = " ".join(str(e).split())[-300:]
             for spec in specs:
                 done = Path(spec["root"]) / spec["folder"] / "result.json"
-                rows.append(json.loads(done.read_text()) if done.is_file() else
-                            {"target_gflops": spec["target"], "name": spec["name"], "status": "failed",
-                             "error": f"job {job.job_id} ended: {error}"})  # fmt: skip
+                rows.append(
+                    json.loads(done.read_text())
+                    if done.is_file()
+                    else {
+                        "target_gflops": spec["target"],
+                        "name": spec["name"],
+                        "status": "failed",
+                        "error": f"job {job.job_id} ended: {error}",
+                    }
+                )
     return rows
 
 
@@ -605,8 +742,7 @@ def _stage_i_slurm(ctx: dict, ex, lane, device: str, cpus: int) -> dict:
     importance = str(ctx["params"]["optimize"]["importance"])
     if not importance.startswith("runs/sensitivity/"):
         return {}
-    job = ex.submit(_StageI(), ctx["root"], ctx["root_dir"], ctx["profile"], ctx["overrides"], ctx["declared"],
-                    device)  # fmt: skip
+    job = ex.submit(_StageI(), ctx["root"], ctx["root_dir"], ctx["profile"], ctx["overrides"], ctx["declared"], device)
     print(f"sweep: Stage I as Slurm job {job.job_id}; the targets follow when it ends", flush=True)
     return job.result()
 
@@ -614,11 +750,30 @@ def _stage_i_slurm(ctx: dict, ex, lane, device: str, cpus: int) -> dict:
 class _StageI:
     def __call__(self, root, root_dir, profile, overrides, declared, device) -> dict:
         os.chdir(root)
-        ctx = {"root": Path(root), "root_dir": root_dir, "profile": profile, "overrides": overrides,
-               "declared": {n: set(d) for n, d in declared.items()},
-               "params": load_params(Path(root) / "params.yaml", profile, overrides)}  # fmt: skip
+        ctx = {
+            "root": Path(root),
+            "root_dir": root_dir,
+            "profile": profile,
+            "overrides": overrides,
+            "declared": {n: set(d) for n, d in declared.items()},
+            "params": load_params(Path(root) / "params.yaml", profile, overrides),
+        }
         return _stage_i_direct(ctx, device)
 
 
-__all__ = ["EXECUTORS", "Lane", "Worker", "experiments", "hydra_value", "notebook_stages", "parse_targets",
-           "parse_time", "plan_workers", "queue_status", "run_target", "set_params", "slurm_parameters", "sweep"]
+__all__ = [
+    "EXECUTORS",
+    "Lane",
+    "Worker",
+    "experiments",
+    "hydra_value",
+    "notebook_stages",
+    "parse_targets",
+    "parse_time",
+    "plan_workers",
+    "queue_status",
+    "run_target",
+    "set_params",
+    "slurm_parameters",
+    "sweep",
+]

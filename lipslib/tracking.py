@@ -20,8 +20,16 @@ from pathlib import Path
 import pandas as pd
 
 # history.csv columns logged per iteration (the rule's step size is `rule_step`: DVCLive owns `step`)
-LOGGED = {"cost": "cost", "gflops": "gflops", "params": "params", "map50_95": "map50_95", "map50": "map50",
-          "report_map50_95": "report_map50_95", "report_map50": "report_map50", "step": "rule_step"}  # fmt: skip
+LOGGED = {
+    "cost": "cost",
+    "gflops": "gflops",
+    "params": "params",
+    "map50_95": "map50_95",
+    "map50": "map50",
+    "report_map50_95": "report_map50_95",
+    "report_map50": "report_map50",
+    "step": "rule_step",
+}
 BEST = ("iteration", "gflops", "params", "map50_95", "map50", "selection_map50_95", "cost", "target_cost")
 
 

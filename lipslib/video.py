@@ -176,8 +176,13 @@ def compare_video(
     models = {}
     for key, weights, g in (("orig", model_orig, gflops_orig), ("pruned", model_pruned, gflops_pruned)):
         model, resolved = _detector(weights)
-        models[key] = {"model": model, "weights": str(resolved), "gflops": g if g is not None else _gflops(resolved),
-                       "ms": [], "dets": []}  # fmt: skip
+        models[key] = {
+            "model": model,
+            "weights": str(resolved),
+            "gflops": g if g is not None else _gflops(resolved),
+            "ms": [],
+            "dets": [],
+        }
     cuda = False  # known after the first predict: where Ultralytics put the model
     writer, decoded, processed, matched, total = None, 0, 0, 0, 0
     budget = max_frames or (header // frame_step + 1 if header > 0 else None)
@@ -203,10 +208,16 @@ def compare_video(
                     for key, m in models.items():
                         avg = float(np.mean(m["ms"])) if m["ms"] else float("nan")
                         label = "original" if key == "orig" else "pruned"
-                        panels.append(_overlay(results[key].plot(), [
-                            f"{label}  frame {decoded}", f"{m['gflops']:.2f} GFLOPs",
-                            f"{avg:.1f} ms/frame  {1e3 / avg:.1f} FPS" if m["ms"] else "warming up",
-                        ]))  # fmt: skip
+                        panels.append(
+                            _overlay(
+                                results[key].plot(),
+                                [
+                                    f"{label}  frame {decoded}",
+                                    f"{m['gflops']:.2f} GFLOPs",
+                                    f"{avg:.1f} ms/frame  {1e3 / avg:.1f} FPS" if m["ms"] else "warming up",
+                                ],
+                            )
+                        )
                     b = results["orig"].boxes
                     p = results["pruned"].boxes
                     got, n = match_share(b.xyxy.cpu(), b.cls.cpu(), p.xyxy.cpu(), p.cls.cpu())
@@ -216,8 +227,9 @@ def compare_video(
                         if writer is None:
                             Path(save).parent.mkdir(parents=True, exist_ok=True)
                             h, w = canvas.shape[:2]
-                            writer = cv2.VideoWriter(str(save), cv2.VideoWriter_fourcc(*"mp4v"), fps / frame_step,
-                                                     (w, h))
+                            writer = cv2.VideoWriter(
+                                str(save), cv2.VideoWriter_fourcc(*"mp4v"), fps / frame_step, (w, h)
+                            )
                         writer.write(canvas)
                     if show:
                         cv2.imshow("LIPS: original | pruned", canvas)
@@ -237,22 +249,34 @@ def compare_video(
             if show:
                 cv2.destroyAllWindows()
     rec = {
-        "video": str(path), "frames_in_header": header, "frames_decoded": decoded, "frames_processed": processed,
-        "frame_step": frame_step, "warmup_frames_excluded": min(warmup, processed),
+        "video": str(path),
+        "frames_in_header": header,
+        "frames_decoded": decoded,
+        "frames_processed": processed,
+        "frame_step": frame_step,
+        "warmup_frames_excluded": min(warmup, processed),
         "timing": "wall time of YOLO.predict per frame (letterbox + forward + NMS), CUDA synchronised; "
-                  "drawing and video I/O excluded",
-        "settings": settings, "cpu_threads": predict_threads, "agreement": matched / total if total else None,
+        "drawing and video I/O excluded",
+        "settings": settings,
+        "cpu_threads": predict_threads,
+        "agreement": matched / total if total else None,
         "agreement_definition": "share of original detections matched one-to-one by a same-class pruned "
-                                "detection at IoU >= 0.5",
+        "detection at IoU >= 0.5",
         "saved": str(save) if save else None,
-    }  # fmt: skip
+    }
     if header > 0 and decoded < header and not (max_frames and processed >= max_frames):
         rec["truncated"] = f"header announces {header} frames, {decoded} decoded"
     for key, m in models.items():
         ms = np.asarray(m["ms"]) if m["ms"] else np.asarray([np.nan])
-        rec[key] = {"weights": m["weights"], "gflops": m["gflops"], "latency_ms_mean": float(ms.mean()),
-                    "latency_ms_median": float(np.median(ms)), "latency_ms_p95": float(np.percentile(ms, 95)),
-                    "fps": float(1e3 / ms.mean()), "detections_per_frame": float(np.mean(m["dets"]))}  # fmt: skip
+        rec[key] = {
+            "weights": m["weights"],
+            "gflops": m["gflops"],
+            "latency_ms_mean": float(ms.mean()),
+            "latency_ms_median": float(np.median(ms)),
+            "latency_ms_p95": float(np.percentile(ms, 95)),
+            "fps": float(1e3 / ms.mean()),
+            "detections_per_frame": float(np.mean(m["dets"])),
+        }
     if summary:
         write_json(summary, rec)
     return rec

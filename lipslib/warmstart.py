@@ -16,8 +16,9 @@ import torch.nn as nn
 from lipslib.engine import tensors
 
 
-def inherit(model: nn.Module, origin: dict[str, torch.Tensor], donor: nn.Module,
-            donor_origin: dict[str, torch.Tensor]) -> float:  # fmt: skip
+def inherit(
+    model: nn.Module, origin: dict[str, torch.Tensor], donor: nn.Module, donor_origin: dict[str, torch.Tensor]
+) -> float:
     """Copy into `model` (in place) each element `donor` has at the same base place. `origin` and
     `donor_origin` are the two `PruneResult.origin`s, both pruned from one base. Returns the share of
     `model`'s elements copied."""

@@ -14,8 +14,10 @@ def _assets() -> Path | None:
 
 
 def _missing_assets() -> str:
-    return (f"real assets not found (LIPS_ASSETS={os.environ.get('LIPS_ASSETS') or 'unset'}, "
-            f"no {ROOT.parent / 'shared' / 'assets'}): set LIPS_ASSETS to the shared assets folder")  # fmt: skip
+    return (
+        f"real assets not found (LIPS_ASSETS={os.environ.get('LIPS_ASSETS') or 'unset'}, "
+        f"no {ROOT.parent / 'shared' / 'assets'}): set LIPS_ASSETS to the shared assets folder"
+    )
 
 
 def pytest_collection_finish(session):
@@ -57,7 +59,10 @@ def images(coco128):
     """Calibration images (coco128 train) and held-out ones (val) at 320 px, for the recovery tests."""
     from lipslib.evaluate import calibration_images
 
-    return {"calibrate": calibration_images(coco128, "train", 32, 320), "held": calibration_images(coco128, "val", 8, 320)}
+    return {
+        "calibrate": calibration_images(coco128, "train", 32, 320),
+        "held": calibration_images(coco128, "val", 8, 320),
+    }
 
 
 @pytest.fixture(scope="session")

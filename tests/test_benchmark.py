@@ -25,11 +25,34 @@ def test_unknown_base_is_refused_before_any_evaluation(tmp_path):
 
 @pytest.mark.slow  # validates
 def test_benchmark_cli(assets, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lipslib", "benchmark", "--model", "yolo11n=yolo11n.yaml",
-                           "--model", "lips_iter24=lips_iter24_best.pt", "--model", "yolo11s=yolo11s.yaml",
-                           "--data", "coco128.yaml", "--imgsz", "160", "--latency-imgsz", "160", "--runs", "3",
-                           "--out", str(tmp_path)],
-                          capture_output=True, text=True, env=os.environ.copy(), timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lipslib",
+            "benchmark",
+            "--model",
+            "yolo11n=yolo11n.yaml",
+            "--model",
+            "lips_iter24=lips_iter24_best.pt",
+            "--model",
+            "yolo11s=yolo11s.yaml",
+            "--data",
+            "coco128.yaml",
+            "--imgsz",
+            "160",
+            "--latency-imgsz",
+            "160",
+            "--runs",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(tmp_path / "tables" / "benchmark.csv")
     measured = table[table.kind == "measured"]
@@ -41,7 +64,8 @@ def test_benchmark_cli(assets, tmp_path):
     for backend in ("torch_cpu", "onnxruntime_cpu"):
         # the ratio is to the base's time, not to another model's nor inverted
         assert lat[f"{backend}_ratio"].to_numpy() == pytest.approx(
-            (lat[f"{backend}_ms"] / lat.loc["yolo11n", f"{backend}_ms"]).to_numpy(), rel=1e-3)
+            (lat[f"{backend}_ms"] / lat.loc["yolo11n", f"{backend}_ms"]).to_numpy(), rel=1e-3
+        )
         # real timing: 3.3× the arithmetic is slower also on 2 busy cores (measured: 2.2× torch, 2.6× ONNX Runtime)
         assert lat.loc["yolo11s", f"{backend}_ratio"] > 1.5, lat
     assert (tmp_path / "figures" / "benchmark.png").stat().st_size > 10_000

@@ -26,8 +26,9 @@ def test_ci_entry_point_without_assets_is_one_line(tmp_path):
 def test_the_suite_in_ci_without_assets_fails_in_one_line(tmp_path):
     test = str(ROOT / "tests" / "test_spec.py")  # one test of it needs the authors' logs
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test]
-    ci = subprocess.run(pytest, env=without_assets(tmp_path, CI="true"), capture_output=True, text=True, cwd=ROOT,
-                        timeout=300)  # fmt: skip
+    ci = subprocess.run(
+        pytest, env=without_assets(tmp_path, CI="true"), capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert ci.returncode == 1, ci.stdout[-2000:]
     lines = [line for line in ci.stdout.splitlines() if "CI=true: real assets not found" in line]
     assert len(lines) == 1 and "passed" not in ci.stdout, ci.stdout[-2000:]

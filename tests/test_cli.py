@@ -10,8 +10,14 @@ import yaml
 
 
 def lips(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "lipslib", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=os.environ.copy(), timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lipslib", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ.copy(),
+        timeout=600,
+    )
 
 
 def assert_one_line_error(proc, *needles):
@@ -33,8 +39,17 @@ def test_info_json_keys(assets):
 
 def test_prune_paper_spec_then_info(paper, tmp_path):
     out = tmp_path / "p.pt"
-    proc = lips("prune", "--weights", "yolo11n.yaml", "--ratios", paper / "iter_01" / "prune_spec.txt",
-                "--out", out, "--log", tmp_path / "log.csv")  # fmt: skip
+    proc = lips(
+        "prune",
+        "--weights",
+        "yolo11n.yaml",
+        "--ratios",
+        paper / "iter_01" / "prune_spec.txt",
+        "--out",
+        out,
+        "--log",
+        tmp_path / "log.csv",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "4.241 GFLOPs" in proc.stdout and out.is_file() and (tmp_path / "log.csv").is_file()
     info = json.loads(lips("info", out, "--json").stdout)
@@ -64,29 +79,34 @@ def test_corrupt_checkpoint(assets, tmp_path):
 def test_bad_ratio_specs(tmp_path, content, needle):
     spec = tmp_path / "spec.yaml"
     spec.write_text(content)
-    assert_one_line_error(lips("prune", "--weights", "yolo11n.yaml", "--ratios", spec, "--out", tmp_path / "o.pt"),
-                          needle)  # fmt: skip
+    assert_one_line_error(
+        lips("prune", "--weights", "yolo11n.yaml", "--ratios", spec, "--out", tmp_path / "o.pt"), needle
+    )
     assert not (tmp_path / "o.pt").exists()
 
 
 def test_malformed_paper_spec(tmp_path):
     spec = tmp_path / "prune_spec.txt"
     spec.write_text("Especificações de poda aplicadas (layer_name: ratio):\nmodel.3.conv = 0.3\n")
-    assert_one_line_error(lips("prune", "--weights", "yolo11n.yaml", "--ratios", spec, "--out", tmp_path / "o.pt"),
-                          "prune_spec.txt:2")  # fmt: skip
+    assert_one_line_error(
+        lips("prune", "--weights", "yolo11n.yaml", "--ratios", spec, "--out", tmp_path / "o.pt"), "prune_spec.txt:2"
+    )
 
 
 def test_sensitivity_bad_ratio_is_one_line(assets, tmp_path):
-    proc = lips("sensitivity", "--weights", "lips_iter24_best.pt", "--data", "coco128.yaml", "--ratio", "1.2",
-                "--out", tmp_path)  # fmt: skip
+    proc = lips(
+        "sensitivity", "--weights", "lips_iter24_best.pt", "--data", "coco128.yaml", "--ratio", "1.2", "--out", tmp_path
+    )
     assert_one_line_error(proc, "outside (0, 1)")
 
 
 def test_unwritable_output_is_one_line_before_any_work(assets):
     proc = lips("prune", "--weights", "lips_iter01_best.pt", "--ratios", "0.1", "--out", "/proc/nope/x.pt")
     assert_one_line_error(proc, "cannot write /proc/nope/x.pt")
-    assert_one_line_error(lips("val", "--weights", "lips_iter24_best.pt", "--data", "coco128.yaml", "--out",
-                               "/proc/nope/r.json"), "cannot write /proc/nope/r.json")  # fmt: skip
+    assert_one_line_error(
+        lips("val", "--weights", "lips_iter24_best.pt", "--data", "coco128.yaml", "--out", "/proc/nope/r.json"),
+        "cannot write /proc/nope/r.json",
+    )
 
 
 def test_dataset_whose_folders_are_missing_names_them(tmp_path):
@@ -97,14 +117,35 @@ def test_dataset_whose_folders_are_missing_names_them(tmp_path):
 
 def test_unknown_criterion_is_refused_before_anything_is_read(tmp_path):
     # the data does not exist either: a check made after reading it would complain about the data instead
-    proc = lips("sensitivity", "--weights", "yolo11n.yaml", "--data", tmp_path / "none.yaml", "--criterion",
-                "taylor", "--out", tmp_path / "s")  # fmt: skip
+    proc = lips(
+        "sensitivity",
+        "--weights",
+        "yolo11n.yaml",
+        "--data",
+        tmp_path / "none.yaml",
+        "--criterion",
+        "taylor",
+        "--out",
+        tmp_path / "s",
+    )
     assert_one_line_error(proc, "unknown pruning criterion 'taylor'")
 
 
 def test_finetune_arguments_given_twice(assets, tmp_path):
-    proc = lips("finetune", "--weights", "lips_iter01_best.pt", "--data", "coco128.yaml", "--epochs", "1",
-                "--set", "epochs=2", "imgsz=96", "--out", tmp_path / "ft")  # fmt: skip
+    proc = lips(
+        "finetune",
+        "--weights",
+        "lips_iter01_best.pt",
+        "--data",
+        "coco128.yaml",
+        "--epochs",
+        "1",
+        "--set",
+        "epochs=2",
+        "imgsz=96",
+        "--out",
+        tmp_path / "ft",
+    )
     assert_one_line_error(proc, "epochs given both")
     assert not (tmp_path / "ft").exists()
 
@@ -114,8 +155,21 @@ def test_finetune_takes_set_values_on_the_coco_layout(assets, tmp_path):
     """--set reaches Ultralytics (no duplicate-keyword crash), on coco_val2193's ./ split lists."""
     pruned = tmp_path / "p.pt"
     assert lips("prune", "--weights", "lips_iter01_best.pt", "--ratios", "0.1", "--out", pruned).returncode == 0
-    proc = lips("finetune", "--weights", pruned, "--data", "coco_val2193.yaml", "--set", "epochs=1", "imgsz=96",
-                "fraction=0.03", "device=cpu", "--json", "--out", tmp_path / "ft")  # fmt: skip
+    proc = lips(
+        "finetune",
+        "--weights",
+        pruned,
+        "--data",
+        "coco_val2193.yaml",
+        "--set",
+        "epochs=1",
+        "imgsz=96",
+        "fraction=0.03",
+        "device=cpu",
+        "--json",
+        "--out",
+        tmp_path / "ft",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     args = yaml.safe_load((tmp_path / "ft" / "args.yaml").read_text())
     assert (args["epochs"], args["imgsz"], args["fraction"]) == (1, 96, 0.03)
@@ -124,10 +178,20 @@ def test_finetune_takes_set_values_on_the_coco_layout(assets, tmp_path):
 
 def test_dataset_with_other_classes_is_refused(assets, tmp_path):
     root = assets / "datasets" / "coco128"
-    (tmp_path / "one.yaml").write_text(f"train: {root}/images/train2017\nval: {root}/images/val2017\n"
-                                       "names:\n  0: person\n")  # fmt: skip
-    proc = lips("finetune", "--weights", "lips_iter01_best.pt", "--data", tmp_path / "one.yaml", "--epochs", "1",
-                "--out", tmp_path / "ft")  # fmt: skip
+    (tmp_path / "one.yaml").write_text(
+        f"train: {root}/images/train2017\nval: {root}/images/val2017\nnames:\n  0: person\n"
+    )
+    proc = lips(
+        "finetune",
+        "--weights",
+        "lips_iter01_best.pt",
+        "--data",
+        tmp_path / "one.yaml",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "ft",
+    )
     assert_one_line_error(proc, "predicts 80 classes", "has 1")
 
 
@@ -145,17 +209,32 @@ def test_val_on_the_coco_layout_agrees_with_plain_ultralytics(assets):
 
 
 def test_a_device_that_is_not_there_is_one_line(assets, tmp_path):
-    proc = lips("compare-video", "--video", "crosswalk.mp4", "--model_orig", "lips_iter01_best.pt", "--model_pruned",
-                "lips_iter24_best.pt", "--device", "7", "--max_frames", "2", "--save", tmp_path / "v.mp4")  # fmt: skip
+    proc = lips(
+        "compare-video",
+        "--video",
+        "crosswalk.mp4",
+        "--model_orig",
+        "lips_iter01_best.pt",
+        "--model_pruned",
+        "lips_iter24_best.pt",
+        "--device",
+        "7",
+        "--max_frames",
+        "2",
+        "--save",
+        tmp_path / "v.mp4",
+    )
     assert_one_line_error(proc, "compare-video", "7")
     assert not (tmp_path / "v.mp4").exists()
 
 
-@pytest.mark.parametrize("args, needle", [(("--images", "0"), "at least one image"),
-                                          (("--imgsz", "50"), "multiple of 32")])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, needle", [(("--images", "0"), "at least one image"), (("--imgsz", "50"), "multiple of 32")]
+)
 def test_inflate_bad_calibration(assets, tmp_path, args, needle):
-    proc = lips("inflate", "--weights", "lips_iter01_best.pt", "--data", "coco128.yaml", *args, "--out",
-                tmp_path / "x" / "y.pt")  # fmt: skip
+    proc = lips(
+        "inflate", "--weights", "lips_iter01_best.pt", "--data", "coco128.yaml", *args, "--out", tmp_path / "x" / "y.pt"
+    )
     assert_one_line_error(proc, needle)
     assert not (tmp_path / "x").exists()  # nothing created
 
@@ -165,46 +244,112 @@ def test_a_training_error_is_one_line_and_leaves_no_traceback(assets, tmp_path):
     """Ultralytics refuses a last batch of one image with a ValueError from inside training."""
     pruned = tmp_path / "p.pt"
     assert lips("prune", "--weights", "lips_iter01_best.pt", "--ratios", "0.1", "--out", pruned).returncode == 0
-    proc = lips("finetune", "--weights", pruned, "--data", "coco128.yaml", "--epochs", "1", "--imgsz", "32",
-                "--batch", "4", "--set", "fraction=0.1", "device=cpu", "--out", tmp_path / "ft")  # fmt: skip
+    proc = lips(
+        "finetune",
+        "--weights",
+        pruned,
+        "--data",
+        "coco128.yaml",
+        "--epochs",
+        "1",
+        "--imgsz",
+        "32",
+        "--batch",
+        "4",
+        "--set",
+        "fraction=0.1",
+        "device=cpu",
+        "--out",
+        tmp_path / "ft",
+    )
     assert_one_line_error(proc, "fine-tuning", "failed", "final batch=1")
     assert not (tmp_path / "ft").exists()  # the run folder it made is gone
 
 
-@pytest.mark.parametrize("script,args", [("bench_baselines.py", ["--work"]), ("bench_latency.py", ["--work"]),
-                                         ("bench_sensitivity.py", []), ("bench_allocation.py", ["--work"])])  # fmt: skip
+@pytest.mark.parametrize(
+    "script,args",
+    [
+        ("bench_baselines.py", ["--work"]),
+        ("bench_latency.py", ["--work"]),
+        ("bench_sensitivity.py", []),
+        ("bench_allocation.py", ["--work"]),
+    ],
+)
 def test_benchmark_scripts_say_what_is_missing_in_one_line(script, args, tmp_path):
     from conftest import ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "LIPS_ASSETS"}
-    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, *([str(tmp_path / "w")] if args else []),
-                           "--out", str(tmp_path / "out.json")], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            f"benchmarks/{script}",
+            *args,
+            *([str(tmp_path / "w")] if args else []),
+            "--out",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{script}: error: ") and "LIPS_ASSETS" in last
 
 
-@pytest.mark.parametrize("script,flag,value,message", [
-    ("bench_baselines.py", "--seeds", "0,1,1", "give distinct non-negative integers, e.g. --seeds 0,1,2"),
-    ("bench_allocation.py", "--spreads", "0.2,0.2", "give distinct numbers, comma-separated, e.g. --spreads 0.2,0.4"),
-    ("bench_baselines.py", "--budgets", "3.7,x", "give distinct numbers, comma-separated, e.g. --budgets 3.7,3.4"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "script,flag,value,message",
+    [
+        ("bench_baselines.py", "--seeds", "0,1,1", "give distinct non-negative integers, e.g. --seeds 0,1,2"),
+        (
+            "bench_allocation.py",
+            "--spreads",
+            "0.2,0.2",
+            "give distinct numbers, comma-separated, e.g. --spreads 0.2,0.4",
+        ),
+        ("bench_baselines.py", "--budgets", "3.7,x", "give distinct numbers, comma-separated, e.g. --budgets 3.7,3.4"),
+    ],
+)
 def test_benchmark_scripts_refuse_bad_lists_before_any_work(script, flag, value, message, tmp_path):
     from conftest import ROOT
 
-    proc = subprocess.run([sys.executable, f"benchmarks/{script}", flag, value, "--work", str(tmp_path / "w"), "--out",
-                           str(tmp_path / "out.json")], capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            f"benchmarks/{script}",
+            flag,
+            value,
+            "--work",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == f"{script}: error: {flag} {value!r}: {message}"
     assert not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["optimize", "--profile", "smoke", "--set", "schedule.target_gflops=abc"], "schedule.target_gflops must be a number"),
-    (["prune", "--weights", "yolo11n.yaml", "--ratios", "0.1", "--round-to", "0"], "round_to must be an integer ≥ 1"),
-    (["val", "--weights", "yolo11n.yaml", "--data", "coco128.yaml", "--imgsz", "33"], "must be a multiple of 32"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (
+            ["optimize", "--profile", "smoke", "--set", "schedule.target_gflops=abc"],
+            "schedule.target_gflops must be a number",
+        ),
+        (
+            ["prune", "--weights", "yolo11n.yaml", "--ratios", "0.1", "--round-to", "0"],
+            "round_to must be an integer ≥ 1",
+        ),
+        (["val", "--weights", "yolo11n.yaml", "--data", "coco128.yaml", "--imgsz", "33"], "must be a multiple of 32"),
+    ],
+)
 def test_bad_values_stop_before_any_compute(assets, tmp_path, args, needle):
     from conftest import ROOT
 

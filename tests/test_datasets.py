@@ -34,8 +34,9 @@ def test_every_list_form(coco128, tmp_path):
     (tmp_path / "labels").symlink_to(root / "labels")
     (tmp_path / "rel.txt").write_text("".join(f"./images/val2017/{p.name}\n" for p in images[:5]))
     (tmp_path / "abs.txt").write_text("".join(f"{p}\n" for p in images[5:9]))
-    (tmp_path / "d.yaml").write_text("train: [images/train2017, images/val2017]\nval: rel.txt\ntest: abs.txt\n"
-                                     "names:\n  0: person\n")  # fmt: skip
+    (tmp_path / "d.yaml").write_text(
+        "train: [images/train2017, images/val2017]\nval: rel.txt\ntest: abs.txt\nnames:\n  0: person\n"
+    )
     info = check_data(tmp_path / "d.yaml", splits=("train", "val", "test"))
     # folders are resolved by Ultralytics' dataset check (through the symlink), list lines are not
     both = sorted(p for d in ("train2017", "val2017") for p in (root / "images" / d).iterdir())

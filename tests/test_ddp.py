@@ -36,8 +36,9 @@ def pruned(assets, tmp_path_factory):
 
 
 def run(script: Path):
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=os.environ.copy(),
-                          timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=os.environ.copy(), timeout=600
+    )
 
 
 @pytest.mark.slow  # trains
@@ -48,8 +49,14 @@ def test_ultralytics_ddp_files_rebuild_the_pruned_trainer(pruned, coco128, tmp_p
     assert tuple(int(x) for x in cloudpickle.__version__.split(".")[:2]) >= (3, 1)  # else Ultralytics pip-installs it
     model = engine.load_model(pruned)
     info = check_data(coco128, splits=("train", "val"))
-    args = train_args(model, pruned, info, tmp_path / "run", "auto",
-                      dict(epochs=1, imgsz=96, batch=8, device="cpu", fraction=0.05, workers=0))  # fmt: skip
+    args = train_args(
+        model,
+        pruned,
+        info,
+        tmp_path / "run",
+        "auto",
+        dict(epochs=1, imgsz=96, batch=8, device="cpu", fraction=0.05, workers=0),
+    )
     trainer = PrunedTrainer(overrides=args)
     script = Path(generate_ddp_file(trainer))  # Ultralytics' own: the .py and its cloudpickled .pt state
     try:

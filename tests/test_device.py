@@ -9,13 +9,17 @@ import inspect
 from pathlib import Path
 
 import pytest
-
-from lipslib.config import load_params
 from conftest import ROOT
 
+from lipslib.config import load_params
+
 pytestmark = pytest.mark.slow  # trains and validates
-ASKERS = ("ultralytics.utils.torch_utils", "ultralytics.engine.trainer", "ultralytics.engine.validator",
-          "ultralytics.engine.predictor")  # fmt: skip
+ASKERS = (
+    "ultralytics.utils.torch_utils",
+    "ultralytics.engine.trainer",
+    "ultralytics.engine.validator",
+    "ultralytics.engine.predictor",
+)
 
 
 @pytest.fixture
@@ -48,14 +52,31 @@ def test_each_stage_asks_for_the_configured_device(assets, coco128, requests, tm
         fn()
         asked[name] = requests[before:]
 
-    stage("sensitivity", lambda: run_sensitivity(w24, coco128, layers=["model.17.conv"], imgsz=96, device="0",
-                                                 progress=False))  # fmt: skip
+    stage(
+        "sensitivity",
+        lambda: run_sensitivity(w24, coco128, layers=["model.17.conv"], imgsz=96, device="0", progress=False),
+    )
     params = load_params(ROOT / "params.yaml", "smoke", {"device": "0", "optimize.iterations": 1})
     stage("optimize", lambda: optimize(params, tmp_path / "opt", progress=False))  # finetune + evaluate
-    stage("benchmark", lambda: run_benchmark({"a": str(w24), "b": str(w01)}, coco128, tmp_path / "bench", imgsz=96,
-                                             latency_imgsz=64, runs=1, device="0"))  # fmt: skip
-    stage("video", lambda: compare_video(assets / "videos" / "crosswalk.mp4", w01, w24, frame_step=50, max_frames=2,
-                                         warmup=0, progress=False, device="0"))  # fmt: skip
+    stage(
+        "benchmark",
+        lambda: run_benchmark(
+            {"a": str(w24), "b": str(w01)}, coco128, tmp_path / "bench", imgsz=96, latency_imgsz=64, runs=1, device="0"
+        ),
+    )
+    stage(
+        "video",
+        lambda: compare_video(
+            assets / "videos" / "crosswalk.mp4",
+            w01,
+            w24,
+            frame_step=50,
+            max_frames=2,
+            warmup=0,
+            progress=False,
+            device="0",
+        ),
+    )
     for name, calls in asked.items():
         assert calls, f"{name} never asked Ultralytics for a device"
         assert {device for caller, device in calls if caller != "engine/exporter"} == {"0"}, (name, calls)

@@ -132,8 +132,14 @@ def test_site_builds_strict_offline_and_lists_the_api(tmp_path):
 
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=ROOT,
-                         capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     api = (site / "api" / "index.html").read_text()
     for name in lipslib.__all__:
@@ -142,7 +148,10 @@ def test_site_builds_strict_offline_and_lists_the_api(tmp_path):
     evidence = (site / "evidence" / "index.html").read_text()
     tables = _tables()
     for rel in tables.bench_records():
-        assert f"reports/bench/{rel}" in evidence or f"reports/bench/{rel}" in (site / "latency" / "index.html").read_text()
+        assert (
+            f"reports/bench/{rel}" in evidence
+            or f"reports/bench/{rel}" in (site / "latency" / "index.html").read_text()
+        )
         png = (ROOT / "reports" / "bench" / rel).with_suffix(".png")
         if png.is_file():
             assert (site / "bench" / png.relative_to(ROOT / "reports" / "bench")).is_file()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from lipslib.notebook import NOTEBOOKS, STAGE_PARAMS_DIR
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -58,13 +58,21 @@ def pipeline(tmp_path):
     stages = {}
     for name, stage in STAGES.items():
         if name != "config":
-            stage = {"cmd": f"echo {name}", "params": stage["params"],
-                     "deps": [d for d in stage["deps"] if d.startswith("notebooks/")]}  # fmt: skip
+            stage = {
+                "cmd": f"echo {name}",
+                "params": stage["params"],
+                "deps": [d for d in stage["deps"] if d.startswith("notebooks/")],
+            }
         stages[name] = stage
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                        "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
 
     def run(*cmd):
         proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
@@ -89,8 +97,12 @@ def test_dvc_reruns_only_the_stages_that_read_a_changed_key(pipeline):
     new = round(old - 0.1, 3)
     out = pipeline("dvc", "exp", "run", "-S", f"profiles.demo.schedule.target_gflops={new}")
     assert ran(out) == ["config", "optimize", "schedule"]  # Stage I (and 04, 05: not their keys) kept
-    diff = {path: {key: (v["old"], v["new"]) for key, v in keys.items()}
-            for path, keys in json.loads(pipeline("dvc", "params", "diff", "--json")).items()}  # fmt: skip
-    assert diff == {"params.yaml": {"profiles.demo.schedule.target_gflops": (old, new)},  # what was set
-                    "params/02_schedule.yaml": {"schedule_target_gflops": (old, new)},  # what 02 and 03 ran with
-                    "params/03_optimize.yaml": {"schedule_target_gflops": (old, new)}}  # fmt: skip
+    diff = {
+        path: {key: (v["old"], v["new"]) for key, v in keys.items()}
+        for path, keys in json.loads(pipeline("dvc", "params", "diff", "--json")).items()
+    }
+    assert diff == {
+        "params.yaml": {"profiles.demo.schedule.target_gflops": (old, new)},  # what was set
+        "params/02_schedule.yaml": {"schedule_target_gflops": (old, new)},  # what 02 and 03 ran with
+        "params/03_optimize.yaml": {"schedule_target_gflops": (old, new)},
+    }

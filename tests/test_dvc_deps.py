@@ -47,8 +47,11 @@ def module_name(path: Path) -> str:
 def lazy_exports() -> dict[str, str]:
     """`_EXPORTS` of lipslib/__init__.py: public name → the module that defines it (resolved on first use)."""
     for node in ast.parse((PKG_DIR / "__init__.py").read_text()).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign)
-                                                                      else None)  # fmt: skip
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
         if isinstance(target, ast.Name) and target.id == "_EXPORTS":
             return ast.literal_eval(node.value)
     raise AssertionError("lipslib/__init__.py has no _EXPORTS map")
@@ -128,8 +131,11 @@ def data_files(tree: ast.AST) -> set[Path]:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 docstrings.add(id(first.value))
-    strings = [n.value for n in ast.walk(tree)
-               if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]  # fmt: skip
+    strings = [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
     return {f for f in DATA_DIR.rglob("*") if f.is_file() and any(f.name in s for s in strings)}
 
 
@@ -181,7 +187,7 @@ def notebook_tree(path: Path) -> ast.Module:
 def cli_module() -> str:
     """The module of the `lips` console script (pyproject.toml, [project.scripts]); its function is `main`."""
     entry = re.search(r'^lips\s*=\s*"([\w.]+):(\w+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
-    assert entry and entry[2] == "main", "pyproject.toml: expected lips = \"<module>:main\" in [project.scripts]"
+    assert entry and entry[2] == "main", 'pyproject.toml: expected lips = "<module>:main" in [project.scripts]'
     return entry[1]
 
 
@@ -232,8 +238,11 @@ def cli_modules(subcommand: str) -> set[str]:
             continue
         seen.add(func)
         found |= imported_modules(functions[func], name)
-        todo += [n.func.id for n in ast.walk(functions[func])
-                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions]  # fmt: skip
+        todo += [
+            n.func.id
+            for n in ast.walk(functions[func])
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions
+        ]
     return found
 
 
@@ -275,9 +284,17 @@ def test_stage_deps_cover_the_code_it_runs(name):
 # The closure itself, on what is known to be there: if the parsing broke, the test above would pass vacuously.
 def test_the_closure_follows_the_cli_the_lazy_map_and_function_level_imports():
     code = {str(p.relative_to(ROOT)) for p in stage_code({"cmd": "lips notebook 04_benchmark"})}
-    assert {"lipslib/__init__.py", "lipslib/cli.py", "lipslib/notebook.py", "lipslib/config.py",
-            "lipslib/errors.py", "lipslib/benchmark.py", "lipslib/runtime.py", "lipslib/engine.py",
-            "lipslib/data/yolo_family.csv"} <= code  # fmt: skip
+    assert {
+        "lipslib/__init__.py",
+        "lipslib/cli.py",
+        "lipslib/notebook.py",
+        "lipslib/config.py",
+        "lipslib/errors.py",
+        "lipslib/benchmark.py",
+        "lipslib/runtime.py",
+        "lipslib/engine.py",
+        "lipslib/data/yolo_family.csv",
+    } <= code
     assert "lipslib/latency.py" in code  # benchmark.measure imports it inside the function
     config = {str(p.relative_to(ROOT)) for p in stage_code(STAGES["config"])}
     assert {"lipslib/cli.py", "lipslib/notebook.py", "lipslib/config.py"} <= config
@@ -295,7 +312,14 @@ def test_import_forms():
         "    return L.load_params, L.video\n"
     )
     found = imported_modules(tree)
-    assert found == {"lipslib", "lipslib.notebook", "lipslib.engine", "lipslib.spec", "lipslib.schedule",
-                     "lipslib.config", "lipslib.video"}  # fmt: skip
+    assert found == {
+        "lipslib",
+        "lipslib.notebook",
+        "lipslib.engine",
+        "lipslib.spec",
+        "lipslib.schedule",
+        "lipslib.config",
+        "lipslib.video",
+    }
     relative = ast.parse("from .evaluate import write_json\nfrom . import layers\n")
     assert imported_modules(relative, "lipslib.video") >= {"lipslib.evaluate", "lipslib.layers"}

@@ -46,7 +46,8 @@ def test_round_to_keeps_multiples():
     assert engine.n_remove(12, 0.2, round_to=8) == 4  # 10: a tie, the smaller
     assert engine.n_remove(45, 0.07, round_to=8) == 5  # 42 → 40
     assert [engine.n_remove(23, r / 100, round_to=8) for r in range(0, 100, 5)] == sorted(
-        engine.n_remove(23, r / 100, round_to=8) for r in range(0, 100, 5))  # more ratio never keeps more
+        engine.n_remove(23, r / 100, round_to=8) for r in range(0, 100, 5)
+    )  # more ratio never keeps more
 
 
 @pytest.mark.parametrize("iteration", ["01", "24"])

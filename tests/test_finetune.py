@@ -14,8 +14,8 @@ import yaml
 from lipslib import engine
 from lipslib.errors import LipsError
 from lipslib.evaluate import evaluate
-from lipslib.layers import default_targets
 from lipslib.finetune import finetune, recipe_for
+from lipslib.layers import default_targets
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,18 @@ def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, t
 
 
 # The seed's published fine-tuning table (README, "Recipes"), typed here rather than read from lipslib.
-SEED_TABLE = dict(optimizer="SGD", lr0=0.01, lrf=0.01, momentum=0.937, weight_decay=0.0005, warmup_epochs=3.0,
-                  warmup_bias_lr=0.1, batch=64, imgsz=640, epochs=20)  # fmt: skip
+SEED_TABLE = dict(
+    optimizer="SGD",
+    lr0=0.01,
+    lrf=0.01,
+    momentum=0.937,
+    weight_decay=0.0005,
+    warmup_epochs=3.0,
+    warmup_bias_lr=0.1,
+    batch=64,
+    imgsz=640,
+    epochs=20,
+)
 GENTLE = dict(lr0=0.002, warmup_epochs=0.0, warmup_bias_lr=0.0)  # README: the bn-free recipe
 
 
@@ -72,9 +82,26 @@ def _ultralytics_runs() -> set:
 def test_val_cli_matches_plain_ultralytics(assets, coco128, tmp_path):
     """iter-24 at 640 on the 128 val2017 images: plain Ultralytics measured 0.399 (shared/README)."""
     before = _ultralytics_runs()
-    proc = subprocess.run([sys.executable, "-m", "lipslib", "val", "--weights", "lips_iter24_best.pt",
-                           "--data", coco128, "--imgsz", "640", "--json"], cwd=tmp_path,
-                          capture_output=True, text=True, env=os.environ.copy(), timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lipslib",
+            "val",
+            "--weights",
+            "lips_iter24_best.pt",
+            "--data",
+            coco128,
+            "--imgsz",
+            "640",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     # nothing left behind: a validator without save_dir makes an empty runs/detect/train-N on every call
     assert list(tmp_path.iterdir()) == [] and _ultralytics_runs() == before
@@ -137,4 +164,3 @@ def test_image_matches_rebuild_ultralytics_map_and_feed_a_paired_bootstrap(asset
 def test_bad_image_size_is_refused(assets, coco128, imgsz):
     with pytest.raises(LipsError, match="image size"):
         evaluate("lips_iter01_best.pt", coco128, imgsz=imgsz)
-

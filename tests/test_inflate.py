@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from lipslib.engine import output_tensors, conv_shapes, cost, has_batchnorm, load_model
+from lipslib.engine import conv_shapes, cost, has_batchnorm, load_model, output_tensors
 from lipslib.errors import LipsError
 from lipslib.evaluate import calibration_images
 from lipslib.inflate import inflate
@@ -46,8 +46,10 @@ def test_calibrated_statistics_keep_training_mode_close(iter01, assets):
     x = calibration_images(data, "val", 8, 320)
     with torch.no_grad():
         ref = iter01.eval()(x)[0][:, 4:]
-        dev = {name: float((_with_batch_statistics(m)(x)[0][:, 4:] - ref).abs().mean() / ref.abs().mean())
-               for name, m in (("calibrated", calibrated), ("identity", plain))}  # fmt: skip
+        dev = {
+            name: float((_with_batch_statistics(m)(x)[0][:, 4:] - ref).abs().mean() / ref.abs().mean())
+            for name, m in (("calibrated", calibrated), ("identity", plain))
+        }
     assert dev["calibrated"] < 0.2 * dev["identity"], dev
 
 

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch.nn as nn
-
 from conftest import ROOT
+
 from lipslib.config import load_params
 from lipslib.engine import conv_shapes, cost, load_model
 from lipslib.errors import LipsError
-from lipslib.layers import default_targets
 from lipslib.latency import block_table, table_error
+from lipslib.layers import default_targets
 
 PARAMS = ROOT / "params.yaml"
 
@@ -85,11 +85,13 @@ def test_ops_only_with_pytorch(assets):
 
 @pytest.mark.parametrize(
     "override, message",
-    [({"schedule.round_to": 0}, "round_to must be an integer ≥ 1"),
-     ({"schedule.target_ms": 0}, "target_ms must be > 0"),
-     ({"schedule.target_ms": 1e6}, "not below the base model's"),
-     ({"schedule.target_ms": 5.0, "latency.runtime": "tensorrt"}, "unknown runtime")],
-)  # fmt: skip
+    [
+        ({"schedule.round_to": 0}, "round_to must be an integer ≥ 1"),
+        ({"schedule.target_ms": 0}, "target_ms must be > 0"),
+        ({"schedule.target_ms": 1e6}, "not below the base model's"),
+        ({"schedule.target_ms": 5.0, "latency.runtime": "tensorrt"}, "unknown runtime"),
+    ],
+)
 def test_bad_values_are_refused_before_any_training(assets, override, message, tmp_path):
     from lipslib.optimize import optimize
 
@@ -107,8 +109,17 @@ def test_a_loop_with_a_latency_target(assets, tmp_path, iter01):
     # the loop refuses a target at or above its own timing of the base: the quickest of three timings here, so
     # that a load spike during one of them (CI once timed 15.3 ms here and 8.0 ms in the loop) sets no target
     base_ms = min(LatencyCost(iter01, "torch", imgsz=160, threads=1, runs=5).reference["base_ms"] for _ in range(3))
-    params = load_params(PARAMS, "smoke", {"schedule.target_ms": round(0.8 * base_ms, 3), "optimize.iterations": 2,
-                                           "schedule.round_to": 8, "latency.imgsz": 160, "latency.runs": 5})  # fmt: skip
+    params = load_params(
+        PARAMS,
+        "smoke",
+        {
+            "schedule.target_ms": round(0.8 * base_ms, 3),
+            "optimize.iterations": 2,
+            "schedule.round_to": 8,
+            "latency.imgsz": 160,
+            "latency.runs": 5,
+        },
+    )
     res = optimize(params, tmp_path / "run", progress=False)
     best, state = res["best"], json.loads((tmp_path / "run" / "state.json").read_text())
     assert best["cost_unit"] == "ms" and state["cost"]["kind"] == "latency" and best["cost"] > 0
@@ -159,8 +170,9 @@ def test_an_auto_cost_step_lands_where_first_order_falls_short(iter01, paper):
         return cost(prune(iter01, r, log=False).model, 320).gflops * 4
 
     r0 = initial_schedule(imp, "importance", 0.1, 0.2)
-    step, _ = update(r0, imp, {"cost": gflops(r0), "map50_95": 0.1}, target, None, rule,
-                     GflopsCost().layer_costs(iter01))  # fmt: skip
+    step, _ = update(
+        r0, imp, {"cost": gflops(r0), "map50_95": 0.1}, target, None, rule, GflopsCost().layer_costs(iter01)
+    )
     assert gflops(step) > 3.0 * 1.01  # first order fell short
     landed, factor = cost_step(iter01, r0, step, GflopsCost(), "l1", None, rule, target)
     assert factor > 1 and 0.95 * 3.0 < gflops(landed) <= 3.0 * 1.01

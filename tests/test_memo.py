@@ -76,12 +76,9 @@ def test_changed_modules_of_a_pruned_yolo():
 
 def test_memo_holds_one_batch_and_the_batch_is_lowered_to_the_bound(yolo11n):
     """What a Recorder holds grows with the batch exactly as bytes_per_image says; memo_batch caps the batch."""
-    from lipslib.memo import bytes_per_image
-    from lipslib.sensitivity import memo_batch
-
     from lipslib.engine import fused
-
-    from lipslib.sensitivity import largest_side
+    from lipslib.memo import bytes_per_image
+    from lipslib.sensitivity import largest_side, memo_batch
 
     net = fused(copy.deepcopy(yolo11n))  # what the fast path runs
     per_image = bytes_per_image(net, 128)

@@ -14,11 +14,18 @@ import urllib.request
 
 import nbformat
 import pytest
-
 from conftest import ROOT
+
 from lipslib.config import flatten, load_params
-from lipslib.notebook import (EXTRA_PARAMETERS, NOTEBOOKS, STAGE_PARAMS_DIR, parameters_cell, render, run_notebook,
-                              write_stage_params)
+from lipslib.notebook import (
+    EXTRA_PARAMETERS,
+    NOTEBOOKS,
+    STAGE_PARAMS_DIR,
+    parameters_cell,
+    render,
+    run_notebook,
+    write_stage_params,
+)
 
 FLAT = set(flatten(load_params(ROOT / "params.yaml", "paper")))
 
@@ -95,10 +102,20 @@ def test_committed_stage_params_are_current(tmp_path):
 
 
 def test_render_keeps_outputs_and_drops_run_metadata(tmp_path):
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"},
-                                            "papermill": {"input_path": "/somewhere/01.ipynb"}})  # fmt: skip
-    cell = nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"], "papermill": {"duration": 1.5},
-                                                        "execution": {"iopub.status.busy": "2026-01-01"}})  # fmt: skip
+    nb = nbformat.v4.new_notebook(
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3"},
+            "papermill": {"input_path": "/somewhere/01.ipynb"},
+        }
+    )
+    cell = nbformat.v4.new_code_cell(
+        "x = 1",
+        metadata={
+            "tags": ["parameters"],
+            "papermill": {"duration": 1.5},
+            "execution": {"iopub.status.busy": "2026-01-01"},
+        },
+    )
     cell.outputs = [nbformat.v4.new_output("display_data", {"text/markdown": "mAP **0.25**"})]
     nb.cells += [cell, nbformat.v4.new_markdown_cell("# 01", metadata={"papermill": {"duration": 0.001}})]
     nbformat.write(nb, tmp_path / "01.ipynb")
@@ -117,8 +134,16 @@ def test_all_notebooks_on_smoke(assets, tmp_path, monkeypatch):
         executed = nbformat.read(out, as_version=4)
         assert outputs(executed, "image/png"), f"{name}: no figure drawn inline"
         assert outputs(executed, "text/markdown"), f"{name}: no closing paragraph"
-    for fig in ("layer_importance.png", "initial_schedule.png", "layer_iteration.png", "history.png",
-                "benchmark.png", "latency.png", "video_timing.png", "video_frame.png"):  # fmt: skip
+    for fig in (
+        "layer_importance.png",
+        "initial_schedule.png",
+        "layer_iteration.png",
+        "history.png",
+        "benchmark.png",
+        "latency.png",
+        "video_timing.png",
+        "video_frame.png",
+    ):
         assert (reports / "figures" / fig).stat().st_size > 5_000, fig
     assert (runs / "schedule" / "replay" / "replay.png").stat().st_size > 5_000  # with the authors' logs
     best = json.loads((runs / "optimize" / "best.json").read_text())
@@ -137,11 +162,15 @@ def test_reference_is_optional(assets, tmp_path, monkeypatch):
         (bare / kind).symlink_to(assets / kind)
     monkeypatch.setenv("LIPS_ASSETS", str(bare))
     runs, reports = tmp_path / "runs", tmp_path / "reports"
-    over = {"01_sensitivity": {"sensitivity.layers": ["model.17.conv", "model.2.cv2.conv"]},
-            "02_schedule": {"optimize.importance": str(runs / "sensitivity" / "layer_importance.json")}}  # smoke's is
+    over = {
+        "01_sensitivity": {"sensitivity.layers": ["model.17.conv", "model.2.cv2.conv"]},
+        "02_schedule": {"optimize.importance": str(runs / "sensitivity" / "layer_importance.json")},
+    }  # smoke's is
     for name in NOTEBOOKS[:2]:  # the paper's vector; each notebook takes only the overrides it declares
-        executed = nbformat.read(run_notebook(name, "smoke", over[name], runs_dir=str(runs), reports_dir=str(reports),
-                                              progress=False), as_version=4)  # fmt: skip
+        executed = nbformat.read(
+            run_notebook(name, "smoke", over[name], runs_dir=str(runs), reports_dir=str(reports), progress=False),
+            as_version=4,
+        )
         printed = " ".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
         assert "lips_paper" in printed, name  # the one-line note naming what is missing
     assert not (runs / "sensitivity" / "reference.json").exists() and not (runs / "schedule" / "replay").exists()
@@ -149,9 +178,28 @@ def test_reference_is_optional(assets, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_two_targets(assets, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lipslib", "sweep", "--direct", "--targets", "3.9,4.0", "--profile",
-                           "smoke", "--notebooks", "03_optimize", "--out", str(tmp_path / "sweeps")],
-                          capture_output=True, text=True, cwd=ROOT, env=os.environ.copy(), timeout=1200)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lipslib",
+            "sweep",
+            "--direct",
+            "--targets",
+            "3.9,4.0",
+            "--profile",
+            "smoke",
+            "--notebooks",
+            "03_optimize",
+            "--out",
+            str(tmp_path / "sweeps"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ.copy(),
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for target in ("3.9", "4"):
         assert (tmp_path / "sweeps" / target / "runs" / "optimize" / "best.json").is_file()
@@ -164,9 +212,13 @@ def test_make_lab_serves_on_localhost():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(["make", "-s", "lab", f"LAB_PORT={port}", "LAB_ARGS=--ServerApp.token=lipstest"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        ["make", "-s", "lab", f"LAB_PORT={port}", "LAB_ARGS=--ServerApp.token=lipstest"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline, status = time.time() + 120, None
         while time.time() < deadline and status is None:

@@ -9,8 +9,8 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT
+
 from lipslib.config import load_params
 from lipslib.errors import LipsError
 from lipslib.optimize import check_params, optimize
@@ -19,9 +19,26 @@ PARAMS = ROOT / "params.yaml"
 
 
 def run_cli(out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "lipslib", "optimize", "--params", str(PARAMS), "--profile",
-                             "smoke", "--out", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lipslib",
+            "optimize",
+            "--params",
+            str(PARAMS),
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +56,13 @@ def test_artifacts_of_a_run(uninterrupted):
     assert list(history.columns[:7]) == ["iteration", "gflops", "params", "map50_95", "map50", "gate", "step"]
     for k in (1, 2, 3):
         it = out / f"iter_{k:02d}"
-        for rel in ("final/prune_spec.txt", "prune_directed_log.csv", "ft/finetune/weights/last_pruned_full.pt",
-                    "ft/finetune/args.yaml", "metrics.json"):  # fmt: skip
+        for rel in (
+            "final/prune_spec.txt",
+            "prune_directed_log.csv",
+            "ft/finetune/weights/last_pruned_full.pt",
+            "ft/finetune/args.yaml",
+            "metrics.json",
+        ):
             assert (it / rel).is_file(), it / rel
     inherited = [json.loads((out / f"iter_{k:02d}" / "metrics.json").read_text())["inherited"] for k in (1, 2, 3)]
     assert inherited[0] == 0.0 and min(inherited[1:]) > 0.9  # the smoke profile warm-starts
@@ -84,11 +106,13 @@ def test_other_parameters_are_refused(uninterrupted):
 
 @pytest.mark.parametrize(
     "override, message",
-    [({"schedule.target_gflops": 0}, "target_gflops must be > 0"),
-     ({"schedule.r_min": 0.5, "schedule.r_max": 0.4}, "r_min"),
-     ({"optimize.iterations": 0}, "iterations must be"),
-     ({"schedule.target_gflops": 9.0}, "not below the base")],
-)  # fmt: skip
+    [
+        ({"schedule.target_gflops": 0}, "target_gflops must be > 0"),
+        ({"schedule.r_min": 0.5, "schedule.r_max": 0.4}, "r_min"),
+        ({"optimize.iterations": 0}, "iterations must be"),
+        ({"schedule.target_gflops": 9.0}, "not below the base"),
+    ],
+)
 def test_bad_params_before_any_compute(assets, override, message, tmp_path):
     params = load_params(PARAMS, "smoke", override)
     with pytest.raises(LipsError, match=message):

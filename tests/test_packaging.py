@@ -1,8 +1,7 @@
 import re
+
 import tomllib
-
 import yaml
-
 from conftest import ROOT
 
 

@@ -30,8 +30,15 @@ def test_quickstart_block_uses_the_declared_api():
 @pytest.mark.slow  # prunes, reconstructs, fine-tunes 1 epoch and validates at 160 px (about a minute on 2 cores)
 def test_readme_quickstart_runs(assets, tmp_path):
     env = {**os.environ, "LIPS_ASSETS": str(assets), "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", _quickstart()], cwd=tmp_path, capture_output=True, text=True, env=env,
-                         timeout=1800, check=False)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", _quickstart()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     printed = run.stdout.strip().splitlines()[-1]
     assert "'map50_95'" in printed and "'gflops'" in printed

@@ -35,8 +35,10 @@ def _head_gap(model, base, x) -> float:
 def _conv_inputs(model, names, x) -> dict:
     """Each named conv's input and output on x, in one forward of `model` (copied: the authors' SiLU is in place)."""
     seen, modules = {}, dict(model.named_modules())
-    hooks = [modules[n].register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0].clone(), o.clone())))
-             for n in names]  # fmt: skip
+    hooks = [
+        modules[n].register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0].clone(), o.clone())))
+        for n in names
+    ]
     with torch.no_grad():
         model.eval()(x)
     for h in hooks:
@@ -81,8 +83,14 @@ def test_refit_convs_are_closer_to_the_base_than_bias_repair_on_held_images(iter
         want = want[:, plan.ref_rows]
         for kind, res in (("repair", repaired), ("refit", refit)):
             conv = res.model.get_submodule(name)
-            got = nn.functional.conv2d(x[:, plan.ref_cols], conv.weight[plan.rows][:, plan.cols], conv.bias[plan.rows],
-                                       conv.stride, conv.padding, conv.dilation)  # fmt: skip
+            got = nn.functional.conv2d(
+                x[:, plan.ref_cols],
+                conv.weight[plan.rows][:, plan.cols],
+                conv.bias[plan.rows],
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+            )
             errors.setdefault(kind, []).append(float(((got - want) ** 2).mean() / (want**2).mean()))
     # at 160 px on 16 images a deep conv has fewer pixels than inputs: the held-out check keeps bias repair there
     fell_back = {n for n, r in report.items() if r["fit"] == "repair"}
@@ -126,14 +134,22 @@ def test_batchnorm_models_are_refit_before_their_bn(images, assets):
     means = {n: m.running_mean.clone() for n, m in refit.model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     assert reconstruct(refit, base, images["calibrate"])
     modules = dict(refit.model.named_modules())
-    before_bn = [n for n in plans(_uniform(base, 0.5), base)
-                 if n.endswith(".conv") and isinstance(getattr(modules[n.rpartition(".")[0]], "bn", None), nn.BatchNorm2d)]
+    before_bn = [
+        n
+        for n in plans(_uniform(base, 0.5), base)
+        if n.endswith(".conv") and isinstance(getattr(modules[n.rpartition(".")[0]], "bn", None), nn.BatchNorm2d)
+    ]
     assert before_bn and all(modules[n].bias is None for n in before_bn)  # still conv → BN, no bias added
-    moved = [n for n, m in refit.model.named_modules() if isinstance(m, nn.BatchNorm2d)
-             and not torch.equal(m.running_mean, means[n])]  # fmt: skip
+    moved = [
+        n
+        for n, m in refit.model.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and not torch.equal(m.running_mean, means[n])
+    ]
     assert moved
-    gap = {k: _head_gap(r.model, base, images["held"]) for k, r in (("none", plain), ("repair", repaired),
-                                                                      ("refit", refit))}  # fmt: skip
+    gap = {
+        k: _head_gap(r.model, base, images["held"])
+        for k, r in (("none", plain), ("repair", repaired), ("refit", refit))
+    }
     assert gap["refit"] < 0.8 * gap["repair"] and gap["repair"] < gap["none"], gap
 
 
@@ -146,19 +162,24 @@ def test_a_warm_copy_is_refit_toward_its_donor(iter01, images):
     reconstruct(donor, iter01, images["calibrate"])  # the donor differs from the base
     copies = []
     for _ in range(2):
-        res = engine.prune(iter01, {name: (0.35 if i % 3 else 0.1) for i, name in enumerate(names)}, log=False,
-                           track=True)  # fmt: skip
+        res = engine.prune(
+            iter01, {name: (0.35 if i % 3 else 0.1) for i, name in enumerate(names)}, log=False, track=True
+        )
         inherit(res.model, res.origin, donor.model, donor.origin)
         copies.append(res)
-    recover(copies[1], iter01, images["calibrate"], Recovery(reconstruct=True), donor=donor.model,
-            donor_origin=donor.origin)  # fmt: skip
+    recover(
+        copies[1], iter01, images["calibrate"], Recovery(reconstruct=True), donor=donor.model, donor_origin=donor.origin
+    )
     want = _outputs(donor.model, images["held"])[:, 4:]
     before, after = ((_outputs(c.model, images["held"])[:, 4:] - want).abs().mean() for c in copies)
     assert after < 0.5 * before, (float(before), float(after))
     # output channels the donor lacks (base weights, 0.1 < 0.2) are left as they came
     donors, fitted, plain = (dict(m.named_modules()) for m in (donor.model, copies[1].model, copies[0].model))
-    back = [n for n in plans(copies[1], iter01, donor.model, donor.origin)
-            if fitted[n].out_channels > donors[n].out_channels]  # fmt: skip
+    back = [
+        n
+        for n in plans(copies[1], iter01, donor.model, donor.origin)
+        if fitted[n].out_channels > donors[n].out_channels
+    ]
     assert back
     for n in back:
         keep = plans(copies[1], iter01, donor.model, donor.origin)[n].rows
@@ -181,14 +202,17 @@ def test_the_reconstructed_checkpoint_loads_and_predicts_in_plain_ultralytics(it
     assert boxes is not None
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"reconstruct": "yes"}, "recover.reconstruct must be true or false"),
-    ({"ridge": -0.1}, "recover.ridge must be a number ≥ 0"),
-    ({"ridge": "abc"}, "recover.ridge must be a number"),
-    ({"images": 0}, "recover.images must be an integer ≥ 1"),
-    ({"max_gib": 0}, "recover.max_gib must be a number > 0"),
-    ({"distill": "logits"}, "recover.distill must be one of"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"reconstruct": "yes"}, "recover.reconstruct must be true or false"),
+        ({"ridge": -0.1}, "recover.ridge must be a number ≥ 0"),
+        ({"ridge": "abc"}, "recover.ridge must be a number"),
+        ({"images": 0}, "recover.images must be an integer ≥ 1"),
+        ({"max_gib": 0}, "recover.max_gib must be a number > 0"),
+        ({"distill": "logits"}, "recover.distill must be one of"),
+    ],
+)
 def test_bad_recovery_settings_are_refused(settings, message):
     with pytest.raises(LipsError, match=message):
         Recovery(**settings)
@@ -198,10 +222,13 @@ def test_bad_recovery_settings_stop_the_cli_in_one_line_before_any_compute(tmp_p
     import subprocess
     import sys
 
-    for args in (["optimize", "--profile", "smoke", "--out", str(tmp_path / "o"), "--set", "recover.ridge=-1"],
-                 ["prune", "--weights", "yolo11n.yaml", "--ratios", "0.1", "--reconstruct", "--out", str(tmp_path / "p.pt")]):
-        run = subprocess.run([sys.executable, "-m", "lipslib", *args], capture_output=True, text=True, timeout=120,
-                             cwd=ROOT)  # fmt: skip
+    for args in (
+        ["optimize", "--profile", "smoke", "--out", str(tmp_path / "o"), "--set", "recover.ridge=-1"],
+        ["prune", "--weights", "yolo11n.yaml", "--ratios", "0.1", "--reconstruct", "--out", str(tmp_path / "p.pt")],
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "lipslib", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
         lines = run.stderr.strip().splitlines()
         assert run.returncode == 2 and len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
     assert not (tmp_path / "o").exists() and not (tmp_path / "p.pt").exists()
@@ -227,8 +254,10 @@ def test_channels_chosen_for_the_refit_keep_more_of_the_base_than_l1(iter01, ima
     lsq = channel_criterion("lsq", iter01, images["calibrate"], found)
     assert isinstance(lsq, LeastSquaresCriterion) and channel_criterion("l1", iter01, None, {}) == "l1"
     ratios = {name: 0.3 for name in default_targets(iter01)}
-    copies = {c: engine.prune(iter01, ratios, criterion=crit, log=False, track=True) for c, crit in
-              (("l1", "l1"), ("lsq", lsq))}  # fmt: skip
+    copies = {
+        c: engine.prune(iter01, ratios, criterion=crit, log=False, track=True)
+        for c, crit in (("l1", "l1"), ("lsq", lsq))
+    }
     assert engine.conv_shapes(copies["l1"].model) != engine.conv_shapes(iter01)
     gap = {}
     for c, res in copies.items():

@@ -86,8 +86,18 @@ def test_each_option_fine_tunes_into_a_plain_checkpoint(iter01, images, coco128,
     res = engine.prune(iter01, {name: 0.2 for name in default_targets(iter01)}, log=False, track=True)
     repair_biases(res, iter01, images["calibrate"])
     pruned = engine.save_checkpoint(res.model, tmp_path / "pruned.pt")
-    rec = finetune(pruned, coco128, tmp_path / "ft", epochs=1, imgsz=96, batch=16, fraction=0.1, device="cpu",
-                   distill=distill, teacher="lips_iter01_best.pt")  # fmt: skip
+    rec = finetune(
+        pruned,
+        coco128,
+        tmp_path / "ft",
+        epochs=1,
+        imgsz=96,
+        batch=16,
+        fraction=0.1,
+        device="cpu",
+        distill=distill,
+        teacher="lips_iter01_best.pt",
+    )
     loaded = YOLO(rec["weights"]).model  # plain Ultralytics
     assert engine.conv_shapes(loaded) == engine.conv_shapes(res.model)
     assert type(loaded).__name__ == "DetectionModel" and not hasattr(loaded, "teacher_model")

@@ -10,8 +10,8 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from lipslib.engine import conv_shapes, cost, has_batchnorm, load_model
 
 pytestmark = pytest.mark.slow
@@ -20,8 +20,14 @@ pytestmark = pytest.mark.slow
 def test_rehearsal_end_to_end(assets, paper, tmp_path, yolo11n):
     out = tmp_path / "rehearsal"
     t0 = time.time()
-    proc = subprocess.run(["make", "-s", "rehearsal", f"REHEARSAL={out}"], cwd=ROOT, capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        ["make", "-s", "rehearsal", f"REHEARSAL={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=900,
+    )
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"rehearsal: {seconds:.0f} s")

@@ -54,8 +54,13 @@ def test_hold_when_both_targets_met_and_damping_on_flips():
 
 
 def test_clipping_and_importance_shaped_start():
-    r, _ = update({"a": 0.01, "b": 0.89, "c": 0.3}, IMP, {"cost": 9.0, "map50_95": 0.1}, T,
-                  params=RuleParams(r_min=0.05, r_max=0.9))  # fmt: skip
+    r, _ = update(
+        {"a": 0.01, "b": 0.89, "c": 0.3},
+        IMP,
+        {"cost": 9.0, "map50_95": 0.1},
+        T,
+        params=RuleParams(r_min=0.05, r_max=0.9),
+    )
     assert min(r.values()) >= 0.05 and max(r.values()) <= 0.9
     shaped = initial_schedule(IMP, "importance", ratio=0.3, spread=0.2)
     assert np.mean(list(shaped.values())) == pytest.approx(0.3) and shaped["a"] < shaped["c"]
@@ -63,9 +68,14 @@ def test_clipping_and_importance_shaped_start():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: Targets(-1, 0.3), lambda: Targets(4.5, 0), lambda: RuleParams(r_min=0.5, r_max=0.4),
-     lambda: RuleParams(damping=0), lambda: initial_schedule(IMP, "cosine")],
-)  # fmt: skip
+    [
+        lambda: Targets(-1, 0.3),
+        lambda: Targets(4.5, 0),
+        lambda: RuleParams(r_min=0.5, r_max=0.4),
+        lambda: RuleParams(damping=0),
+        lambda: initial_schedule(IMP, "cosine"),
+    ],
+)
 def test_bad_parameters_are_refused(make):
     with pytest.raises(LipsError):
         make()
@@ -125,8 +135,14 @@ def test_cost_steps_survive_layers_measured_as_no_faster():
     assert r1["c"] - r0["c"] > r1["b"] - r0["b"] > r1["a"] - r0["a"]
     assert sum(positive[k] * (r1[k] - r0[k]) for k in r0) == pytest.approx(5.0 - T.cost, rel=1e-9)
     with pytest.raises(LipsError, match="saves any cost"):
-        update(r0, IMP, {"cost": 5.0, "map50_95": 0.2}, T, params=RuleParams(kappa_cost=None),
-               costs={"a": 3.0, "b": -1.0, "c": 0.0})
+        update(
+            r0,
+            IMP,
+            {"cost": 5.0, "map50_95": 0.2},
+            T,
+            params=RuleParams(kappa_cost=None),
+            costs={"a": 3.0, "b": -1.0, "c": 0.0},
+        )
 
 
 def test_cost_neutral_accuracy_gate_moves_capacity_without_adding_gflops():
@@ -156,4 +172,3 @@ def test_rounding_scales_a_cost_step_until_its_rounded_copy_saves_what_it_would_
     assert f1 == 1  # a step that already saves enough is left as it is
     capped, _ = lengthen_step(r0, r1, rounded, goal=rounded(r0) - 100.0, params=RuleParams(r_max=0.5))
     assert max(capped.values()) <= 0.5 and rounded(r0) - rounded(capped) == 3  # can't save it all: the most it can
-

@@ -51,8 +51,14 @@ def test_fast_equals_exact_and_repeats_byte_identically(assets, coco128, tmp_pat
 @pytest.mark.slow  # validates
 def test_all_29_layers_of_iter24(assets, coco128, paper, tmp_path):
     """The acceptance run (iter-24, 128 val2017 images, 320, CPU); timing is in benchmarks/, not here."""
-    res = run_sensitivity(assets / "weights" / "lips_iter24_best.pt", coco128, imgsz=320, out=tmp_path,
-                          reference=paper / "layer_importance.json", progress=False)  # fmt: skip
+    res = run_sensitivity(
+        assets / "weights" / "lips_iter24_best.pt",
+        coco128,
+        imgsz=320,
+        out=tmp_path,
+        reference=paper / "layer_importance.json",
+        progress=False,
+    )
     importance = json.loads((tmp_path / "layer_importance.json").read_text())
     assert len(importance) == 29 and max(importance.values()) == 1.0 and min(importance.values()) >= 0.0
     for name in ("layer_importance.png", "importance_vs_reference.png", "sensitivity.csv", "params.json"):

@@ -21,11 +21,27 @@ def _strict_load(path: Path):
 
 
 def test_write_json_writes_null_for_missing_values(tmp_path):
-    record = {"a": float("nan"), "b": [1.0, float("inf"), -float("inf")], "c": {"d": np.float64("nan")},
-              "e": np.float32(0.5), "f": np.int64(3), "g": (1, 2), "h": None, "i": "NaN"}  # fmt: skip
+    record = {
+        "a": float("nan"),
+        "b": [1.0, float("inf"), -float("inf")],
+        "c": {"d": np.float64("nan")},
+        "e": np.float32(0.5),
+        "f": np.int64(3),
+        "g": (1, 2),
+        "h": None,
+        "i": "NaN",
+    }
     path = write_json(tmp_path / "r.json", record)
-    assert _strict_load(path) == {"a": None, "b": [1.0, None, None], "c": {"d": None}, "e": 0.5, "f": 3,
-                                  "g": [1, 2], "h": None, "i": "NaN"}  # fmt: skip
+    assert _strict_load(path) == {
+        "a": None,
+        "b": [1.0, None, None],
+        "c": {"d": None},
+        "e": 0.5,
+        "f": 3,
+        "g": [1, 2],
+        "h": None,
+        "i": "NaN",
+    }
     assert "NaN" not in path.read_text().replace('"NaN"', "")
 
 
@@ -39,8 +55,11 @@ def test_no_lipslib_module_writes_json_around_write_json():
     """json.dump(s) to a file anywhere else in lipslib would bypass the strict writer (printing to stdout and the
     latency cache, which holds only measured numbers, are the known exceptions)."""
     allowed = {"cli.py", "latency.py", "evaluate.py"}
-    offenders = [p.name for p in (ROOT / "lipslib").glob("*.py")
-                 if p.name not in allowed and re.search(r"json\.dump\(|\.write_text\(json\.dumps", p.read_text())]  # fmt: skip
+    offenders = [
+        p.name
+        for p in (ROOT / "lipslib").glob("*.py")
+        if p.name not in allowed and re.search(r"json\.dump\(|\.write_text\(json\.dumps", p.read_text())
+    ]
     assert not offenders, offenders
 
 

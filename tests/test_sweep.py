@@ -14,16 +14,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT
+from test_dvc import STAGES
+
 from lipslib.errors import LipsError
 from lipslib.sweep import hydra_value, parse_targets, parse_time, plan_workers, set_params, slurm_parameters
-from test_dvc import STAGES
 
 # smoke scale: one LIPS iteration, 96 px, a tenth of coco128's images for the fine-tune
 TINY = ["optimize.iterations=1", "imgsz=96", "finetune.fraction=0.1", "recover.images=16", "sensitivity.batch=16"]
-ENV = {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@t", "OMP_NUM_THREADS": "1"}  # fmt: skip
+ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def env():
@@ -31,8 +37,15 @@ def env():
 
 
 def lips(cwd, *args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "lipslib", *args], cwd=cwd, env=env(), capture_output=True,
-                          text=True, timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lipslib", *args],
+        cwd=cwd,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 # ------------------------------------------------------------------ workers, fast
@@ -46,19 +59,24 @@ def test_two_cpu_workers_on_two_cores_get_one_thread_each():
 
 def test_two_gpu_workers_get_one_gpu_each():
     workers = plan_workers("0,1", cores=16)
-    assert [(w.device, w.gpus, w.threads, w.local_device()) for w in workers] == [("0", (0,), 8, "0"),
-                                                                                   ("1", (1,), 8, "0")]  # fmt: skip
+    assert [(w.device, w.gpus, w.threads, w.local_device()) for w in workers] == [
+        ("0", (0,), 8, "0"),
+        ("1", (1,), 8, "0"),
+    ]
     ddp = plan_workers("0+1,2+3", cores=16)  # two DDP workers of two GPUs
     assert [(w.device, w.local_device()) for w in ddp] == [("0,1", "0,1"), ("2,3", "0,1")]
 
 
-@pytest.mark.parametrize("devices, threads, cores, says", [
-    ("cpu,cpu,cpu", None, 2, "3 workers on 2 cores"),
-    ("cpu,cpu", 2, 2, "2 workers × 2 threads = 4 > 2 cores"),
-    ("0,0", None, 8, "GPU 0 is given twice"),
-    ("0+1,1", None, 8, "GPU 1 is given twice"),
-    ("gpu0", None, 8, "'gpu0' is not cpu"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "devices, threads, cores, says",
+    [
+        ("cpu,cpu,cpu", None, 2, "3 workers on 2 cores"),
+        ("cpu,cpu", 2, 2, "2 workers × 2 threads = 4 > 2 cores"),
+        ("0,0", None, 8, "GPU 0 is given twice"),
+        ("0+1,1", None, 8, "GPU 1 is given twice"),
+        ("gpu0", None, 8, "'gpu0' is not cpu"),
+    ],
+)
 def test_oversubscription_is_refused_in_one_line(devices, threads, cores, says):
     with pytest.raises(LipsError, match=says) as e:
         plan_workers(devices, threads, cores)
@@ -66,8 +84,21 @@ def test_oversubscription_is_refused_in_one_line(devices, threads, cores, says):
 
 
 def test_cli_refuses_oversubscribed_workers_before_any_work(tmp_path):
-    proc = lips(ROOT, "sweep", "--targets", "3.9,4.0", "--direct", "--devices", "cpu,cpu", "--threads", "100000",
-                "--profile", "smoke", "--out", str(tmp_path))  # fmt: skip
+    proc = lips(
+        ROOT,
+        "sweep",
+        "--targets",
+        "3.9,4.0",
+        "--direct",
+        "--devices",
+        "cpu,cpu",
+        "--threads",
+        "100000",
+        "--profile",
+        "smoke",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode != 0 and "> " in proc.stderr and "cores" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
@@ -84,8 +115,18 @@ def test_targets_and_times_parse():
 def test_dvc_overrides_keep_a_ddp_device_one_value():
     """`dvc exp run -S` reads Hydra's grammar, where 0,1 unquoted is a sweep over two values."""
     args = set_params("paper", {"device": "0,1", "threads": 8, "schedule.target_gflops": 3.4, "x": None})
-    assert args == ["-S", "profile='paper'", "-S", "++profiles.paper.device='0,1'", "-S", "++profiles.paper.threads=8",
-                    "-S", "++profiles.paper.schedule.target_gflops=3.4", "-S", "++profiles.paper.x=null"]  # fmt: skip
+    assert args == [
+        "-S",
+        "profile='paper'",
+        "-S",
+        "++profiles.paper.device='0,1'",
+        "-S",
+        "++profiles.paper.threads=8",
+        "-S",
+        "++profiles.paper.schedule.target_gflops=3.4",
+        "-S",
+        "++profiles.paper.x=null",
+    ]
     assert hydra_value(True) == "true" and hydra_value([1, "a"]) == "[1,'a']"
 
 
@@ -94,8 +135,15 @@ def test_slurm_job_asks_for_its_gpus_time_and_requeue_signal(tmp_path):
 
     params = slurm_parameters({"partition": "gpu", "gpus_per_job": 2, "cpus_per_job": 16, "time": 600}, "sweep-paper")
     sbatch = _make_sbatch_string(command="python -m submitit.core._submit x", folder=str(tmp_path), **params)
-    for line in ("--partition=gpu", "--gpus-per-node=2", "--cpus-per-task=16", "--time=600", "--ntasks-per-node=1",
-                 "--signal=USR2@120", "--job-name=sweep-paper"):  # fmt: skip
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=2",
+        "--cpus-per-task=16",
+        "--time=600",
+        "--ntasks-per-node=1",
+        "--signal=USR2@120",
+        "--job-name=sweep-paper",
+    ):
         assert f"#SBATCH {line}" in sbatch, line
     with pytest.raises(LipsError, match="--partition"):
         slurm_parameters({}, "x")
@@ -109,8 +157,25 @@ def test_local_executor_two_workers_and_a_failing_target(assets, tmp_path):
     """Two workers of one thread through submitit's LocalExecutor (the code path of the Slurm jobs); the target
     above the base (4.24 GFLOPs) fails, the other finishes and is the Pareto table."""
     out = tmp_path / "sweep"
-    proc = lips(ROOT, "sweep", "--targets", "3.9,5.0", "--direct", "--devices", "cpu,cpu", "--threads", "1",
-                "--profile", "smoke", "--notebooks", "03_optimize", "--out", str(out), "--set", *TINY)  # fmt: skip
+    proc = lips(
+        ROOT,
+        "sweep",
+        "--targets",
+        "3.9,5.0",
+        "--direct",
+        "--devices",
+        "cpu,cpu",
+        "--threads",
+        "1",
+        "--profile",
+        "smoke",
+        "--notebooks",
+        "03_optimize",
+        "--out",
+        str(out),
+        "--set",
+        *TINY,
+    )
     assert proc.returncode != 0, proc.stdout
     assert "1 of 2 targets failed" in proc.stderr and "5: " in proc.stderr and "not below the base" in proc.stderr
     assert "worker 0: device cpu, 1 thread, worker 1: device cpu, 1 thread" in proc.stdout
@@ -135,11 +200,31 @@ def test_killed_worker_rerun_finishes_and_does_not_redo_finished_targets(assets,
     """One worker runs 3.9 (two iterations) then 4.0; it is killed once 4.0 has finished its first iteration. The
     rerun leaves 3.9 alone (result.json) and resumes 4.0's loop at iteration 2 (its state.json)."""
     out = tmp_path / "sweep"
-    args = [sys.executable, "-m", "lipslib", "sweep", "--targets", "3.9,4.0", "--direct", "--devices", "cpu",
-            "--threads", "1", "--profile", "smoke", "--notebooks", "03_optimize", "--out", str(out), "--set",
-            *TINY, "optimize.iterations=2"]  # fmt: skip
-    first = subprocess.Popen(args, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "lipslib",
+        "sweep",
+        "--targets",
+        "3.9,4.0",
+        "--direct",
+        "--devices",
+        "cpu",
+        "--threads",
+        "1",
+        "--profile",
+        "smoke",
+        "--notebooks",
+        "03_optimize",
+        "--out",
+        str(out),
+        "--set",
+        *TINY,
+        "optimize.iterations=2",
+    ]
+    first = subprocess.Popen(
+        args, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     state = out / "4" / "runs" / "optimize" / "state.json"
     deadline = time.time() + 600
     try:
@@ -197,8 +282,9 @@ def dvc_repo(tmp_path):
     run("git", "add", "-A")
     run("git", "commit", "-qm", "pipeline")
     yield repo, run
-    subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=env(), capture_output=True, timeout=60,
-                   check=False)  # fmt: skip
+    subprocess.run(
+        ["dvc", "queue", "stop", "--kill"], cwd=repo, env=env(), capture_output=True, timeout=60, check=False
+    )
 
 
 def shown(run) -> dict:
@@ -221,8 +307,19 @@ def test_dvc_queue_two_targets_two_workers(assets, dvc_repo):
     `dvc queue start -j 2`, each with its device and one thread, both in `dvc exp show` and in one Pareto table.
     A rerun with a third target above the base does not redo the two, and its failure leaves them intact."""
     repo, run = dvc_repo
-    sweep = ["sweep", "--devices", "cpu,cpu", "--threads", "1", "--profile", "smoke", "--notebooks", "03_optimize",
-             "--set", *TINY]  # fmt: skip
+    sweep = [
+        "sweep",
+        "--devices",
+        "cpu,cpu",
+        "--threads",
+        "1",
+        "--profile",
+        "smoke",
+        "--notebooks",
+        "03_optimize",
+        "--set",
+        *TINY,
+    ]
     proc = lips(repo, *sweep[:1], "--targets", "3.9,4.0", *sweep[1:])
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
     assert proc.stdout.count("Stage I once, in the workspace") == 1
@@ -230,7 +327,9 @@ def test_dvc_queue_two_targets_two_workers(assets, dvc_repo):
     assert "queued sweep-smoke-4 (device cpu, 1 thread)" in proc.stdout
     exps = shown(run)
     assert {n: (p["schedule_target_gflops"], p["device"], p["threads"]) for n, (p, _) in exps.items()} == {
-        "sweep-smoke-3.9": (3.9, "cpu", 1), "sweep-smoke-4": (4.0, "cpu", 1)}  # fmt: skip
+        "sweep-smoke-3.9": (3.9, "cpu", 1),
+        "sweep-smoke-4": (4.0, "cpu", 1),
+    }
     for name, (_, best) in exps.items():
         assert best["gflops"] <= best["target_cost"] * 1.01 and best["iteration"] == 1, name
     for name in exps:  # neither experiment ran Stage I: it came from the workspace's dvc.lock and the cache
@@ -238,8 +337,9 @@ def test_dvc_queue_two_targets_two_workers(assets, dvc_repo):
         assert "Running stage 'optimize'" in log and "stage 'sensitivity'" not in log, log[-1500:]
     table = pd.read_csv(repo / "reports" / "sweeps" / "pareto.csv")
     assert table.target_gflops.tolist() == [3.9, 4.0] and set(table.device) == {"cpu"} and set(table.threads) == {1}
-    assert table.map50_95.tolist() == pytest.approx([exps["sweep-smoke-3.9"][1]["map50_95"],
-                                                     exps["sweep-smoke-4"][1]["map50_95"]], abs=1e-6)  # fmt: skip
+    assert table.map50_95.tolist() == pytest.approx(
+        [exps["sweep-smoke-3.9"][1]["map50_95"], exps["sweep-smoke-4"][1]["map50_95"]], abs=1e-6
+    )
     assert (repo / "reports" / "sweeps" / "pareto.png").stat().st_size > 5_000
 
     proc = lips(repo, *sweep[:1], "--targets", "3.9,4.0,5.0", *sweep[1:])
@@ -258,8 +358,20 @@ def test_dvc_sweep_never_rewrites_uncommitted_settings(dvc_repo):
     params = repo / "params.yaml"
     params.write_text(params.read_text() + "\n# a change of the user's\n")
     before = params.read_text()
-    proc = lips(repo, "sweep", "--targets", "3.9", "--devices", "cpu", "--threads", "1", "--profile", "smoke",
-                "--notebooks", "03_optimize")  # fmt: skip
+    proc = lips(
+        repo,
+        "sweep",
+        "--targets",
+        "3.9",
+        "--devices",
+        "cpu",
+        "--threads",
+        "1",
+        "--profile",
+        "smoke",
+        "--notebooks",
+        "03_optimize",
+    )
     assert proc.returncode != 0 and "uncommitted changes" in proc.stderr and "--direct" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert params.read_text() == before and "Queued" not in run("dvc", "queue", "status")

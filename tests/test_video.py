@@ -7,7 +7,6 @@ import sys
 
 import cv2
 import pytest
-
 from conftest import ROOT
 
 
@@ -19,16 +18,35 @@ def cpu_args(tmp_path_factory):
 
 
 def run(*args, entry=("-m", "lipslib", "compare-video")):
-    return subprocess.run([sys.executable, *entry, *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          env=os.environ.copy(), timeout=900)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *entry, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ.copy(),
+        timeout=900,
+    )
 
 
 def test_side_by_side_mp4_and_summary(assets, cpu_args, tmp_path):
     w = assets / "weights"
     out, summary = tmp_path / "out.mp4", tmp_path / "s.json"
-    proc = run("--video", assets / "videos" / "crosswalk.mp4", "--model_orig", w / "lips_iter01_best.pt",
-               "--model_pruned", w / "lips_iter24_best.pt", "--args_yaml", cpu_args, "--frame_step", 5,
-               "--save", out, "--summary", summary)  # fmt: skip
+    proc = run(
+        "--video",
+        assets / "videos" / "crosswalk.mp4",
+        "--model_orig",
+        w / "lips_iter01_best.pt",
+        "--model_pruned",
+        w / "lips_iter24_best.pt",
+        "--args_yaml",
+        cpu_args,
+        "--frame_step",
+        5,
+        "--save",
+        out,
+        "--summary",
+        summary,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = json.loads(summary.read_text())
     cap = cv2.VideoCapture(str(out))
@@ -38,7 +56,14 @@ def test_side_by_side_mp4_and_summary(assets, cpu_args, tmp_path):
         frames += 1
     assert frames == rec["frames_processed"] == 138  # 686 frames, every 5th
     for key in ("orig", "pruned"):
-        for field in ("latency_ms_mean", "latency_ms_median", "latency_ms_p95", "fps", "gflops", "detections_per_frame"):
+        for field in (
+            "latency_ms_mean",
+            "latency_ms_median",
+            "latency_ms_p95",
+            "fps",
+            "gflops",
+            "detections_per_frame",
+        ):
             assert rec[key][field] > 0, (key, field)
     assert rec["orig"]["gflops"] == pytest.approx(4.24, abs=0.01) and 0 < rec["agreement"] <= 1
 
@@ -50,16 +75,36 @@ def test_the_frames_run_on_ultralytics_threads_and_the_process_keeps_its_own(ass
     from lipslib.video import compare_video
 
     w = assets / "weights"
-    rec = compare_video(assets / "videos" / "crosswalk.mp4", w / "lips_iter01_best.pt", w / "lips_iter24_best.pt",
-                        args_yaml=cpu_args, frame_step=50, max_frames=2, warmup=0, progress=False)  # fmt: skip
+    rec = compare_video(
+        assets / "videos" / "crosswalk.mp4",
+        w / "lips_iter01_best.pt",
+        w / "lips_iter24_best.pt",
+        args_yaml=cpu_args,
+        frame_step=50,
+        max_frames=2,
+        warmup=0,
+        progress=False,
+    )
     assert rec["cpu_threads"] == NUM_THREADS and torch.get_num_threads() == foreign_threads
 
 
 def test_seed_entry_point_and_truncated_video(assets, cpu_args, tmp_path):
     w = assets / "weights"
-    proc = run("--video", assets / "videos" / "plaza_truncated.avi", "--model_orig", w / "lips_iter01_best.pt",
-               "--model_pruned", w / "lips_iter24_best.pt", "--args_yaml", cpu_args, "--frame_step", 20,
-               "--summary", tmp_path / "t.json", entry=("comparison.py",))  # fmt: skip
+    proc = run(
+        "--video",
+        assets / "videos" / "plaza_truncated.avi",
+        "--model_orig",
+        w / "lips_iter01_best.pt",
+        "--model_pruned",
+        w / "lips_iter24_best.pt",
+        "--args_yaml",
+        cpu_args,
+        "--frame_step",
+        20,
+        "--summary",
+        tmp_path / "t.json",
+        entry=("comparison.py",),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = json.loads((tmp_path / "t.json").read_text())
     assert rec["frames_in_header"] == 682 and rec["frames_decoded"] == 341
@@ -84,7 +129,17 @@ def test_bad_input_is_one_line(assets, cpu_args, tmp_path, case):
     else:
         pruned = tmp_path / "cls.pt"
         torch.save({"model": ClassificationModel("yolo11n-cls.yaml", verbose=False).half(), "train_args": {}}, pruned)
-    proc = run("--video", video, "--model_orig", w / "lips_iter01_best.pt", "--model_pruned", pruned,
-               "--args_yaml", args, "--max_frames", 2)  # fmt: skip
+    proc = run(
+        "--video",
+        video,
+        "--model_orig",
+        w / "lips_iter01_best.pt",
+        "--model_pruned",
+        pruned,
+        "--args_yaml",
+        args,
+        "--max_frames",
+        2,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("lips compare-video: error: ")

@@ -110,18 +110,21 @@ def baselines_measured_on(doc: dict) -> str:
     recover = s.get("recover") or {}
     rec = ", ".join(f"`{k}: {v}`" for k, v in recover.items())
     if s.get("recoveries"):  # per method suffix
-        rec = "; ".join(f"*{k or 'plain'}* " + ", ".join(f"`{a}: {b}`" for a, b in v.items())
-                        for k, v in s["recoveries"].items())
+        rec = "; ".join(
+            f"*{k or 'plain'}* " + ", ".join(f"`{a}: {b}`" for a, b in v.items()) for k, v in s["recoveries"].items()
+        )
     seeds = s.get("seeds") or [0]
     over = ", ".join(f"`{o}`" for o in s.get("overrides") or [])
     epochs = s["iterations"] * s["epochs_per_iteration"]
     lines = [
         f"**Measured on** {machine(doc)}; {minutes(doc.get('seconds'))} of runs recorded.",
-        (f"**Base** `{base['weights']}` ({base['gflops']:.3f} GFLOPs, mAP50-95 {base['map50_95']:.4f} on the report "
-         f"images). **Data** `{s['data']}` at {s['imgsz']} px, profile `{s['profile']}`; every method fine-tuned "
-         f"{epochs} epochs in all (LIPS: {s['iterations']} iterations × {s['epochs_per_iteration']}); the best LIPS "
-         f"iteration chosen on `{s['select_split']}`; everything scored on the {s['report_images']:,} "
-         f"`{s['report_split']}` images, which play no part in any choice."),
+        (
+            f"**Base** `{base['weights']}` ({base['gflops']:.3f} GFLOPs, mAP50-95 {base['map50_95']:.4f} on the report "
+            f"images). **Data** `{s['data']}` at {s['imgsz']} px, profile `{s['profile']}`; every method fine-tuned "
+            f"{epochs} epochs in all (LIPS: {s['iterations']} iterations × {s['epochs_per_iteration']}); the best LIPS "
+            f"iteration chosen on `{s['select_split']}`; everything scored on the {s['report_images']:,} "
+            f"`{s['report_split']}` images, which play no part in any choice."
+        ),
         f"**Recovery rows** {rec}. **Training seeds** {', '.join(map(str, seeds))}."
         + (f" **Overrides** {over}." if over else ""),
         f"**Intervals** 95 %, paired bootstrap over the report images ({s['bootstrap_resamples']} resamples"
@@ -151,8 +154,14 @@ def baselines_table(doc: dict) -> str:
     header += ["LIPS / it (95 %)"]
     rows = []
     for budget, label, m in method_rows(doc):
-        row = [f"{budget:g}", label, num(m["gflops"], 3), num(m.get("map50_95_before_ft")),
-               num(m.get("map50_95_before_ft_repair")), f"{num(m['map50_95'])} ({ci(m.get('map50_95_ci95'))})"]
+        row = [
+            f"{budget:g}",
+            label,
+            num(m["gflops"], 3),
+            num(m.get("map50_95_before_ft")),
+            num(m.get("map50_95_before_ft_repair")),
+            f"{num(m['map50_95'])} ({ci(m.get('map50_95_ci95'))})",
+        ]
         if several:
             by_seed = {r["seed"]: r["map50_95"] for r in m.get("seeds") or []}
             row += [num(by_seed.get(s)) for s in seeds] + [num(m.get("map50_95_seed_sd"))]
@@ -161,8 +170,14 @@ def baselines_table(doc: dict) -> str:
         rows.append(row)
     c = doc.get("control")
     if c:  # the unpruned base through the same fine-tuning: what training alone does to it
-        row = ["", "control: the base, same fine-tuning", num(c["gflops"], 3), num(c.get("map50_95_before_ft")), "",
-               f"{num(c['map50_95'])} ({ci(c.get('map50_95_ci95'))})"]
+        row = [
+            "",
+            "control: the base, same fine-tuning",
+            num(c["gflops"], 3),
+            num(c.get("map50_95_before_ft")),
+            "",
+            f"{num(c['map50_95'])} ({ci(c.get('map50_95_ci95'))})",
+        ]
         rows.append(row + [""] * (len(header) - len(row)))
     return table(header, rows, "rl" + "r" * (len(header) - 2))
 
@@ -173,12 +188,20 @@ def recovery_gain_table(doc: dict) -> str:
         for key, g in (b.get("recovery_gain") or {}).items():
             method = key.partition("_over_")[0]
             label = f"{METHODS.get(method, method).strip('*')} / {METHODS.get(method.partition('_')[0], '').strip('*')}"
-            rows.append([f"{b['budget']:g}", label, f"{g['ratio_median']:.2f}", ci(g["ratio_ci95"], 2),
-                         f"{g['p_a_beats_b']:.3f}"])  # fmt: skip
+            rows.append(
+                [
+                    f"{b['budget']:g}",
+                    label,
+                    f"{g['ratio_median']:.2f}",
+                    ci(g["ratio_ci95"], 2),
+                    f"{g['p_a_beats_b']:.3f}",
+                ]
+            )
     if not rows:
         return ""
-    return table(["budget", "gain of recovery", "median ratio", "95 % interval", "share of resamples > 1"], rows,
-                 "rlrrr")  # fmt: skip
+    return table(
+        ["budget", "gain of recovery", "median ratio", "95 % interval", "share of resamples > 1"], rows, "rlrrr"
+    )
 
 
 def baselines_section(doc: dict) -> str:
@@ -196,17 +219,32 @@ def headline(doc: dict | None = None) -> str:
     rows = []
     for budget, label, m in method_rows(doc):
         ratio = m.get("lips_ratio")
-        rows.append([f"{budget:g}", label, num(m["gflops"], 2), f"{num(m['map50_95'])}",
-                     "" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})"])  # fmt: skip
+        rows.append(
+            [
+                f"{budget:g}",
+                label,
+                num(m["gflops"], 2),
+                f"{num(m['map50_95'])}",
+                "" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})",
+            ]
+        )
     epochs = s["iterations"] * s["epochs_per_iteration"]
-    caption = (f"mAP50-95 after {epochs} fine-tune epochs, from `{doc['base']['weights']}` "
-               f"({doc['base']['gflops']:.2f} GFLOPs, {doc['base']['map50_95']:.4f}) on `{s['data']}` at {s['imgsz']} px, "
-               f"scored on its {s['report_images']:,} `{s['report_split']}` images; {machine(doc)}. "
-               "*LIPS / it*: LIPS with the same recovery over that row, 95 % paired-bootstrap interval. "
-               + ("Rows of an *earlier run*: the report before reconstruction, with its own intervals. "
-                  if any(m.get("other_run") for b in doc["budgets"] for m in b["methods"].values()) else "")
-               + (f"The unpruned base put through the same fine-tuning scores {doc['control']['map50_95']:.4f}."
-                  if doc.get("control") else ""))  # fmt: skip
+    caption = (
+        f"mAP50-95 after {epochs} fine-tune epochs, from `{doc['base']['weights']}` "
+        f"({doc['base']['gflops']:.2f} GFLOPs, {doc['base']['map50_95']:.4f}) on `{s['data']}` at {s['imgsz']} px, "
+        f"scored on its {s['report_images']:,} `{s['report_split']}` images; {machine(doc)}. "
+        "*LIPS / it*: LIPS with the same recovery over that row, 95 % paired-bootstrap interval. "
+        + (
+            "Rows of an *earlier run*: the report before reconstruction, with its own intervals. "
+            if any(m.get("other_run") for b in doc["budgets"] for m in b["methods"].values())
+            else ""
+        )
+        + (
+            f"The unpruned base put through the same fine-tuning scores {doc['control']['map50_95']:.4f}."
+            if doc.get("control")
+            else ""
+        )
+    )
     return table(["GFLOPs budget", "method", "GFLOPs", "mAP50-95", "LIPS / it"], rows, "rlrrr") + "\n\n" + caption
 
 
@@ -215,32 +253,59 @@ def headline(doc: dict | None = None) -> str:
 
 def allocation_section(doc: dict) -> str:
     s, u = doc["settings"], doc["uniform"]
-    head = (f"**Measured on** {machine(doc)}; {minutes(doc.get('run_seconds'))} of runs recorded. "
-            f"**Base** `{doc['base']['weights']}`; budget {s['budget']:g} GFLOPs, every schedule pruned once "
-            f"(all within 1 % of the budget: {'yes' if doc.get('equal_gflops') else 'no'}), fine-tuned {s['epochs']} "
-            f"epochs (training seed {', '.join(map(str, s['training_seeds']))}) on `{s['data']}` at {s['imgsz']} px, "
-            f"scored on its {s['report_images']:,} `{s['report_split']}` images; recovery off. Each row is paired "
-            f"with the same uniform model: {u['map50_95']:.4f} at {u['gflops']:.3f} GFLOPs. Intervals: 95 %, "
-            f"{s['bootstrap_resamples']} paired bootstrap resamples of the report images (not of training runs); "
-            "*p*: share of resamples in which the row beats uniform.")  # fmt: skip
-    rows = [[f"{d['spread']:g}", VECTORS.get(d["vector"], d["vector"]), d["draw"] if d["vector"] == "shuffled" else "",
-             num(d["gflops"], 3), num(d["map50_95_before_ft"]), num(d["map50_95"]),
-             f"{d['vs_uniform']:.2f} ({ci(d['vs_uniform_ci95'], 2)})", f"{d['p_beats_uniform']:.3f}"]
-            for d in doc["draws"]]  # fmt: skip
-    draws = table(["spread", "order", "draw", "GFLOPs", "before fine-tuning", "mAP50-95", "× uniform (95 %)", "p"],
-                  rows, "rllrrrrr")  # fmt: skip
+    head = (
+        f"**Measured on** {machine(doc)}; {minutes(doc.get('run_seconds'))} of runs recorded. "
+        f"**Base** `{doc['base']['weights']}`; budget {s['budget']:g} GFLOPs, every schedule pruned once "
+        f"(all within 1 % of the budget: {'yes' if doc.get('equal_gflops') else 'no'}), fine-tuned {s['epochs']} "
+        f"epochs (training seed {', '.join(map(str, s['training_seeds']))}) on `{s['data']}` at {s['imgsz']} px, "
+        f"scored on its {s['report_images']:,} `{s['report_split']}` images; recovery off. Each row is paired "
+        f"with the same uniform model: {u['map50_95']:.4f} at {u['gflops']:.3f} GFLOPs. Intervals: 95 %, "
+        f"{s['bootstrap_resamples']} paired bootstrap resamples of the report images (not of training runs); "
+        "*p*: share of resamples in which the row beats uniform."
+    )
+    rows = [
+        [
+            f"{d['spread']:g}",
+            VECTORS.get(d["vector"], d["vector"]),
+            d["draw"] if d["vector"] == "shuffled" else "",
+            num(d["gflops"], 3),
+            num(d["map50_95_before_ft"]),
+            num(d["map50_95"]),
+            f"{d['vs_uniform']:.2f} ({ci(d['vs_uniform_ci95'], 2)})",
+            f"{d['p_beats_uniform']:.3f}",
+        ]
+        for d in doc["draws"]
+    ]
+    draws = table(
+        ["spread", "order", "draw", "GFLOPs", "before fine-tuning", "mAP50-95", "× uniform (95 %)", "p"],
+        rows,
+        "rllrrrrr",
+    )
     summary = []
     for spread, t in doc["summary"].items():
-        summary.append([spread, f"{t['shuffled_median']:.2f} ({t['shuffled_min']:.2f}–{t['shuffled_max']:.2f})",
-                        (f"{t['stage1_vs_uniform']:.2f}, rank {t['stage1_rank']} of {t['shuffled_draws'] + 1}, "
-                         f"p = {t['stage1_p']:.2f}"),
-                        (f"{t['paper_iter24_vs_uniform']:.2f}, rank {t['paper_iter24_rank']} of "
-                         f"{t['shuffled_draws'] + 1}, p = {t['paper_iter24_p']:.2f}")])  # fmt: skip
+        summary.append(
+            [
+                spread,
+                f"{t['shuffled_median']:.2f} ({t['shuffled_min']:.2f}–{t['shuffled_max']:.2f})",
+                (
+                    f"{t['stage1_vs_uniform']:.2f}, rank {t['stage1_rank']} of {t['shuffled_draws'] + 1}, "
+                    f"p = {t['stage1_p']:.2f}"
+                ),
+                (
+                    f"{t['paper_iter24_vs_uniform']:.2f}, rank {t['paper_iter24_rank']} of "
+                    f"{t['shuffled_draws'] + 1}, p = {t['paper_iter24_p']:.2f}"
+                ),
+            ]
+        )
     draws_n = doc["summary"][next(iter(doc["summary"]))]["shuffled_draws"]
-    summary_table = table(["spread", f"{draws_n} shuffled orders: median (min–max) × uniform", "Stage I order",
-                           "authors' iter-24 order"], summary, "rrrr")  # fmt: skip
-    note = ("Rank: 1 + the shuffled orders above the row; p: (1 + shuffled orders at or above it) / "
-            "(shuffled orders + 1).")
+    summary_table = table(
+        ["spread", f"{draws_n} shuffled orders: median (min–max) × uniform", "Stage I order", "authors' iter-24 order"],
+        summary,
+        "rrrr",
+    )
+    note = (
+        "Rank: 1 + the shuffled orders above the row; p: (1 + shuffled orders at or above it) / (shuffled orders + 1)."
+    )
     return f"{head}\n\n{summary_table}\n\n{note}\n\n{draws}"
 
 
@@ -258,48 +323,85 @@ LATENCY_LABELS = {
 
 
 def latency_section(doc: dict) -> str:
-    head = (f"**Measured on** {machine(doc)}, {doc['imgsz']} px, batch 1: {doc['what']}; median of "
-            f"{doc['runs']} runs. *÷ G*: the latency ratio over the GFLOPs ratio (1 would be latency falling "
-            "exactly with GFLOPs). mAP50-95: the loops' report images (the demo setting: coco_val2193 `test`, 320 px).")  # fmt: skip
-    rows = [[LATENCY_LABELS.get(m["model"], m["model"]), num(m["gflops"], 3), num(m["gflops_ratio"], 3),
-             num(m["torch_ms"], 1), num(m["torch_ratio_over_gflops_ratio"], 2), num(m["onnxruntime_ms"], 1),
-             num(m["onnxruntime_ratio_over_gflops_ratio"], 2), num(m.get("report_map50_95"))]
-            for m in doc["models"]]  # fmt: skip
+    head = (
+        f"**Measured on** {machine(doc)}, {doc['imgsz']} px, batch 1: {doc['what']}; median of "
+        f"{doc['runs']} runs. *÷ G*: the latency ratio over the GFLOPs ratio (1 would be latency falling "
+        "exactly with GFLOPs). mAP50-95: the loops' report images (the demo setting: coco_val2193 `test`, 320 px)."
+    )
+    rows = [
+        [
+            LATENCY_LABELS.get(m["model"], m["model"]),
+            num(m["gflops"], 3),
+            num(m["gflops_ratio"], 3),
+            num(m["torch_ms"], 1),
+            num(m["torch_ratio_over_gflops_ratio"], 2),
+            num(m["onnxruntime_ms"], 1),
+            num(m["onnxruntime_ratio_over_gflops_ratio"], 2),
+            num(m.get("report_map50_95")),
+        ]
+        for m in doc["models"]
+    ]
     main = table(["model", "GFLOPs", "GFLOPs ratio", "PyTorch ms", "÷ G", "ONNX Runtime ms", "÷ G", "mAP50-95"], rows)
     ops = doc.get("ops_ms") or {}
     kinds = ["conv", "activation", "pooling", "memory", "other", "total"]
     by_model = {m["model"]: m for m in doc["models"]}
     order = [m["model"] for m in doc["models"]] + sorted(k for k in ops if k not in by_model)  # the main table's order
-    op_rows = [[LATENCY_LABELS.get(name, name)] + [num(ops[name].get(k), 1) for k in kinds]
-               + [num(by_model.get(name, {}).get("if_convs_scaled_ratio_over_gflops_ratio"), 2)]
-               for name in order if isinstance(ops.get(name), dict)]  # fmt: skip
+    op_rows = [
+        [LATENCY_LABELS.get(name, name)]
+        + [num(ops[name].get(k), 1) for k in kinds]
+        + [num(by_model.get(name, {}).get("if_convs_scaled_ratio_over_gflops_ratio"), 2)]
+        for name in order
+        if isinstance(ops.get(name), dict)
+    ]
     ops_table = table(["model"] + [f"{k} ms" for k in kinds] + ["÷ G if convs scaled with FLOPs"], op_rows)
-    err_rows = [[runtime, LATENCY_LABELS.get(name, name), num(e["table_ms"], 1), num(e["whole_ms"], 1),
-                 f"{100 * e['error']:+.1f} %"]
-                for runtime, models in (doc.get("table_error") or {}).items() for name, e in models.items()]  # fmt: skip
+    err_rows = [
+        [
+            runtime,
+            LATENCY_LABELS.get(name, name),
+            num(e["table_ms"], 1),
+            num(e["whole_ms"], 1),
+            f"{100 * e['error']:+.1f} %",
+        ]
+        for runtime, models in (doc.get("table_error") or {}).items()
+        for name, e in models.items()
+    ]
     err_table = table(["runtime", "model", "per-block table ms", "whole model ms", "error"], err_rows, "llrrr")
     t = doc.get("target_ms") or {}
     goals = doc.get("goals") or {}
     facts = []
     if t:
-        facts.append(f"Latency target ({t['runtime']}): {t['target']:g} ms asked, {t['landed']:.2f} ms landed "
-                     f"({100 * t['relative']:+.1f} %; goal {t['goal']}: {'met' if t['met'] else 'not met'}).")  # fmt: skip
+        facts.append(
+            f"Latency target ({t['runtime']}): {t['target']:g} ms asked, {t['landed']:.2f} ms landed "
+            f"({100 * t['relative']:+.1f} %; goal {t['goal']}: {'met' if t['met'] else 'not met'})."
+        )
     for key, label in (("rounded_torch", "PyTorch"), ("rounded_onnxruntime", "ONNX Runtime")):
         g = goals.get(key)
         if g:
-            facts.append(f"Rounded model, {label}: ÷ G {g['ratio_over_gflops_ratio']:.2f} (goal {g['goal']}: "
-                         f"{'met' if g['met'] else 'not met'}).")  # fmt: skip
+            facts.append(
+                f"Rounded model, {label}: ÷ G {g['ratio_over_gflops_ratio']:.2f} (goal {g['goal']}: "
+                f"{'met' if g['met'] else 'not met'})."
+            )
     floor = goals.get("rounded_torch_first_order_floor")
     if not missing(floor):
         facts.append(f"First-order floor over all schedules at the rounded model's GFLOPs (PyTorch): ÷ G {floor:.2f}.")
     r = goals.get("rounded_over_plain_map")
     if r:
-        facts.append(f"Rounded over unrounded mAP50-95: {r['ratio']:.2f} (95 % {ci(r['ratio_ci95'], 2)}, "
-                     f"{r['resamples']} paired resamples of {r['images']:,} images; rounded ahead in "
-                     f"{100 * r['p_a_beats_b']:.0f} %).")  # fmt: skip
-    return "\n\n".join([head, main, "Where PyTorch's time goes (torch.profiler, self time per forward):", ops_table,
-                        "The per-block latency table against whole-model timing (same interleaved rounds):", err_table,
-                        "\n".join(f"- {f}" for f in facts)])  # fmt: skip
+        facts.append(
+            f"Rounded over unrounded mAP50-95: {r['ratio']:.2f} (95 % {ci(r['ratio_ci95'], 2)}, "
+            f"{r['resamples']} paired resamples of {r['images']:,} images; rounded ahead in "
+            f"{100 * r['p_a_beats_b']:.0f} %)."
+        )
+    return "\n\n".join(
+        [
+            head,
+            main,
+            "Where PyTorch's time goes (torch.profiler, self time per forward):",
+            ops_table,
+            "The per-block latency table against whole-model timing (same interleaved rounds):",
+            err_table,
+            "\n".join(f"- {f}" for f in facts),
+        ]
+    )
 
 
 # ---------------------------------------------------------------- Stage I speed (bench_sensitivity.py)
@@ -307,21 +409,40 @@ def latency_section(doc: dict) -> str:
 
 def sensitivity_section(doc: dict) -> str:
     d, eq = doc["default"], doc["equal_resources"]
-    head = (f"**Measured on** {machine(doc)}: {doc['what']}. `{doc['weights']}`, {doc['layers']} layers at ratio "
-            f"{doc['ratio']:g}, {doc['images']} images of `{doc['data']}` at {doc['imgsz']} px, all in one run.")  # fmt: skip
+    head = (
+        f"**Measured on** {machine(doc)}: {doc['what']}. `{doc['weights']}`, {doc['layers']} layers at ratio "
+        f"{doc['ratio']:g}, {doc['images']} images of `{doc['data']}` at {doc['imgsz']} px, all in one run."
+    )
     rows = [
-        [(f"each as it runs by default (lipslib: {d['fast_processes']} processes; Ultralytics: {d['naive_threads']} "
-          "thread)"), f"{d['fast_seconds']:.1f} s", f"{d['naive_seconds']:.1f} s", f"{d['speedup']:.1f}×"],
-        [f"both on {eq['all_cores']['cores']} cores", f"{eq['all_cores']['fast_seconds']:.1f} s",
-         f"{eq['all_cores']['naive_seconds']:.1f} s", f"{eq['all_cores']['speedup']:.1f}×"],
-        [f"both on {eq['one_thread']['threads']} thread", f"{eq['one_thread']['fast_seconds']:.1f} s",
-         f"{eq['one_thread']['naive_seconds']:.1f} s", f"{eq['one_thread']['speedup']:.1f}×"],
-    ]  # fmt: skip
+        [
+            (
+                f"each as it runs by default (lipslib: {d['fast_processes']} processes; "
+                f"Ultralytics: {d['naive_threads']} thread)"
+            ),
+            f"{d['fast_seconds']:.1f} s",
+            f"{d['naive_seconds']:.1f} s",
+            f"{d['speedup']:.1f}×",
+        ],
+        [
+            f"both on {eq['all_cores']['cores']} cores",
+            f"{eq['all_cores']['fast_seconds']:.1f} s",
+            f"{eq['all_cores']['naive_seconds']:.1f} s",
+            f"{eq['all_cores']['speedup']:.1f}×",
+        ],
+        [
+            f"both on {eq['one_thread']['threads']} thread",
+            f"{eq['one_thread']['fast_seconds']:.1f} s",
+            f"{eq['one_thread']['naive_seconds']:.1f} s",
+            f"{eq['one_thread']['speedup']:.1f}×",
+        ],
+    ]
     fw = doc["forward_work"]
-    facts = (f"Same answer: largest mAP difference over the layers {doc['max_abs_map_diff']:g}, Spearman of the two "
-             f"importance vectors {doc['spearman_importance']:.3f}. Forward work after reuse: "
-             f"{fw['probes_in_base_passes']:g} base passes for the {doc['layers']} pruned copies against the naive "
-             f"{fw['naive_in_base_passes']}, a ceiling of {fw['ceiling_speedup_equal_resources']:g}× at equal resources.")  # fmt: skip
+    facts = (
+        f"Same answer: largest mAP difference over the layers {doc['max_abs_map_diff']:g}, Spearman of the two "
+        f"importance vectors {doc['spearman_importance']:.3f}. Forward work after reuse: "
+        f"{fw['probes_in_base_passes']:g} base passes for the {doc['layers']} pruned copies against the naive "
+        f"{fw['naive_in_base_passes']}, a ceiling of {fw['ceiling_speedup_equal_resources']:g}× at equal resources."
+    )
     return "\n\n".join([head, table(["", "lipslib (fast path)", "naive", "speed-up"], rows, "lrrr"), facts])
 
 
@@ -336,27 +457,48 @@ def demo_section(folder: Path = ROOT / "reports" / "dvclive") -> str:
         with tsv.open() as f:
             series[tsv.stem] = {int(r["step"]): float(r[tsv.stem]) for r in csv.DictReader(f, delimiter="\t")}
     steps = sorted(series.get("gflops", {}))
-    rows = [[s, num(series["gflops"].get(s), 3), f"{series['params'][s] / 1e6:.3f} M" if "params" in series else "",
-             num(series.get("map50_95", {}).get(s)), num(series.get("report_map50_95", {}).get(s)),
-             num(series.get("rule_step", {}).get(s))] for s in steps]  # fmt: skip
+    rows = [
+        [
+            s,
+            num(series["gflops"].get(s), 3),
+            f"{series['params'][s] / 1e6:.3f} M" if "params" in series else "",
+            num(series.get("map50_95", {}).get(s)),
+            num(series.get("report_map50_95", {}).get(s)),
+            num(series.get("rule_step", {}).get(s)),
+        ]
+        for s in steps
+    ]
     best = metrics["best"]
-    text = table(["iteration", "GFLOPs", "params", "mAP50-95 (choose: `val`)", "mAP50-95 (report: `test`)",
-                  "next step"], rows)  # fmt: skip
-    return text + (f"\n\nChosen: iteration {best['iteration']}, {best['gflops']:.3f} GFLOPs (target "
-                   f"{best['target_cost']:g}), mAP50-95 {best['map50_95']:.4f} on the report images "
-                   f"({best['selection_map50_95']:.4f} on the images that chose it).")  # fmt: skip
+    text = table(
+        ["iteration", "GFLOPs", "params", "mAP50-95 (choose: `val`)", "mAP50-95 (report: `test`)", "next step"], rows
+    )
+    return text + (
+        f"\n\nChosen: iteration {best['iteration']}, {best['gflops']:.3f} GFLOPs (target "
+        f"{best['target_cost']:g}), mAP50-95 {best['map50_95']:.4f} on the report images "
+        f"({best['selection_map50_95']:.4f} on the images that chose it)."
+    )
 
 
 def video_section(path: Path = ROOT / "reports" / "tables" / "video_summary.json") -> str:
     doc = json.loads(path.read_text())
-    rows = [[label, num(m["gflops"], 3), num(m["latency_ms_median"], 1), num(m["latency_ms_p95"], 1), num(m["fps"], 1),
-             num(m["detections_per_frame"], 2)]
-            for label, m in (("original", doc["orig"]), ("pruned", doc["pruned"]))]  # fmt: skip
+    rows = [
+        [
+            label,
+            num(m["gflops"], 3),
+            num(m["latency_ms_median"], 1),
+            num(m["latency_ms_p95"], 1),
+            num(m["fps"], 1),
+            num(m["detections_per_frame"], 2),
+        ]
+        for label, m in (("original", doc["orig"]), ("pruned", doc["pruned"]))
+    ]
     s = doc["settings"]
-    return (table(["model", "GFLOPs", "median ms", "p95 ms", "FPS", "detections / frame"], rows) +
-            f"\n\n`{Path(doc['video']).name}`, every {doc['frame_step']}th frame ({doc['frames_processed']} of "
-            f"{doc['frames_decoded']}), {s['imgsz']} px on `{s['device']}` ({doc.get('cpu_threads', '?')} CPU "
-            f"thread(s)); {doc['timing']}. Agreement {doc['agreement']:.3f}: {doc['agreement_definition']}.")  # fmt: skip
+    return (
+        table(["model", "GFLOPs", "median ms", "p95 ms", "FPS", "detections / frame"], rows)
+        + f"\n\n`{Path(doc['video']).name}`, every {doc['frame_step']}th frame ({doc['frames_processed']} of "
+        f"{doc['frames_decoded']}), {s['imgsz']} px on `{s['device']}` ({doc.get('cpu_threads', '?')} CPU "
+        f"thread(s)); {doc['timing']}. Agreement {doc['agreement']:.3f}: {doc['agreement_definition']}."
+    )
 
 
 # ---------------------------------------------------------------- sections by record
@@ -364,6 +506,7 @@ def video_section(path: Path = ROOT / "reports" / "tables" / "video_summary.json
 
 def generic_section(doc: dict) -> str:
     """A record of a kind this module has no table for: what it says it ran on, and its scalar fields."""
+
     def flat(d: dict, prefix: str = ""):
         for k, v in d.items():
             if isinstance(v, dict):
