@@ -266,6 +266,7 @@ def sweep(
     prefix = name or f"sweep-{profile}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", prefix):
         raise LipsError(f"--name '{prefix}': letters, digits, '.', '_' and '-' only")
+    check_targets(params, targets, root)
     out = root / root_dir
     out.mkdir(parents=True, exist_ok=True)
     if executor == "slurm":
@@ -293,6 +294,25 @@ def sweep(
     else:
         rows = _sweep_submitit(targets, workers, ctx, executor, slurm or {})
     return _finish(rows, out, executor)
+
+
+def check_targets(params: dict, targets: list[float], root: Path) -> float:
+    """Every target through the loop's own checks (`optimize.check_params`) against the base's GFLOPs, before
+    anything runs or is queued: a bad value, or a target at or above the base, stops the whole sweep in one line
+    instead of failing in its own run after Stage I. Returns the base's GFLOPs (a second to count)."""
+    from lipslib.engine import cost, load_model
+    from lipslib.optimize import check_params
+
+    if params["schedule"]["target_ms"] is not None:
+        raise LipsError(
+            f"a sweep varies schedule.target_gflops, but profile {params['profile']} sets schedule.target_ms "
+            f"({params['schedule']['target_ms']}), which the loop follows instead: --set schedule.target_ms=null"
+        )
+    base = Path(str(params["base"]))
+    base_gflops = cost(load_model(root / base if (root / base).exists() else params["base"])).gflops
+    for t in targets:
+        check_params({**params, "schedule": {**params["schedule"], "target_gflops": t}}, base_gflops)
+    return base_gflops
 
 
 def _finish(rows: list[dict], out: Path, executor: str) -> Path:
@@ -763,6 +783,7 @@ class _StageI:
 
 __all__ = [
     "EXECUTORS",
+    "check_targets",
     "Lane",
     "Worker",
     "experiments",

@@ -104,6 +104,28 @@ def test_cli_refuses_oversubscribed_workers_before_any_work(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_target_above_the_base_stops_the_sweep_before_any_work(assets, tmp_path):
+    """`lips sweep --targets 9.9`: one line naming the target and the base's GFLOPs, exit 2, nothing created."""
+    out = tmp_path / "sweep"
+    proc = lips(ROOT, "sweep", "--targets", "3.9,9.9", "--direct", "--profile", "smoke", "--out", str(out))
+    assert proc.returncode == 2 and "target 9.9 GFLOPs is not below the base model's 4.2" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    proc = lips(
+        ROOT,
+        "sweep",
+        "--targets",
+        "3.9",
+        "--direct",
+        "--profile",
+        "smoke",
+        "--out",
+        str(out),
+        "--set",
+        "schedule.target_ms=40",
+    )
+    assert proc.returncode == 2 and "schedule.target_ms" in proc.stderr and not out.exists()
+
+
 def test_targets_and_times_parse():
     assert parse_targets("3.4, 3.6,3.8") == [3.4, 3.6, 3.8]
     for bad in ("", "3.4,x", "3.4,3.40"):
@@ -155,13 +177,16 @@ def test_slurm_job_asks_for_its_gpus_time_and_requeue_signal(tmp_path):
 @pytest.mark.slow
 def test_local_executor_two_workers_and_a_failing_target(assets, tmp_path):
     """Two workers of one thread through submitit's LocalExecutor (the code path of the Slurm jobs); the target
-    above the base (4.24 GFLOPs) fails, the other finishes and is the Pareto table."""
+    whose run folder cannot be written (a file stands where its runs/ go) fails, the other finishes and is the
+    Pareto table."""
     out = tmp_path / "sweep"
+    (out / "4").mkdir(parents=True)
+    (out / "4" / "runs").write_text("not a folder")
     proc = lips(
         ROOT,
         "sweep",
         "--targets",
-        "3.9,5.0",
+        "3.9,4.0",
         "--direct",
         "--devices",
         "cpu,cpu",
@@ -177,11 +202,11 @@ def test_local_executor_two_workers_and_a_failing_target(assets, tmp_path):
         *TINY,
     )
     assert proc.returncode != 0, proc.stdout
-    assert "1 of 2 targets failed" in proc.stderr and "5: " in proc.stderr and "not below the base" in proc.stderr
+    assert "1 of 2 targets failed" in proc.stderr and "; 4: " in proc.stderr and "runs" in proc.stderr
     assert "worker 0: device cpu, 1 thread, worker 1: device cpu, 1 thread" in proc.stdout
     done = json.loads((out / "3.9" / "result.json").read_text())
     assert (done["device"], done["threads"], done["status"]) == ("cpu", 1, "done")
-    assert "not below the base" in json.loads((out / "5" / "failed.json").read_text())["error"]
+    assert "runs" in json.loads((out / "4" / "failed.json").read_text())["error"]
     table = pd.read_csv(out / "pareto.csv")
     assert table.target_gflops.tolist() == [3.9] and table.threads.tolist() == [1]
     assert table.gflops.iloc[0] <= 3.9 * 1.01
@@ -305,7 +330,7 @@ def shown(run) -> dict:
 def test_dvc_queue_two_targets_two_workers(assets, dvc_repo):
     """`lips sweep --devices cpu,cpu` from a clean clone: Stage I once in the workspace, two experiments run by
     `dvc queue start -j 2`, each with its device and one thread, both in `dvc exp show` and in one Pareto table.
-    A rerun with a third target above the base does not redo the two, and its failure leaves them intact."""
+    A rerun redoes neither; a sweep with a target above the base is refused in one line before anything runs."""
     repo, run = dvc_repo
     sweep = [
         "sweep",
@@ -342,13 +367,15 @@ def test_dvc_queue_two_targets_two_workers(assets, dvc_repo):
     )
     assert (repo / "reports" / "sweeps" / "pareto.png").stat().st_size > 5_000
 
-    proc = lips(repo, *sweep[:1], "--targets", "3.9,4.0,5.0", *sweep[1:])
-    assert proc.returncode != 0
+    proc = lips(repo, *sweep[:1], "--targets", "3.9,4.0", *sweep[1:])
+    assert proc.returncode == 0, proc.stderr[-1500:]
     assert "sweep-smoke-3.9 finished earlier" in proc.stdout and "sweep-smoke-4 finished earlier" in proc.stdout
-    assert "Stage I is up to date in the workspace" in proc.stdout
-    assert "1 of 3 targets failed" in proc.stderr and "not below the base" in proc.stderr
-    assert set(shown(run)) == {"sweep-smoke-3.9", "sweep-smoke-4"}
+    assert "queued" not in proc.stdout
     assert pd.read_csv(repo / "reports" / "sweeps" / "pareto.csv").equals(table)
+    proc = lips(repo, *sweep[:1], "--targets", "3.9,4.0,5.0", *sweep[1:])
+    assert proc.returncode != 0 and "5 GFLOPs is not below the base" in proc.stderr, proc.stderr[-1500:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "queued" not in proc.stdout
+    assert set(shown(run)) == {"sweep-smoke-3.9", "sweep-smoke-4"}
 
 
 def test_dvc_sweep_never_rewrites_uncommitted_settings(dvc_repo):
