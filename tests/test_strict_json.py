@@ -65,6 +65,4 @@ def test_no_lipslib_module_writes_json_around_write_json():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "reports").rglob("*.json")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_committed_reports_are_strict_json(path):
-    if path.name == "latency.json" and "NaN" in path.read_text():
-        pytest.xfail("reports/bench/latency.json predates strict JSON: rewrite it (bench_latency.py) to clear this")
     _strict_load(path)
