@@ -471,6 +471,11 @@ def write_report(result: dict, out: Path) -> None:
         f"{result['settings']['report_split']}, imgsz {result['settings']['imgsz']})\n\n"
         + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f")
         + "\n\n"
+        + "".join(
+            f"Budget {b['budget']:g}: kept whole from {b['kept_from']} (an earlier run of this benchmark).\n\n"
+            for b in result["budgets"]
+            if b.get("kept_from")
+        )
         + "Goals: "
         + json.dumps(result["goals"])
         + "\n"
@@ -517,9 +522,11 @@ def main():
     p.add_argument("--work", default="runs/bench_baselines")
     p.add_argument(
         "--keep-rows",
-        default=None,
+        nargs="+",
+        default=[],
         metavar="JSON",
-        help="a previous report whose rows of methods not run now are kept, marked as another run's",
+        help="previous reports whose rows not run now (methods, whole budgets, the control) are kept, marked as "
+        "another run's; the first report holding a row gives it",
     )
     a = p.parse_args()
     out = Path(a.out)
@@ -531,7 +538,7 @@ def main():
         if m not in METHODS:
             raise LipsError(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
     pruned_methods = [m for m in methods if m != "control"]
-    kept = json.loads(Path(a.keep_rows).read_text()) if a.keep_rows else None
+    kept = [(f, json.loads(Path(f).read_text())) for f in a.keep_rows]
     seeds, budgets = parse_seeds(a.seeds), parse_floats(a.budgets, "budgets", "3.7,3.4")
     common = {
         "base": a.base,
@@ -615,14 +622,19 @@ def main():
             for m in rows
             if split_method(m)[1] and split_method(m)[0] in rows
         }
-        previous = next((b for b in (kept or {}).get("budgets", []) if b["budget"] == budget), None)
-        if previous:  # another run's rows, for reference: their own intervals, no pairing with this run's
-            for m, r in previous["methods"].items():
-                if m not in rows:
-                    rows[m] = {**r, "other_run": a.keep_rows}
+        keep_rows(rows, kept, budget)
         result["budgets"].append({"budget": budget, "methods": rows, "recovery_gain": gains})
         steps.update()
     steps.close()
+    for budget in sorted({b["budget"] for _, k in kept for b in k.get("budgets", [])} - set(budgets), reverse=True):
+        # a budget not run now: as the first report holding it ran it (its rows paired among themselves)
+        file, whole = next((f, b) for f, k in kept for b in k.get("budgets", []) if b["budget"] == budget)
+        result["budgets"].append({**whole, "kept_from": whole.get("kept_from") or file})
+    result["budgets"].sort(key=lambda b: -b["budget"])
+    if "control" not in result:
+        source = next(((f, k["control"]) for f, k in kept if k.get("control")), None)
+        if source:
+            result["control"] = {**source[1], "other_run": source[1].get("other_run") or source[0]}
     result.update(
         {
             "what": "LIPS vs same-harness baselines at equal GFLOPs (±1 %) and equal total fine-tune epochs",
@@ -653,6 +665,18 @@ def main():
     )
     write_report(result, out)
     print(out.with_suffix(".md").read_text())
+
+
+def keep_rows(rows: dict, kept: list[tuple[str, dict]], budget: float) -> dict:
+    """Add to `rows` the kept reports' rows of `budget` for methods not in it (the first report holding one
+    gives it), each marked with the run it came from: for reference, with their own intervals, no pairing with
+    this run's. Returns `rows`."""
+    for file, report in kept:
+        previous = next((b for b in report.get("budgets", []) if b["budget"] == budget), None)
+        for m, r in (previous or {}).get("methods", {}).items():
+            if m not in rows:
+                rows[m] = {**r, "other_run": r.get("other_run") or file}
+    return rows
 
 
 def goals(budgets: list[dict], base_map: float) -> dict:
