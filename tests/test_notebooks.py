@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -174,37 +173,6 @@ def test_reference_is_optional(assets, tmp_path, monkeypatch):
         printed = " ".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
         assert "lips_paper" in printed, name  # the one-line note naming what is missing
     assert not (runs / "sensitivity" / "reference.json").exists() and not (runs / "schedule" / "replay").exists()
-
-
-@pytest.mark.slow
-def test_sweep_two_targets(assets, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lipslib",
-            "sweep",
-            "--direct",
-            "--targets",
-            "3.9,4.0",
-            "--profile",
-            "smoke",
-            "--notebooks",
-            "03_optimize",
-            "--out",
-            str(tmp_path / "sweeps"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=os.environ.copy(),
-        timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for target in ("3.9", "4"):
-        assert (tmp_path / "sweeps" / target / "runs" / "optimize" / "best.json").is_file()
-    assert (tmp_path / "sweeps" / "pareto.png").stat().st_size > 5_000
-    assert (tmp_path / "sweeps" / "pareto.csv").read_text().count("\n") == 3
 
 
 @pytest.mark.slow  # `make lab` may create .venv and pip-install
