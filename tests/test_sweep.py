@@ -202,7 +202,7 @@ def test_local_executor_two_workers_and_a_failing_target(assets, tmp_path):
         *TINY,
     )
     assert proc.returncode != 0, proc.stdout
-    assert "1 of 2 targets failed" in proc.stderr and "; 4: " in proc.stderr and "runs" in proc.stderr
+    assert "1 of 2 targets failed" in proc.stderr and "pareto.csv): 4: " in proc.stderr and "4/runs" in proc.stderr
     assert "worker 0: device cpu, 1 thread, worker 1: device cpu, 1 thread" in proc.stdout
     done = json.loads((out / "3.9" / "result.json").read_text())
     assert (done["device"], done["threads"], done["status"]) == ("cpu", 1, "done")
