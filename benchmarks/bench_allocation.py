@@ -47,11 +47,13 @@ from lipslib.assets import paper_dir
 from lipslib.config import load_params
 from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError, exit_code
-from lipslib.evaluate import evaluate, ratio_interval, write_json
+from lipslib.evaluate import evaluate
+from lipslib.files import write_json
 from lipslib.optimize import load_importance, prepare_data
 from lipslib.plots import allocation_strip
 from lipslib.schedule import initial_schedule
 from lipslib.spec import read_spec
+from lipslib.stats import ratio_interval
 
 DEFAULT_OUT = "reports/bench/allocation.json"
 REFERENCES = ("stage1", "paper_iter24")

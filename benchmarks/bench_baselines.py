@@ -45,24 +45,18 @@ from tqdm.auto import tqdm
 
 from lipslib.baselines import at_gflops, tracked
 from lipslib.config import load_params
+from lipslib.datasets import calibration_images
 from lipslib.engine import cost, load_model, prune, save_checkpoint
 from lipslib.errors import LipsError, exit_code
-from lipslib.evaluate import (
-    bootstrap_maps,
-    calibration_images,
-    evaluate,
-    image_matches,
-    map50_95,
-    pool_seeds,
-    ratio_interval,
-    write_json,
-)
+from lipslib.evaluate import evaluate, image_matches
+from lipslib.files import write_json
 from lipslib.finetune import finetune
 from lipslib.optimize import check_params, load_importance, optimize, prepare_data, recovery_args
 from lipslib.plots import baselines_pareto
 from lipslib.reconstruct import channel_criterion
 from lipslib.recover import Recovery, recover
 from lipslib.sensitivity import run_sensitivity
+from lipslib.stats import bootstrap_maps, map50_95, pool_seeds, ratio_interval
 
 PLAIN = {"recover.repair": False, "recover.reconstruct": False, "recover.distill": "none", "optimize.criterion": "l1"}
 RECOVERIES = {  # a method's suffix → its channel choice and recovery; the part before the first _ is the schedule

@@ -29,11 +29,14 @@ import torch
 
 from lipslib.config import load_params
 from lipslib.costs import most_saved
+from lipslib.datasets import check_data, split_images
 from lipslib.engine import cost, load_model
 from lipslib.errors import exit_code
-from lipslib.evaluate import check_data, image_matches, paired_bootstrap, split_images, write_json
+from lipslib.evaluate import image_matches
+from lipslib.files import write_json
 from lipslib.latency import RUNTIMES, op_breakdown, table_error, time_models
 from lipslib.optimize import optimize
+from lipslib.stats import paired_bootstrap
 
 GOAL = 1.1  # latency ratio ≤ GOAL × GFLOPs ratio
 TARGET_CUT = 0.85  # the latency-target loop aims at this share of the base's time

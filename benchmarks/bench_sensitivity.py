@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from lipslib.engine import fused, load_model, prune, save_checkpoint
 from lipslib.errors import exit_code
-from lipslib.evaluate import evaluate, write_json
+from lipslib.evaluate import evaluate
+from lipslib.files import write_json
 from lipslib.layers import default_targets
 from lipslib.memo import Recorder, reuse
 from lipslib.runtime import cpu_threads

@@ -7,12 +7,14 @@ The public API is the names in `__all__`, importable from `lipslib` directly:
     res = L.prune(base, L.at_gflops("uniform", base, 3.9)["ratios"])
 
 Library layers (dependencies point downward only):
-  assets → layers → engine → evaluate / finetune → (sensitivity, schedule, optimize, reporting) → cli
+  assets → layers → engine → evaluate / finetune → (sensitivity, schedule, optimize, reporting) → cli,
+  with the helpers below evaluate: files (writable paths, strict JSON), datasets (splits, calibration images),
+  stats (bootstrap intervals on per-image matches); errors sits under all of them.
 
 `import lipslib` is cheap: the names are resolved on first use (PEP 562), so the CLI and the pure parts
 (`schedule`, `spec`, `config`) do not pay for importing torch and Ultralytics. `lipslib.evaluate`,
 `lipslib.finetune`, `lipslib.optimize`, `lipslib.recover` and `lipslib.reconstruct` are the functions
-of those names; their modules are imported as modules (`from lipslib.evaluate import write_json`).
+of those names; their modules are imported as modules (`from lipslib.evaluate import image_matches`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ _EXPORTS: dict[str, str] = {
     # fine-tuning and evaluation
     "finetune": "lipslib.finetune",
     "evaluate": "lipslib.evaluate",
-    "calibration_images": "lipslib.evaluate",
+    # calibration data for recovery
+    "calibration_images": "lipslib.datasets",
     # Stage I, the schedule rule and the loop
     "run_sensitivity": "lipslib.sensitivity",
     "initial_schedule": "lipslib.schedule",
@@ -101,7 +104,7 @@ class _Package(types.ModuleType):
     """`lipslib` itself. Five public functions share their module's name (`evaluate`, `finetune`, `optimize`,
     `recover`, `reconstruct`); importing such a module (`from lipslib.evaluate import …`, or any module that
     does) would bind the module over the function. Here the attribute stays the function; the modules are
-    still imported as usual (`import lipslib.evaluate`, `from lipslib.evaluate import write_json`)."""
+    still imported as usual (`import lipslib.evaluate`, `from lipslib.evaluate import image_matches`)."""
 
     def __setattr__(self, name: str, value) -> None:
         if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from lipslib.datasets import frame_tensor
 from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
-from lipslib.evaluate import evaluate, frame_tensor
+from lipslib.evaluate import evaluate
 from lipslib.runtime import cpu_threads, select_device
 
 
@@ -125,7 +126,7 @@ def run_benchmark(
     """benchmark.csv + benchmark.png (published and measured points) and latency.csv under `out`
     (tables/, figures/). mAP is measured on `device` (None: Ultralytics' choice), latency on the CPU and
     on that device when it is a GPU. Returns (points, latency)."""
-    from lipslib.evaluate import check_data, split_images
+    from lipslib.datasets import check_data, split_images
     from lipslib.plots import benchmark_figure
 
     if base is not None:

@@ -48,7 +48,8 @@ def ridge_value(text: str):
 
 def cmd_prune(a):
     from lipslib import engine
-    from lipslib.evaluate import calibration_images, check_writable
+    from lipslib.datasets import calibration_images
+    from lipslib.files import check_writable
     from lipslib.layers import default_targets
     from lipslib.reconstruct import channel_criterion
     from lipslib.recover import Recovery, recover
@@ -99,8 +100,9 @@ def cmd_prune(a):
 
 
 def cmd_inflate(a):
+    from lipslib.datasets import calibration_images
     from lipslib.engine import cost, has_batchnorm, save_checkpoint
-    from lipslib.evaluate import calibration_images, check_writable
+    from lipslib.files import check_writable
     from lipslib.inflate import inflate
 
     check_writable(a.out)

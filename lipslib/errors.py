@@ -5,6 +5,16 @@ class LipsError(Exception):
     """Bad input or a missing resource. The CLI prints the message alone and exits 2."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message (Ultralytics puts what is wrong first and hints
+    after it), without its decorations; the exception's type when the message is empty."""
+    for line in str(e).splitlines():
+        line = line.replace("❌", "").strip()
+        if line:
+            return line
+    return type(e).__name__
+
+
 def exit_code(prog: str, run) -> int:
     """Runs `run()` for a command-line program `prog`: 0 when it returns; a LipsError or an OSError (a file it
     reads or writes, named) becomes one line on stderr and 2, Ctrl-C one line and 130 — never a traceback."""

@@ -29,9 +29,11 @@ import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
 
 from lipslib.assets import resolve_weights
+from lipslib.datasets import check_data, frame_tensor
 from lipslib.engine import conv_shapes, has_batchnorm, load_model
-from lipslib.errors import LipsError
-from lipslib.evaluate import check_data, check_writable, device_arg, evaluate, first_line, frame_tensor
+from lipslib.errors import LipsError, first_line
+from lipslib.evaluate import device_arg, evaluate
+from lipslib.files import check_writable
 from lipslib.runtime import keep_threads, use_threads
 
 # The seed's table (paper profile). The authors' own args.yaml for all 25 iterations differ:

@@ -157,7 +157,7 @@ def time_models(
     Ultralytics' bus.jpg) on `runtime` with `threads` threads."""
     from ultralytics.utils import ASSETS
 
-    from lipslib.evaluate import frame_tensor
+    from lipslib.datasets import frame_tensor
 
     check_runtime(runtime, threads, imgsz, batch)
     x = frame_tensor(image or ASSETS / "bus.jpg", imgsz).repeat(batch, 1, 1, 1)
@@ -199,7 +199,7 @@ def op_breakdown(weights, image=None, imgsz: int = 640, threads: int = 1, runs: 
     from torch.profiler import ProfilerActivity, profile
     from ultralytics.utils import ASSETS
 
-    from lipslib.evaluate import frame_tensor
+    from lipslib.datasets import frame_tensor
 
     check_runtime("torch", threads, imgsz)
     net = _inference(load_model(weights))

@@ -20,9 +20,11 @@ import pandas as pd
 import yaml
 
 from lipslib.costs import GflopsCost, bisect, cost_model
+from lipslib.datasets import calibration_images, check_data, split_images
 from lipslib.engine import CRITERION_NAMES, load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
-from lipslib.evaluate import calibration_images, check_data, check_writable, evaluate, split_images, write_json
+from lipslib.evaluate import evaluate
+from lipslib.files import check_writable, write_json
 from lipslib.finetune import finetune
 from lipslib.layers import default_targets, validate_layers
 from lipslib.reconstruct import channel_criterion

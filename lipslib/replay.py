@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lipslib.errors import LipsError
-from lipslib.evaluate import write_json
+from lipslib.files import write_json
 from lipslib.schedule import RuleParams, Targets, initial_schedule, update
 from lipslib.spec import read_spec
 

@@ -31,19 +31,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from lipslib.datasets import calibration_images, check_data, split_images
 from lipslib.engine import CRITERION_NAMES, Cost, conv_shapes, cost_counter, fused, load_model, prune
-from lipslib.errors import LipsError
-from lipslib.evaluate import (
-    calibration_images,
-    check_data,
-    check_writable,
-    device_arg,
-    first_line,
-    make_validator,
-    run_validator,
-    split_images,
-    write_json,
-)
+from lipslib.errors import LipsError, first_line
+from lipslib.evaluate import device_arg, make_validator, run_validator
+from lipslib.files import check_writable, write_json
 from lipslib.layers import default_targets, validate_layers
 from lipslib.memo import Recorder, bytes_per_image, reuse
 from lipslib.reconstruct import LeastSquaresCriterion, channel_criterion

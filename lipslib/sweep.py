@@ -123,7 +123,7 @@ def label(target: float) -> str:
 def run_target(spec: dict) -> dict:
     """Run the sweep's notebooks for one target in its folder (resuming the loop there) and return its record;
     a finished target (result.json) is returned as it is, not redone."""
-    from lipslib.evaluate import write_json
+    from lipslib.files import write_json
     from lipslib.notebook import run_notebook
 
     folder = Path(spec["root"]) / spec["folder"]
@@ -178,7 +178,7 @@ class Lane(_Checkpointable):
     def __call__(self, specs: list[dict]) -> list[dict]:
         import torch
 
-        from lipslib.evaluate import write_json
+        from lipslib.files import write_json
 
         out = []
         for spec in specs:
@@ -318,7 +318,7 @@ def check_targets(params: dict, targets: list[float], root: Path) -> float:
 def _finish(rows: list[dict], out: Path, executor: str) -> Path:
     import pandas as pd
 
-    from lipslib.evaluate import write_json
+    from lipslib.files import write_json
     from lipslib.plots import pareto_figure
 
     rows = sorted(rows, key=lambda r: r["target_gflops"])

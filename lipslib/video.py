@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lipslib.errors import LipsError
-from lipslib.evaluate import check_writable, device_arg, first_line, write_json
+from lipslib.errors import LipsError, first_line
+from lipslib.evaluate import device_arg
+from lipslib.files import check_writable, write_json
 from lipslib.runtime import keep_threads, select_device
 
 INFERENCE_KEYS = ("imgsz", "conf", "iou", "device", "half", "max_det", "classes")

@@ -57,7 +57,7 @@ def iter01(assets):
 @pytest.fixture(scope="session")
 def images(coco128):
     """Calibration images (coco128 train) and held-out ones (val) at 320 px, for the recovery tests."""
-    from lipslib.evaluate import calibration_images
+    from lipslib.datasets import calibration_images
 
     return {
         "calibrate": calibration_images(coco128, "train", 32, 320),

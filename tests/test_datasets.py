@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from lipslib.datasets import check_data, split_images
 from lipslib.errors import LipsError
-from lipslib.evaluate import check_data, split_images
 from lipslib.optimize import prepare_data, split_halves
 
 

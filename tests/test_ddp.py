@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from lipslib import engine
+from lipslib.datasets import check_data
 from lipslib.errors import LipsError
-from lipslib.evaluate import check_data, evaluate
+from lipslib.evaluate import evaluate
 from lipslib.finetune import PrunedTrainer, finetune, train_args
 from lipslib.layers import default_targets
 

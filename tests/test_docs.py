@@ -98,11 +98,11 @@ def test_functions_named_like_their_module_stay_functions():
     import lipslib
     import lipslib.evaluate  # binding a submodule must not replace the function
     import lipslib.finetune
-    from lipslib.evaluate import write_json
+    from lipslib.evaluate import device_arg
 
     for name in ("evaluate", "finetune", "optimize", "recover", "reconstruct"):
         assert callable(getattr(lipslib, name)) and not isinstance(getattr(lipslib, name), type(lipslib)), name
-    assert callable(write_json) and sys.modules["lipslib.evaluate"].__name__ == "lipslib.evaluate"
+    assert callable(device_arg) and sys.modules["lipslib.evaluate"].__name__ == "lipslib.evaluate"
 
 
 # ---------------------------------------------------------------- the site

@@ -321,5 +321,5 @@ def test_import_forms():
         "lipslib.config",
         "lipslib.video",
     }
-    relative = ast.parse("from .evaluate import write_json\nfrom . import layers\n")
-    assert imported_modules(relative, "lipslib.video") >= {"lipslib.evaluate", "lipslib.layers"}
+    relative = ast.parse("from .files import write_json\nfrom . import layers\n")
+    assert imported_modules(relative, "lipslib.video") >= {"lipslib.files", "lipslib.layers"}

@@ -145,7 +145,8 @@ def test_dataset_without_labels(pruned_iter01, assets, tmp_path):
 
 @pytest.mark.slow  # validates
 def test_image_matches_rebuild_ultralytics_map_and_feed_a_paired_bootstrap(assets, coco128):
-    from lipslib.evaluate import image_matches, map50_95, paired_bootstrap
+    from lipslib.evaluate import image_matches
+    from lipslib.stats import map50_95, paired_bootstrap
 
     kw = dict(imgsz=160, batch=32)
     better = image_matches("lips_iter24_best.pt", coco128, **kw)

@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
+from lipslib.datasets import calibration_images
 from lipslib.engine import conv_shapes, cost, has_batchnorm, load_model, output_tensors
 from lipslib.errors import LipsError
-from lipslib.evaluate import calibration_images
 from lipslib.inflate import inflate
 
 

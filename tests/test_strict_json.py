@@ -1,5 +1,5 @@
 """Every JSON file lipslib writes is strict JSON: a missing value is null, never NaN or Infinity, which strict
-readers (jq, browsers, JSON.parse) refuse. All of lipslib's JSON goes through `evaluate.write_json`."""
+readers (jq, browsers, JSON.parse) refuse. All of lipslib's JSON goes through `files.write_json`."""
 
 import json
 import math
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from lipslib.evaluate import strict_json, write_json
+from lipslib.files import strict_json, write_json
 
 
 def _strict_load(path: Path):
@@ -54,7 +54,7 @@ def test_strict_json_keeps_finite_values_as_they_are():
 def test_no_lipslib_module_writes_json_around_write_json():
     """json.dump(s) to a file anywhere else in lipslib would bypass the strict writer (printing to stdout and the
     latency cache, which holds only measured numbers, are the known exceptions)."""
-    allowed = {"cli.py", "latency.py", "evaluate.py"}
+    allowed = {"cli.py", "latency.py", "files.py"}
     offenders = [
         p.name
         for p in (ROOT / "lipslib").glob("*.py")

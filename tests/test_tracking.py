@@ -83,7 +83,7 @@ def test_ultralytics_dvclive_callback_is_kept_out_of_fine_tunes(
     from ultralytics.models.yolo.detect import DetectionTrainer
 
     from lipslib import engine
-    from lipslib.evaluate import check_data
+    from lipslib.datasets import check_data
     from lipslib.finetune import PrunedTrainer, train_args
     from lipslib.layers import default_targets
 
