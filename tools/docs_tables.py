@@ -501,6 +501,47 @@ def video_section(path: Path = ROOT / "reports" / "tables" / "video_summary.json
     )
 
 
+# ---------------------------------------------------------------- sweeps (bench_sweep.py)
+
+
+def sweep_section(doc: dict) -> str:
+    """The same sweep run by one worker and by one worker per core: wall times, and each target's result."""
+    seq, par = doc["sequential"], doc["parallel"]
+    workers = len(par["devices"].split(","))
+    rows = [
+        [
+            f"{r['target_gflops']:g}",
+            r["iteration"],
+            num(r["gflops"], 3),
+            num(r["map50_95"]),
+            f"{r['seconds_sequential']:.0f} s",
+            f"{r['seconds_parallel']:.0f} s",
+            "yes" if r["identical"] else "**no**",
+        ]
+        for r in doc["per_target"]
+    ]
+    met = "met" if doc["goal_met"] else "**not met**"
+    return (
+        f"**Measured on** {machine(doc)}: `lips sweep --direct` (submitit's local executor), "
+        f"profile `{doc['setting']['profile']}`, notebooks `{doc['setting']['notebooks']}`.\n\n"
+        f"Wall time of the whole command: one worker × {seq['threads_per_worker']} thread {seq['wall_s']:.0f} s, "
+        f"{workers} workers × {par['threads_per_worker']} thread {par['wall_s']:.0f} s: **{doc['wall_ratio']:.2f}×** "
+        f"(goal ≤ {doc['goal']:g}, {met}). Each target's best model, and whether both runs found the same:\n\n"
+        + table(
+            [
+                "target",
+                "best iteration",
+                "GFLOPs",
+                "mAP50-95",
+                "loop, 1 worker",
+                f"loop, {workers} workers",
+                "identical",
+            ],
+            rows,
+        )
+    )
+
+
 # ---------------------------------------------------------------- sections by record
 
 
@@ -529,6 +570,8 @@ def renderer(rel: str):
         return latency_section
     if "equal_resources" in doc and "forward_work" in doc:
         return sensitivity_section
+    if "sequential" in doc and "parallel" in doc and "per_target" in doc:
+        return sweep_section
     return generic_section
 
 
