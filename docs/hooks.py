@@ -111,7 +111,7 @@ def cli_reference() -> str:
                 text += f" (one of: {', '.join(f'`{c}`' for c in a.choices)})"
             if isinstance(a, argparse._AppendAction):
                 text += " (repeatable)"
-            need = "required" if a.required or not a.option_strings else ""
+            need = "required" if a.required or not (a.option_strings or a.nargs in ("?", "*")) else ""
             rows.append(f"| {names} | {need} | {default} | {text} |")
         out += ["| argument | | default | description |", "| :--- | :--- | :--- | :--- |", *rows]
     return "\n".join(out)

@@ -4,12 +4,52 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import os
 import sys
+from pathlib import Path
 
+from lipslib.config import CRITERION_NAMES, DISTILL_MODES, EXECUTORS, RECIPES, RUNTIMES, SENSITIVITY_MODES
 from lipslib.errors import LipsError, exit_code
+from lipslib.notebook import NOTEBOOKS
 
+WEIGHTS_HELP = "a checkpoint or model yaml, LABEL= optional (default label: the file's stem)"
 DEVICE_HELP = "cpu, 0, 0,1 … (default: Ultralytics' choice, the first GPU when present)"
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"  # the checkout's (none in an install elsewhere)
+
+
+@functools.cache
+def _params_defaults() -> dict:
+    """The `defaults:` block of the checkout's params.yaml; {} where there is none or it does not read (the flags
+    then keep the literals build_parser gives)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(PARAMS_FILE.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    defaults = doc.get("defaults") if isinstance(doc, dict) else None
+    return defaults if isinstance(defaults, dict) else {}
+
+
+def _from_params(key: str, fallback, help: str, type=None, choices=None) -> dict:
+    """add_argument keywords of a flag whose default is params.yaml's `defaults` value at the dotted `key`,
+    said in its help; `fallback` where the checkout has no such value (or one that `type`/`choices` refuse)."""
+    value = _params_defaults()
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is not None and not isinstance(value, bool) and type is not None:
+        try:
+            value = type(value)
+        except (TypeError, ValueError):
+            value = None
+    if value is None or isinstance(value, (bool, dict, list)) or (choices and value not in choices):
+        default, where = fallback, f"default: {fallback}"
+    else:
+        default, where = value, f"default: params.yaml {key} = {value}"
+    where = where.replace("%", "%%")
+    return {"type": type, "default": default, "choices": choices, "help": f"{help} ({where})" if help else where}
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -26,6 +66,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def cmd_info(a):
+    if a.weights is None:  # both given is argparse's error; neither, this one (argparse's would read as a usage)
+        raise LipsError("which checkpoint? give --weights W (or W alone), e.g. lips info --weights yolo11n.pt")
     from lipslib.engine import info
 
     with _quiet(a.json):
@@ -126,11 +168,11 @@ def cmd_inflate(a):
 
 
 def cmd_latency(a):
-    from lipslib.latency import block_table, op_breakdown, time_models
-
     if a.ops and (a.runtime != "torch" or a.batch != 1):
         raise LipsError("--ops profiles PyTorch's CPU ops at batch 1: use it with --runtime torch --batch 1")
-    models = dict(_pair(w) if "=" in w else (w, w) for w in a.weights)
+    models = _models(a.weights)
+    from lipslib.latency import block_table, op_breakdown, time_models
+
     with _quiet(a.json):
         times = time_models(models, a.runtime, a.image, a.imgsz, a.batch, a.threads, a.runs)
         tables = {
@@ -309,10 +351,11 @@ def cmd_compare_video(a):
 
 
 def cmd_benchmark(a):
+    models = _models(a.weights)
     from lipslib.benchmark import run_benchmark
 
     table, lat = run_benchmark(
-        dict(_pair(m) for m in a.model),
+        models,
         a.data,
         a.out,
         imgsz=a.imgsz,
@@ -329,11 +372,51 @@ def cmd_benchmark(a):
     print(f"wrote {a.out}/tables/benchmark.csv, {a.out}/figures/benchmark.png, {a.out}/tables/latency.csv")
 
 
-def _pair(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise LipsError(f"--model expects LABEL=WEIGHTS, got '{text}'")
-    label, weights = text.split("=", 1)
-    return label.strip(), weights.strip()
+def labelled(text: str) -> tuple[str, str]:
+    """--weights [LABEL=]WEIGHTS (latency, benchmark) → (label, weights); the label defaults to the file's stem.
+    Text before the first `=` that holds a path separator is a path (runs/lr=0.01/best.pt), not a label."""
+    label, sep, weights = text.partition("=")
+    if not sep or "/" in label or os.sep in label:
+        label, weights = Path(text).stem, text
+    label, weights = label.strip(), weights.strip()
+    if not label or not weights:
+        raise argparse.ArgumentTypeError(f"expected [LABEL=]WEIGHTS, got '{text}'")
+    return label, weights
+
+
+def _models(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """label → weights in the order given; one label twice is refused (the second would replace the first)."""
+    models: dict[str, str] = {}
+    for label, weights in pairs:
+        if label in models:
+            raise LipsError(
+                f"two models labelled '{label}' ({models[label]}, {weights}): "
+                f"name them, e.g. --weights {label}2={weights}"
+            )
+        models[label] = weights
+    return models
+
+
+class _Weights(argparse._AppendAction):
+    """--weights [LABEL=]WEIGHTS, repeatable, as (label, weights) pairs; `benchmark --model`, its former name, still
+    works, with a warning."""
+
+    warned = False
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == "--model" and not self.warned:
+            print(f"{parser.prog}: warning: --model is deprecated; use --weights [LABEL=]WEIGHTS", file=sys.stderr)
+            self.warned = True
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _GivenOnly(argparse.Action):
+    """`info`'s positional WEIGHTS, which shares its dest with --weights: it stores only a value actually given
+    (argparse also consumes an absent optional positional, with its default, possibly after --weights)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is not None:
+            setattr(namespace, self.dest, values)
 
 
 def cmd_notebook(a):
@@ -414,7 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("info", help="GFLOPs, params and conv shapes of a checkpoint or model yaml")
-    s.add_argument("weights", help=".pt checkpoint or model yaml (e.g. yolo11n.yaml)")
+    given = s.add_mutually_exclusive_group()  # one of them: cmd_info says so when neither is given
+    given.add_argument("--weights", help=".pt checkpoint or model yaml (e.g. yolo11n.yaml)")
+    given.add_argument(
+        "weights", nargs="?", action=_GivenOnly, metavar="WEIGHTS", help="the same, given positionally (instead)"
+    )
     s.add_argument("--imgsz", type=int, default=640)
     s.add_argument("--json", action="store_true", help="print JSON (keys gflops, params, convs)")
     s.set_defaults(func=cmd_info)
@@ -429,8 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .pt (a plain Ultralytics checkpoint)")
     s.add_argument(
         "--criterion",
-        default="l1",
-        help="channel choice: l1 (default), l2, random, or lsq (what the rest cannot predict; needs --data)",
+        **_from_params(
+            "optimize.criterion",
+            "l1",
+            "channel choice: by weight, or lsq (what the rest cannot predict; needs --data)",
+            choices=CRITERION_NAMES,
+        ),
     )
     s.add_argument("--round-to", type=int, default=None, help="round kept channels to a multiple of N")
     s.add_argument("--imgsz", type=int, default=640, help="image size for GFLOPs (default 640)")
@@ -443,13 +534,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repair", action="store_true", help="bias repair only (needs --data); --reconstruct contains it")
     s.add_argument("--data", default=None, help="dataset whose images calibrate --reconstruct / --repair")
     s.add_argument("--split", default="train", help="its split to calibrate on (default train)")
-    s.add_argument("--images", type=int, default=64, help="calibration images (default 64)")
+    s.add_argument("--images", **_from_params("recover.images", 64, "calibration images", int))
     s.add_argument("--calibration-imgsz", type=int, default=640, help="their size (default 640)")
     s.add_argument(
         "--ridge",
-        type=ridge_value,
-        default=1e-3,
-        help="λ of the refit (default 0.001), or auto: chosen per conv on held-out calibration images",
+        **_from_params(
+            "recover.ridge",
+            1e-3,
+            "λ of the refit, or auto: chosen per conv on held-out calibration images",
+            ridge_value,
+        ),
     )
     s.add_argument("--device", default=None, help="where the refit runs: cpu, 0, … (default: Ultralytics' choice)")
     s.set_defaults(func=cmd_prune)
@@ -467,20 +561,25 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("latency", help="measured latency of checkpoints on a runtime (interleaved, median, quartiles)")
     s.add_argument(
         "--weights",
-        action="append",
+        action=_Weights,
+        type=labelled,
         required=True,
         metavar="[LABEL=]WEIGHTS",
-        help="a checkpoint or model yaml; repeat to compare (ratios are to the first)",
+        help=f"{WEIGHTS_HELP}; repeat to compare (ratios are to the first)",
     )
     s.add_argument(
         "--runtime",
-        default="torch",
-        help="torch (fused fp32, CPU), onnxruntime (Ultralytics' ONNX export, CPU) or cuda (PyTorch, GPU 0)",
+        **_from_params(
+            "latency.runtime",
+            "torch",
+            "torch (fused fp32, CPU), onnxruntime (Ultralytics' ONNX export, CPU) or cuda (PyTorch, GPU 0)",
+            choices=RUNTIMES,
+        ),
     )
-    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--imgsz", **_from_params("latency.imgsz", 640, "", int))
     s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--runs", type=int, default=15)
+    s.add_argument("--threads", **_from_params("latency.threads", 1, "", int))
+    s.add_argument("--runs", **_from_params("latency.runs", 15, "interleaved runs after warm-up", int))
     s.add_argument("--image", default=None, help="a real frame to time on (default: Ultralytics' bus.jpg)")
     s.add_argument("--table", action="store_true", help="also the per-block table (cached) and its sum's error")
     s.add_argument(
@@ -498,15 +597,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--imgsz", type=int, default=None, help="default: the recipe's (paper: 640)")
     s.add_argument("--batch", type=int, default=None, help="default: the recipe's (paper: 64)")
     s.add_argument("--device", default=None, help=DEVICE_HELP)
-    s.add_argument("--recipe", default="auto", help="auto (bn-free for models without BatchNorm), paper, bn-free")
+    s.add_argument(
+        "--recipe",
+        default="auto",
+        choices=RECIPES,
+        help="auto: bn-free for models without BatchNorm, else paper (default auto; params.yaml's finetune.recipe, "
+        "paper, is for its BatchNorm base and not read here)",
+    )
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other Ultralytics train argument")
     s.add_argument(
         "--distill",
-        default="none",
-        help="none, outputs (match the teacher's head outputs), features (Ultralytics' distill_model)",
+        **_from_params(
+            "recover.distill",
+            "none",
+            "outputs: match the teacher's head outputs; features: Ultralytics' distill_model",
+            choices=DISTILL_MODES,
+        ),
     )
     s.add_argument("--teacher", default=None, help="the unpruned model the checkpoint was pruned from")
-    s.add_argument("--distill-weight", type=float, default=1.0)
+    s.add_argument("--distill-weight", **_from_params("recover.distill_weight", 1.0, "", float))
     s.add_argument("--json", action="store_true", help="print the result as JSON (training log on stderr)")
     s.add_argument("--out", required=True, help="run folder (args.yaml, results.csv, weights/)")
     s.set_defaults(func=cmd_finetune)
@@ -514,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("val", help="mAP (Ultralytics validator) + GFLOPs/params of a checkpoint")
     s.add_argument("--weights", required=True)
     s.add_argument("--data", required=True)
-    s.add_argument("--imgsz", type=int, default=640)
+    s.add_argument("--imgsz", **_from_params("imgsz", 640, "", int))
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--split", default="val")
@@ -525,25 +634,42 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sensitivity", help="Stage I: prune each layer alone, importance from the mAP drops")
     s.add_argument("--weights", required=True)
     s.add_argument("--data", required=True, help="dataset yaml whose --split images measure the drops")
-    s.add_argument("--imgsz", type=int, default=640)
-    s.add_argument("--ratio", type=float, default=0.85, help="share of channels removed per layer (paper: 0.85)")
+    s.add_argument("--imgsz", **_from_params("imgsz", 640, "", int))
+    s.add_argument("--ratio", **_from_params("sensitivity.ratio", 0.85, "share of channels removed per layer", float))
     s.add_argument("--layers", default=None, help="comma-separated layer names (default: the 29 LIPS targets)")
-    s.add_argument("--batch", type=int, default=16)
+    s.add_argument("--batch", **_from_params("sensitivity.batch", 32, "", int))
     s.add_argument("--device", default=None, help=DEVICE_HELP)
-    s.add_argument("--split", default="val")
+    s.add_argument("--split", **_from_params("sensitivity.split", "val", ""))
     s.add_argument(
-        "--criterion", default="l1", help="l1 (default), l2, random, or lsq (calibrated on --data's train split)"
+        "--criterion",
+        **_from_params(
+            "optimize.criterion",
+            "l1",
+            "channel choice (lsq: calibrated on --data's train split)",
+            choices=CRITERION_NAMES,
+        ),
     )
-    s.add_argument("--mode", default="fast", help="fast (reuse the base's activations where unchanged) or exact")
+    s.add_argument(
+        "--mode",
+        **_from_params(
+            "sensitivity.mode",
+            "fast",
+            "fast: reuse the base's activations where unchanged",
+            choices=SENSITIVITY_MODES,
+        ),
+    )
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     s.add_argument(
         "--workers", type=int, default=None, help="processes for --mode fast (default: one per CPU thread; 1 on a GPU)"
     )
     s.add_argument(
         "--memo-gib",
-        type=float,
-        default=2.0,
-        help="bound on the base activations --mode fast holds (one batch; the batch is lowered to fit)",
+        **_from_params(
+            "sensitivity.memo_gib",
+            2.0,
+            "bound on the base activations --mode fast holds (one batch; the batch is lowered to fit)",
+            float,
+        ),
     )
     s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
     s.add_argument(
@@ -551,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refit each cut's consumers by least squares before measuring (calibrated on --data's train)",
     )
-    s.add_argument("--images", type=int, default=64, help="calibration images for --reconstruct (default 64)")
+    s.add_argument("--images", **_from_params("recover.images", 64, "calibration images for --reconstruct", int))
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sensitivity)
 
@@ -573,18 +699,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_optimize)
 
     s = sub.add_parser("compare-video", help="original vs pruned side by side on a video, with latency/FPS")
+    # the seed's comparison.py spelled these with underscores: those spellings stay, as aliases
     s.add_argument("--video", required=True)
-    s.add_argument("--model_orig", required=True)
-    s.add_argument("--model_pruned", required=True)
+    s.add_argument("--model-orig", "--model_orig", required=True, help="the original (unpruned) weights")
+    s.add_argument("--model-pruned", "--model_pruned", required=True, help="the pruned weights")
     s.add_argument(
-        "--args_yaml", default=None, help="Ultralytics args.yaml: imgsz, conf, iou, device, half, max_det, classes"
+        "--args-yaml",
+        "--args_yaml",
+        default=None,
+        help="Ultralytics args.yaml: imgsz, conf, iou, device, half, max_det, classes",
     )
-    s.add_argument("--gflops_orig", type=float, default=None, help="shown on the overlay (default: measured)")
-    s.add_argument("--gflops_pruned", type=float, default=None)
-    s.add_argument("--frame_step", type=int, default=1, help="process every N-th frame")
+    s.add_argument(
+        "--gflops-orig", "--gflops_orig", type=float, default=None, help="shown on the overlay (default: measured)"
+    )
+    s.add_argument("--gflops-pruned", "--gflops_pruned", type=float, default=None)
+    s.add_argument(
+        "--frame-step",
+        "--frame_step",
+        type=int,
+        default=1,
+        help="process every N-th frame (default 1, the seed's; the video stage uses params.yaml video.frame_step)",
+    )
     s.add_argument("--save", default=None, help="write the side-by-side mp4 here")
     s.add_argument("--show", action="store_true", help="open a window (needs a display)")
-    s.add_argument("--max_frames", type=int, default=None)
+    s.add_argument("--max-frames", "--max_frames", type=int, default=None)
     s.add_argument("--summary", default=None, help="write the JSON summary here")
     s.add_argument(
         "--device", default=None, help="overrides the args yaml's device (default: it, else Ultralytics' choice)"
@@ -592,21 +730,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare_video)
 
     s = sub.add_parser("benchmark", help="mAP vs GFLOPs against the YOLO family, and measured latency")
-    s.add_argument("--model", action="append", required=True, metavar="LABEL=WEIGHTS", help="repeat per model")
+    s.add_argument(
+        "--weights",
+        "--model",
+        action=_Weights,
+        type=labelled,
+        required=True,
+        metavar="[LABEL=]WEIGHTS",
+        help=f"{WEIGHTS_HELP}; repeat per model (--model: its former name, deprecated)",
+    )
     s.add_argument("--base", default=None, help="label the latency ratios refer to (default: the first)")
     s.add_argument("--data", required=True)
     s.add_argument("--split", default="val")
-    s.add_argument("--imgsz", type=int, default=640, help="evaluation image size")
-    s.add_argument("--latency-imgsz", type=int, default=640)
+    s.add_argument("--imgsz", **_from_params("imgsz", 640, "evaluation image size", int))
+    s.add_argument("--latency-imgsz", **_from_params("latency.imgsz", 640, "", int))
     s.add_argument("--image", default=None, help="real frame for latency (default: first image of the split)")
-    s.add_argument("--runs", type=int, default=15)
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--runs", **_from_params("latency.runs", 15, "interleaved latency runs", int))
+    s.add_argument("--threads", **_from_params("latency.threads", 1, "latency threads", int))
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--out", default="reports")
     s.set_defaults(func=cmd_benchmark)
 
     s = sub.add_parser("notebook", help="execute a stage notebook through papermill with params.yaml values")
-    s.add_argument("name", help="01_sensitivity, 02_schedule, 03_optimize, 04_benchmark, 05_video_benchmark")
+    s.add_argument("name", choices=NOTEBOOKS, help="the stage notebook")
     s.add_argument("--profile", default=None)
     s.add_argument("--set", nargs="*", metavar="KEY=VALUE")
     s.add_argument("--runs-dir", default="runs")
@@ -633,7 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="reports/sweeps", help="pareto.csv/png, sweep.json (without DVC: <out>/<target>/)")
     s.add_argument(
         "--executor",
-        choices=["dvc", "local", "slurm"],
+        choices=EXECUTORS,
         default="dvc",
         help="dvc: DVC's experiment queue (default); local: submitit processes here; slurm: one job per target",
     )

@@ -10,6 +10,16 @@ import yaml
 
 from lipslib.errors import LipsError
 
+# The values the choice keys of params.yaml take (and `lips sweep --executor`), defined here, where nothing heavy
+# is imported, so that the CLI offers them as argparse choices without importing torch. The modules that act on
+# them import them from here (sensitivity.MODES and distill.MODES are two of them under their former names).
+CRITERION_NAMES = ("l1", "l2", "random", "lsq")  # optimize.criterion: engine.CRITERIA's three, and lsq (reconstruct)
+SENSITIVITY_MODES = ("fast", "exact")  # sensitivity.mode
+RECIPES = ("auto", "paper", "bn-free")  # finetune.recipe
+DISTILL_MODES = ("none", "outputs", "features")  # recover.distill; features: Ultralytics' own distill_model / dis
+RUNTIMES = ("torch", "onnxruntime", "cuda")  # latency.runtime; cuda: PyTorch on the first GPU, synchronised
+EXECUTORS = ("dvc", "local", "slurm")  # lips sweep --executor
+
 
 def _merge(base: dict, over: dict, where: str) -> dict:
     out = copy.deepcopy(base)

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from ultralytics.utils.loss import v8DetectionLoss
 
-MODES = ("none", "outputs", "features")  # features: Ultralytics' own distill_model / dis
+from lipslib.config import DISTILL_MODES
+
+MODES = DISTILL_MODES  # lipslib.config (the CLI's choices, without torch)
 
 
 class OutputDistillationLoss(v8DetectionLoss):

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from lipslib.assets import resolve_weights
+from lipslib.config import CRITERION_NAMES
 from lipslib.errors import LipsError
 from lipslib.layers import validate_layers
 
@@ -31,8 +32,9 @@ CRITERIA = {
     "random": lambda: tp.importance.RandomImportance(),
 }
 # and `lsq`, channel choice aware of reconstruction: it needs calibration images, so it is resolved into a
-# criterion object where images are at hand (lipslib.reconstruct.channel_criterion)
-CRITERION_NAMES = (*CRITERIA, "lsq")
+# criterion object where images are at hand (lipslib.reconstruct.channel_criterion). CRITERION_NAMES, the four
+# names, lives in lipslib.config (the CLI's choices, without torch); it must name exactly these:
+assert CRITERION_NAMES == (*CRITERIA, "lsq"), "lipslib.config.CRITERION_NAMES disagrees with engine.CRITERIA"
 LOG_COLUMNS = [
     "layer_name",
     "ratio",

@@ -29,6 +29,7 @@ import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
 
 from lipslib.assets import resolve_weights
+from lipslib.config import DISTILL_MODES, RECIPES
 from lipslib.datasets import check_data, frame_tensor
 from lipslib.engine import conv_shapes, has_batchnorm, load_model
 from lipslib.errors import LipsError, first_line
@@ -54,7 +55,6 @@ PAPER_RECIPE = dict(
 # Ultralytics' warm-up, which starts bias lr at 0.1: measured here it took a pruned iter-01 from 0.069
 # to 0.006 mAP in 4 epochs on 128 images. A small lr without (bias) warm-up recovers instead (→ 0.110).
 BN_FREE_RECIPE = dict(lr0=0.002, warmup_epochs=0.0, warmup_bias_lr=0.0)
-RECIPES = ("auto", "paper", "bn-free")
 
 
 def model_classes(model) -> int:
@@ -259,10 +259,10 @@ def finetune(
         >>> tuned = finetune("pruned.pt", "coco128.yaml", "runs/ft", epochs=3, imgsz=320)  # doctest: +SKIP
         >>> tuned["weights"], tuned["map50_95"]                                           # doctest: +SKIP
     """
-    from lipslib.distill import MODES, OutputDistillation
+    from lipslib.distill import OutputDistillation
 
-    if distill not in MODES:
-        raise LipsError(f"unknown distillation '{distill}'; choose one of {', '.join(MODES)}")
+    if distill not in DISTILL_MODES:
+        raise LipsError(f"unknown distillation '{distill}'; choose one of {', '.join(DISTILL_MODES)}")
     path = resolve_weights(weights)
     model = load_model(path)
     check_pruned(model, path)

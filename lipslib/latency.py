@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from lipslib.config import RUNTIMES
 from lipslib.engine import fused, load_model, save_checkpoint
 from lipslib.errors import LipsError
 from lipslib.runtime import cpu_threads, keep_threads
 
-RUNTIMES = ("torch", "onnxruntime", "cuda")  # cuda: PyTorch on the first GPU, synchronised
 CACHE_ENV = "LIPS_LATENCY_CACHE"
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from lipslib.config import DISTILL_MODES
 from lipslib.engine import PruneResult
 from lipslib.errors import LipsError
 
@@ -44,13 +45,11 @@ class Recovery:
     distill_weight: float = 1.0
 
     def __post_init__(self):
-        from lipslib.distill import MODES
-
         for key in ("repair", "reconstruct"):
             if not isinstance(getattr(self, key), bool):
                 raise LipsError(f"recover.{key} must be true or false, got {getattr(self, key)!r}")
-        if self.distill not in MODES:
-            raise LipsError(f"recover.distill must be one of {', '.join(MODES)}, got {self.distill!r}")
+        if self.distill not in DISTILL_MODES:
+            raise LipsError(f"recover.distill must be one of {', '.join(DISTILL_MODES)}, got {self.distill!r}")
         if not isinstance(self.images, int) or isinstance(self.images, bool) or self.images < 1:
             raise LipsError(f"recover.images must be an integer ≥ 1 (calibration images), got {self.images!r}")
         for key, low, strict in (("ridge", 0.0, False), ("max_gib", 0.0, True), ("distill_weight", 0.0, True)):

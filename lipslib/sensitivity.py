@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from lipslib.config import SENSITIVITY_MODES
 from lipslib.datasets import calibration_images, check_data, split_images
 from lipslib.engine import CRITERION_NAMES, Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError, first_line
@@ -59,7 +60,7 @@ COLUMNS = [  # the authors' prune_layerwise_results.csv
     "recall",
     "weights_path",
 ]
-MODES = ("fast", "exact")
+MODES = SENSITIVITY_MODES  # lipslib.config (the CLI's choices, without torch)
 KEEP_BATCHES_BYTES = 2 << 30  # letterboxed uint8 images kept in memory between the two passes
 MEMO_BYTES = 2 << 30  # default bound on the base activations the fast path holds, all processes together
 # Our single pass must reproduce Ultralytics' own validation of the base. Both compute in fp32 (TF32 is

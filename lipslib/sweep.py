@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipslib.config import flatten, load_params
+from lipslib.config import EXECUTORS, flatten, load_params
 from lipslib.errors import LipsError
 
 try:  # submitit (optional: the local and slurm executors) requeues a Checkpointable job with its arguments
@@ -41,7 +41,6 @@ try:  # submitit (optional: the local and slurm executors) requeues a Checkpoint
 except ImportError:  # pragma: no cover
     _Checkpointable = object
 
-EXECUTORS = ("dvc", "local", "slurm")
 RESULT_KEYS = ("iteration", "gflops", "map50_95", "selection_map50_95", "split_report")
 NOT_STAGE_I = ("device", "threads")  # where Stage I runs, not what it measures
 

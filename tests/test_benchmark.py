@@ -31,11 +31,11 @@ def test_benchmark_cli(assets, tmp_path):
             "-m",
             "lipslib",
             "benchmark",
-            "--model",
-            "yolo11n=yolo11n.yaml",
-            "--model",
+            "--weights",
+            "yolo11n.yaml",  # labelled yolo11n, its stem
+            "--weights",
             "lips_iter24=lips_iter24_best.pt",
-            "--model",
+            "--model",  # the deprecated spelling of --weights
             "yolo11s=yolo11s.yaml",
             "--data",
             "coco128.yaml",

@@ -1,5 +1,6 @@
 """The `lips` command as a user runs it: bad input → one line on stderr, exit 2, no traceback."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -128,7 +129,7 @@ def test_unknown_criterion_is_refused_before_anything_is_read(tmp_path):
         "--out",
         tmp_path / "s",
     )
-    assert_one_line_error(proc, "unknown pruning criterion 'taylor'")
+    assert_one_line_error(proc, "argument --criterion: invalid choice: 'taylor'")
 
 
 def test_finetune_arguments_given_twice(assets, tmp_path):
@@ -355,3 +356,247 @@ def test_bad_values_stop_before_any_compute(assets, tmp_path, args, needle):
 
     assert_one_line_error(lips(*args, "--out", tmp_path / "out", cwd=ROOT), needle)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------ one grammar for every command (the parser alone: nothing runs)
+def subcommands() -> dict:
+    from lipslib.cli import build_parser
+
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def parse(*argv) -> dict:
+    from lipslib.cli import build_parser
+
+    return vars(build_parser().parse_args([str(a) for a in argv]))
+
+
+def parse_error(capsys, *argv) -> str:
+    """argparse's refusal of argv: exit 2, and its last stderr line (the one that says why)."""
+    with pytest.raises(SystemExit) as e:
+        parse(*argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_every_long_option_with_an_underscore_has_a_hyphenated_twin():
+    for name, sub in subcommands().items():
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and "_" in option:
+                    hyphenated = option.replace("_", "-")
+                    assert hyphenated in action.option_strings, f"lips {name} {option}: no {hyphenated}"
+                    assert action.option_strings[0] == hyphenated, f"lips {name}: {hyphenated} first (help, errors)"
+
+
+def test_the_seeds_compare_video_spellings_parse_as_the_hyphenated_ones():
+    common = ("compare-video", "--video", "v.mp4")
+    seed = parse(
+        *common,
+        *("--model_orig", "a.pt", "--model_pruned", "b.pt", "--args_yaml", "args.yaml"),
+        *("--gflops_orig", "6.5", "--gflops_pruned", "3.7", "--frame_step", "5", "--max_frames", "9"),
+    )
+    hyphens = parse(
+        *common,
+        *("--model-orig", "a.pt", "--model-pruned", "b.pt", "--args-yaml", "args.yaml"),
+        *("--gflops-orig", "6.5", "--gflops-pruned", "3.7", "--frame-step", "5", "--max-frames", "9"),
+    )
+    assert seed == hyphens
+    assert (seed["model_orig"], seed["frame_step"], seed["max_frames"], seed["gflops_pruned"]) == ("a.pt", 5, 9, 3.7)
+
+
+def test_comparison_py_keeps_the_seeds_flags():
+    from conftest import ROOT
+
+    run = [sys.executable, "comparison.py"]
+    helped = subprocess.run([*run, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert helped.returncode == 0 and "--model_orig" in helped.stdout and "--frame_step" in helped.stdout
+    proc = subprocess.run(
+        [*run, "--video", "v.mp4", "--model_orig", "a.pt", "--frame_step", "5"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert_one_line_error(proc, "--model-pruned/--model_pruned")  # refused by the parser, before any work
+
+
+def test_weights_is_the_flag_everywhere():
+    for name, sub in subcommands().items():
+        for action in sub._actions:
+            if action.dest == "weights" and action.option_strings:
+                assert action.option_strings[0] == "--weights", f"lips {name}: {action.option_strings}"
+    assert {n for n, sub in subcommands().items() if any(a.dest == "weights" for a in sub._actions)} == {
+        "info",
+        "prune",
+        "inflate",
+        "latency",
+        "finetune",
+        "val",
+        "sensitivity",
+        "benchmark",
+    }
+
+
+def test_info_takes_weights_as_a_flag_or_positionally(capsys):
+    from lipslib.cli import main
+
+    assert parse("info", "a.pt") == parse("info", "--weights", "a.pt")
+    assert parse("info", "--json", "a.pt") == parse("info", "--weights", "a.pt", "--json")
+    assert parse("info", "--weights", "a.pt", "--imgsz", "320")["weights"] == "a.pt"
+    assert "not allowed with" in parse_error(capsys, "info", "a.pt", "--weights", "b.pt")
+    assert main(["info"]) == 2  # neither: one line, before anything is imported or read
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lips info: error: which checkpoint? give --weights")
+
+
+def test_benchmark_model_is_the_deprecated_spelling_of_weights(capsys):
+    new = parse("benchmark", "--weights", "a=x.pt", "--weights", "y.pt", "--data", "d.yaml")
+    assert capsys.readouterr().err == ""
+    old = parse("benchmark", "--model", "a=x.pt", "--model", "y.pt", "--data", "d.yaml")
+    assert capsys.readouterr().err.count("--model is deprecated") == 1  # once, however often it is given
+    assert old == new and new["weights"] == [("a", "x.pt"), ("y", "y.pt")]
+
+
+@pytest.mark.parametrize(
+    "given, pair",
+    [
+        ("x.pt", ("x", "x.pt")),
+        ("base=yolo11n.yaml", ("base", "yolo11n.yaml")),
+        ("runs/lr=0.01/weights/best.pt", ("best", "runs/lr=0.01/weights/best.pt")),  # a = inside a path
+        ("b=runs/lr=0.01/best.pt", ("b", "runs/lr=0.01/best.pt")),
+    ],
+)
+def test_latency_and_benchmark_label_models_alike(given, pair):
+    assert parse("latency", "--weights", given)["weights"] == [pair]
+    assert parse("benchmark", "--weights", given, "--data", "d.yaml")["weights"] == [pair]
+
+
+@pytest.mark.parametrize("bad", ["=x.pt", "a=", ""])
+def test_an_unreadable_label_is_argparses_one_line(capsys, bad):
+    assert "argument --weights: expected [LABEL=]WEIGHTS" in parse_error(capsys, "latency", "--weights", bad)
+
+
+def test_two_models_under_one_label_are_refused_before_any_import(capsys):
+    from lipslib.cli import main
+
+    assert main(["latency", "--weights", "runs/a/best.pt", "--weights", "runs/b/best.pt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "two models labelled 'best'" in err[0]
+
+
+@pytest.mark.parametrize(
+    "argv, flag, constant",
+    [
+        (["sensitivity", "--weights", "w", "--data", "d", "--out", "o", "--mode"], "--mode", "SENSITIVITY_MODES"),
+        (
+            ["sensitivity", "--weights", "w", "--data", "d", "--out", "o", "--criterion"],
+            "--criterion",
+            "CRITERION_NAMES",
+        ),
+        (["prune", "--weights", "w", "--ratios", "0.1", "--out", "o", "--criterion"], "--criterion", "CRITERION_NAMES"),
+        (["finetune", "--weights", "w", "--data", "d", "--out", "o", "--recipe"], "--recipe", "RECIPES"),
+        (["finetune", "--weights", "w", "--data", "d", "--out", "o", "--distill"], "--distill", "DISTILL_MODES"),
+        (["latency", "--weights", "w", "--runtime"], "--runtime", "RUNTIMES"),
+        (["sweep", "--targets", "3.7", "--executor"], "--executor", "EXECUTORS"),
+    ],
+)
+def test_a_choice_outside_the_constant_is_argparses_one_line(capsys, argv, flag, constant):
+    import lipslib.config
+
+    allowed = getattr(lipslib.config, constant)
+    assert parse(*argv, allowed[-1])[flag.lstrip("-")] == allowed[-1]
+    last = parse_error(capsys, *argv, "bogus")
+    assert last.startswith(f"lips {argv[0]}: error: argument {flag}: invalid choice: 'bogus'")
+    assert all(repr(choice) in last for choice in allowed)
+
+
+def test_notebook_names_are_the_stages(capsys):
+    from lipslib.notebook import NOTEBOOKS
+
+    assert parse("notebook", NOTEBOOKS[0])["name"] == NOTEBOOKS[0]
+    assert "invalid choice: '06_nope'" in parse_error(capsys, "notebook", "06_nope")
+
+
+def params_defaults() -> dict:
+    from conftest import ROOT
+
+    return yaml.safe_load((ROOT / "params.yaml").read_text())["defaults"]
+
+
+# (argv up to the flag's command, dest, params.yaml defaults key)
+FROM_PARAMS = [
+    (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "batch", "sensitivity.batch"),
+    (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "ratio", "sensitivity.ratio"),
+    (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "mode", "sensitivity.mode"),
+    (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "criterion", "optimize.criterion"),
+    (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "images", "recover.images"),
+    (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "imgsz", "imgsz"),
+    (["prune", "--weights", "w", "--ratios", "0.1", "--out", "o"], "ridge", "recover.ridge"),
+    (["prune", "--weights", "w", "--ratios", "0.1", "--out", "o"], "images", "recover.images"),
+    (["latency", "--weights", "w"], "runtime", "latency.runtime"),
+    (["latency", "--weights", "w"], "runs", "latency.runs"),
+    (["benchmark", "--weights", "w", "--data", "d"], "latency_imgsz", "latency.imgsz"),
+    (["finetune", "--weights", "w", "--data", "d", "--out", "o"], "distill", "recover.distill"),
+]
+
+
+@pytest.mark.parametrize("argv, dest, key", FROM_PARAMS, ids=[f"{a[0]}-{d}" for a, d, _ in FROM_PARAMS])
+def test_defaults_are_params_yaml_values_and_say_so(argv, dest, key):
+    value = params_defaults()
+    for part in key.split("."):
+        value = value[part]
+    assert parse(*argv)[dest] == value
+    sub = subcommands()[argv[0]]
+    action = next(a for a in sub._actions if a.dest == dest)
+    assert f"params.yaml {key} = {value}" in action.help
+
+
+def test_sensitivity_batch_is_params_yamls():
+    """The issue: `lips sensitivity --batch` defaulted to 16 while params.yaml says 32."""
+    batch = parse("sensitivity", "--weights", "w", "--data", "d", "--out", "o")["batch"]
+    assert batch == params_defaults()["sensitivity"]["batch"]
+
+
+def test_without_params_yaml_the_defaults_are_the_literals(monkeypatch, tmp_path):
+    import lipslib.cli as cli
+
+    monkeypatch.setattr(cli, "PARAMS_FILE", tmp_path / "params.yaml")  # an install without the checkout
+    cli._params_defaults.cache_clear()
+    try:
+        rec = parse("sensitivity", "--weights", "w", "--data", "d", "--out", "o")
+        assert (rec["batch"], rec["ratio"], rec["mode"], rec["images"]) == (32, 0.85, "fast", 64)
+        action = next(a for a in subcommands()["sensitivity"]._actions if a.dest == "batch")
+        assert action.help == "default: 32"
+    finally:
+        cli._params_defaults.cache_clear()
+
+
+def documented_command_lines() -> list[tuple[str, list[str]]]:
+    """Every `lips …` line in a code block of the README and docs/*.md (continuation lines joined), as argv."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        blocks = re.findall(r"^```[a-z]*\n(.*?)^```", path.read_text(), re.MULTILINE | re.DOTALL)
+        for line in "\n".join(blocks).replace("\\\n", " ").splitlines():
+            if line.strip().startswith("lips "):
+                found.append((f"{path.name}: {line.strip()}", shlex.split(line, comments=True)[1:]))
+    return found
+
+
+def test_the_command_lines_in_the_docs_parse(capsys):
+    lines = documented_command_lines()
+    assert any(where.startswith("README.md: lips info --weights") for where, _ in lines)
+    for where, argv in lines:
+        if argv != ["--help"]:
+            try:
+                parse(*argv)
+            except SystemExit:
+                pytest.fail(f"{where}\n  {capsys.readouterr().err.strip().splitlines()[-1]}")
