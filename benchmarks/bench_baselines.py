@@ -51,11 +51,12 @@ from lipslib.errors import LipsError, exit_code
 from lipslib.evaluate import evaluate, image_matches
 from lipslib.files import write_json
 from lipslib.finetune import finetune
-from lipslib.optimize import check_params, load_importance, optimize, prepare_data, recovery_args
+from lipslib.optimize import load_importance, optimize, prepare_data
 from lipslib.plots import baselines_pareto
 from lipslib.reconstruct import channel_criterion
 from lipslib.recover import Recovery, recover
 from lipslib.sensitivity import run_sensitivity
+from lipslib.settings import loop_settings
 from lipslib.stats import bootstrap_maps, map50_95, pool_seeds, ratio_interval
 
 PLAIN = {"recover.repair": False, "recover.reconstruct": False, "recover.distill": "none", "optimize.criterion": "l1"}
@@ -226,7 +227,7 @@ def control(params: dict, epochs: int, work: Path) -> dict:
         out / "ft",
         recipe=params["finetune"]["recipe"],
         **{**train, "epochs": epochs},
-        **recovery_args(params),
+        **loop_settings(params).distill_args(),
         **ev,
     )
     after = evaluate(tuned["weights"], data, split=report, **ev)
@@ -318,7 +319,7 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
         out / "ft",
         recipe=params["finetune"]["recipe"],
         **{**train, "epochs": epochs},
-        **recovery_args(params),
+        **loop_settings(params).distill_args(),
         **ev,
     )
     after = evaluate(tuned["weights"], data, split=report, **ev)
@@ -581,7 +582,7 @@ def main():
             }
             mp = load_params(a.params, a.profile, over)
             if kind == "lips":
-                check_params(mp, base_gflops)
+                loop_settings(mp, base_gflops)
             for seed in seeds:
                 steps.set_postfix_str(f"{budget} GFLOPs: {method}, seed {seed}")
                 sp = with_seed(mp, seed)

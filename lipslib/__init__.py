@@ -53,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     "Targets": "lipslib.schedule",
     "RuleParams": "lipslib.schedule",
     "optimize": "lipslib.optimize",
+    "loop_settings": "lipslib.settings",
+    "LoopSettings": "lipslib.settings",
     # files, settings, reporting
     "read_spec": "lipslib.spec",
     "write_spec": "lipslib.spec",
@@ -62,6 +64,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "LipsError",
+    "LoopSettings",
     "PruneResult",
     "Recovery",
     "RuleParams",
@@ -75,6 +78,7 @@ __all__ = [
     "initial_schedule",
     "load_model",
     "load_params",
+    "loop_settings",
     "optimize",
     "prune",
     "read_spec",

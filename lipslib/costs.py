@@ -105,14 +105,13 @@ def probe_savings(
     }
 
 
-def cost_model(params: dict, base: nn.Module, saved: dict | None = None):
-    """The loop's cost for `params` (schedule.target_ms set: latency on the `latency` settings), restored
-    from a run's saved cost state where there is one."""
-    if params["schedule"]["target_ms"] is None:
+def cost_model(latency=None, base: nn.Module | None = None, saved: dict | None = None):
+    """The loop's cost: GFLOPs, or with `latency` (a `settings.LatencySettings`, set when the loop has a latency
+    target) the latency measured on those settings, restored from a run's saved cost state where there is one."""
+    if latency is None:
         return GflopsCost()
-    lat = params["latency"]
     reference = {k: saved[k] for k in ("base_ms", "factor")} if saved else None
-    return LatencyCost(base, lat["runtime"], int(lat["imgsz"]), int(lat["threads"]), int(lat["runs"]), reference)
+    return LatencyCost(base, latency.runtime, latency.imgsz, latency.threads, latency.runs, reference)
 
 
 def bisect(make, target: float, measure, lo: float = 0.0, hi: float = 0.9, steps: int = 14):

@@ -21,23 +21,19 @@ import yaml
 
 from lipslib.costs import GflopsCost, bisect, cost_model
 from lipslib.datasets import calibration_images, check_data, split_images
-from lipslib.engine import CRITERION_NAMES, load_model, prune, save_checkpoint, write_log
+from lipslib.engine import load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
 from lipslib.evaluate import evaluate
 from lipslib.files import check_writable, write_json
 from lipslib.finetune import finetune
 from lipslib.layers import default_targets, validate_layers
 from lipslib.reconstruct import channel_criterion
-from lipslib.recover import Recovery, recover
+from lipslib.recover import recover
 from lipslib.schedule import RuleParams, Targets, initial_schedule, lengthen_step, update
+from lipslib.settings import REPORTS, LoopSettings, loop_settings
 from lipslib.spec import write_spec
 from lipslib.warmstart import inherit
 
-REPORTS = {  # optimize.report: (how the data is prepared, split that chooses the best iteration, split that reports it)
-    "half": ("val split in two halves", "val", "test"),
-    "test": ("the dataset's own splits", "val", "test"),
-    "val": ("val alone (the report is optimistic)", "val", "val"),
-}
 HISTORY_COLUMNS = [
     "iteration",
     "gflops",
@@ -116,71 +112,6 @@ def _fingerprint(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in FINGERPRINT_IGNORES}
 
 
-def check_params(params: dict, base_cost: float | None = None) -> tuple[Targets, RuleParams]:
-    """Refuse bad parameters before any compute; `base_cost` (the base's cost in the loop's unit) adds the
-    checks against the base."""
-    s, o = params["schedule"], params["optimize"]
-    if o["criterion"] not in CRITERION_NAMES:
-        raise LipsError(f"optimize.criterion must be one of {', '.join(CRITERION_NAMES)}, got {o['criterion']!r}")
-    if o["report"] not in REPORTS:
-        raise LipsError(f"optimize.report must be one of {', '.join(REPORTS)}, got {o['report']!r}")
-    Recovery.from_params(params["recover"])
-    if not isinstance(o["iterations"], int) or o["iterations"] < 1:
-        raise LipsError(f"optimize.iterations must be an integer ≥ 1, got {o['iterations']!r}")
-    if not isinstance(params["finetune"]["epochs"], int) or params["finetune"]["epochs"] < 1:
-        raise LipsError(f"finetune.epochs must be an integer ≥ 1, got {params['finetune']['epochs']!r}")
-    if s["round_to"] is not None and (not isinstance(s["round_to"], int) or s["round_to"] < 1):
-        raise LipsError(f"schedule.round_to must be an integer ≥ 1 (e.g. 8) or null, got {s['round_to']!r}")
-    latency = s["target_ms"] is not None
-    if latency:
-        from lipslib.latency import check_runtime
-
-        lat = params["latency"]
-        check_runtime(lat["runtime"], lat["threads"], lat["imgsz"])
-    unit = "ms" if latency else "GFLOPs"
-    numbers = [
-        "target_ms" if latency else "target_gflops",
-        "target_map",
-        "cost_tol",
-        "step_cost",
-        "kappa_acc",
-        "step_acc",
-        "damping",
-        "margin",
-        "r_min",
-        "r_max",
-    ] + ([] if s["kappa_cost"] == "auto" else ["kappa_cost"])
-    for key in numbers:  # a --set value YAML read as text (e.g. target_gflops=abc)
-        if isinstance(s[key], bool) or not isinstance(s[key], (int, float)):
-            raise LipsError(
-                f"schedule.{key} must be a number{' or auto' if key == 'kappa_cost' else ''}, got {s[key]!r}"
-            )
-    target = float(s["target_ms"] if latency else s["target_gflops"])
-    if not target > 0:
-        raise LipsError(f"schedule.target_{'ms' if latency else 'gflops'} must be > 0, got {target}")
-    targets = Targets(target, float(s["target_map"]), float(s["cost_tol"]))
-    rule = RuleParams(
-        **{
-            k: None if s[k] == "auto" else float(s[k])
-            for k in ("kappa_cost", "step_cost", "kappa_acc", "step_acc", "damping", "margin", "r_min", "r_max")
-        },
-        neutral_acc=bool(s["neutral_acc"]),
-    )
-    if base_cost is not None and targets.cost >= base_cost:
-        raise LipsError(
-            f"target {targets.cost:g} {unit} is not below the base model's {base_cost:.3f} {unit}; lower it"
-        )
-    if not isinstance(s["start"], (int, float)) or not 0 <= s["start"] < 1:
-        raise LipsError(f"schedule.start must be in [0, 1): the share of the way back to the base, got {s['start']!r}")
-    return targets, rule
-
-
-def recovery_args(params: dict) -> dict:
-    """finetune()'s distillation arguments from params: the teacher is the unpruned base."""
-    r = params["recover"]
-    return {"distill": r["distill"], "teacher": params["base"], "distill_weight": float(r["distill_weight"])}
-
-
 def prepare_data(data, report: str, out: Path) -> tuple[str, str, str]:
     """(data yaml, selection split, report split) for `optimize.report`, checked to have labels."""
     _, select, report_split = REPORTS[report]
@@ -194,7 +125,8 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
     """The LIPS loop on `params` (load_params' result) in the run folder `out`, resuming what is there.
     Returns {'best': best.json's record, 'history': DataFrame of history.csv}."""
     out = Path(out)
-    targets, rule = check_params(params)
+    cfg = loop_settings(params)  # parsed once: everything below reads the typed settings
+    targets, rule, round_to, recovery = cfg.targets, cfg.rule, cfg.round_to, cfg.recovery
     check_writable(out / "state.json")
     state_file = out / "state.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
@@ -208,25 +140,23 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
             f"{out} holds a run with other parameters (changed: {', '.join(changed)}); "
             f"use another --out or delete {out} to start fresh"
         )
-    base = load_model(params["base"])
-    o, ft = params["optimize"], params["finetune"]
-    round_to = params["schedule"]["round_to"]
-    recovery, calibration = Recovery.from_params(params["recover"]), None
+    base = load_model(cfg.base)
+    calibration = None
     base_grams: dict = {}  # the base's Grams: reconstruction of every fresh copy, and the lsq criterion
 
     def images():
         nonlocal calibration
         if calibration is None:
-            calibration = calibration_images(params["data"], "train", recovery.images, params["imgsz"])
+            calibration = calibration_images(cfg.data, "train", recovery.images, cfg.imgsz)
         return calibration
 
-    criterion = channel_criterion(o["criterion"], base, images, base_grams, recovery.ridge, params["device"])
+    criterion = channel_criterion(cfg.criterion, base, images, base_grams, recovery.ridge, cfg.device)
     if state is None:
-        costs = cost_model(params, base)
+        costs = cost_model(cfg.latency, base)
         base_cost = costs.measure(base)
-        check_params(params, base_cost)
-        importance = load_importance(o["importance"], base)
-        data, select, report = prepare_data(params["data"], o["report"], out)
+        cfg.check_base_cost(base_cost)
+        importance = load_importance(cfg.importance, base)
+        data, select, report = prepare_data(cfg.data, cfg.report, out)
         state = {
             "params": _fingerprint(params),
             "importance": importance,
@@ -236,28 +166,28 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
             "cost": costs.state(),
             "cost_unit": costs.unit,
             "base_cost": base_cost,
-            "ratios": initial_ratios(base, importance, params, targets, costs, base_cost, criterion),
+            "ratios": initial_ratios(base, importance, cfg, costs, base_cost, criterion),
             "layer_cost": costs.layer_costs(base, criterion, round_to),
             "rule_state": None,
             "done": [],
         }
         out.mkdir(parents=True, exist_ok=True)
         write_json(state_file, state)
-    costs = cost_model(params, base, state["cost"])
+    costs = cost_model(cfg.latency, base, state["cost"])
     importance, data = state["importance"], state["data"]
     select_split, report_split = state["split_select"], state["split_report"]
-    iterations = range(len(state["done"]) + 1, o["iterations"] + 1)
+    iterations = range(len(state["done"]) + 1, cfg.iterations + 1)
     from tqdm.auto import tqdm
 
     for k in tqdm(
-        iterations, desc="LIPS iterations", disable=not progress, initial=len(state["done"]), total=o["iterations"]
+        iterations, desc="LIPS iterations", disable=not progress, initial=len(state["done"]), total=cfg.iterations
     ):
         it, t0 = out / f"iter_{k:02d}", time.perf_counter()
         if it.exists():  # left by a run killed in this iteration
             shutil.rmtree(it)
         ratios = state["ratios"]
-        warm = o["warm_start"] and k > 1
-        res = prune(base, ratios, criterion=criterion, round_to=round_to, track=o["warm_start"] or recovery.refits)
+        warm = cfg.warm_start and k > 1
+        res = prune(base, ratios, criterion=criterion, round_to=round_to, track=cfg.warm_start or recovery.refits)
         donor, donor_origin, inherited = None, None, 0.0
         if warm:
             donor, donor_origin = _previous(base, out, state["done"][-1], criterion, round_to)
@@ -271,26 +201,25 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
                 donor=donor,
                 donor_origin=donor_origin,
                 gram_cache=None if warm else base_grams,
-                device=params["device"],
+                device=cfg.device,
             )
         write_spec(it / "final" / "prune_spec.txt", ratios)
         write_log(res.log, it / "prune_directed_log.csv")
         pruned = save_checkpoint(
             res.model, it / "final" / "pruned.pt", meta={"iteration": k, "ratios": ratios, "inherited": inherited}
         )
-        train = {k2: v for k2, v in ft.items() if k2 != "recipe"}
         tuned = finetune(
             pruned,
             data,
             it / "ft" / "finetune",
-            recipe=ft["recipe"],
-            imgsz=params["imgsz"],
-            device=params["device"],
-            threads=params["threads"],
-            **recovery_args(params),
-            **train,
+            recipe=cfg.recipe,
+            imgsz=cfg.imgsz,
+            device=cfg.device,
+            threads=cfg.threads,
+            **cfg.distill_args(),
+            **cfg.train,
         )
-        ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
+        ev = dict(imgsz=cfg.imgsz, device=cfg.device, threads=cfg.threads)
         sel = tuned["metrics"]  # the tuned weights on the val split, which is the selection split
         rep = evaluate(tuned["weights"], data, split=report_split, **ev) if report_split != select_split else sel
         measured = sel["gflops"] if costs.unit == "GFLOPs" else costs.measure(load_model(tuned["weights"]))
@@ -340,7 +269,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         )
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
-    return _finish(out, state, targets, float(o["best_cost_tol"]))
+    return _finish(out, state, targets, cfg.best_cost_tol)
 
 
 def cost_step(
@@ -372,29 +301,42 @@ def _previous(base, out: Path, prev: dict, criterion: str, round_to: int | None)
     return donor, donor_origin
 
 
-def initial_ratios(base, importance, params, targets, costs=None, base_cost=None, criterion=None) -> dict[str, float]:
-    """The starting schedule: uniform or importance-shaped, at schedule.initial_ratio, or with `auto` at the
-    ratio whose pruned copy costs target + start·(base_cost − target), by the cost's prediction. `criterion`:
-    the channel criterion as `prune` takes it (default: optimize.criterion, which must then be a plain name)."""
-    s = params["schedule"]
-    names = default_targets(base)
-    imp = {k: importance.get(k, 0.0) for k in names}
+def initial_ratios(
+    base, importance: dict[str, float], cfg: LoopSettings, costs=None, base_cost=None, criterion=None
+) -> dict[str, float]:
+    """The starting schedule: uniform or importance-shaped, at `cfg.start.ratio`, or with `auto` at the ratio
+    whose pruned copy costs target + start·(base_cost − target), by the cost's prediction.
+
+    Args:
+        base: the unpruned model.
+        importance: `{layer: importance}`; layers it lacks count as 0.
+        cfg: the loop's settings (`settings.loop_settings`).
+        costs: the loop's cost (`costs.cost_model`); default GFLOPs.
+        base_cost: the base's cost in that unit; default the target (an `auto` start then lands on it).
+        criterion: the channel criterion as `prune` takes it (default `cfg.criterion`, which must then be a
+            plain name).
+
+    Returns:
+        `{layer: ratio}` for every target layer of `base`.
+    """
+    start, rule = cfg.start, cfg.rule
+    imp = {k: importance.get(k, 0.0) for k in default_targets(base)}
 
     def shape(ratio):
-        return initial_schedule(imp, s["initial"], ratio, float(s["spread"]), float(s["r_min"]), float(s["r_max"]))
+        return initial_schedule(imp, start.initial, ratio, float(start.spread), rule.r_min, rule.r_max)
 
-    if s["initial_ratio"] == "auto":
-        start = targets.cost + float(s["start"]) * ((base_cost or targets.cost) - targets.cost)
+    if start.ratio is None:
+        target = cfg.targets.cost
         return calibrate(
             base,
             shape,
-            start,
-            criterion or params["optimize"]["criterion"],
-            hi=float(s["r_max"]),
+            target + float(start.start) * ((base_cost or target) - target),
+            criterion or cfg.criterion,
+            hi=rule.r_max,
             measure=(costs or GflopsCost()).predict,
-            round_to=s["round_to"],
+            round_to=cfg.round_to,
         )[1]
-    return shape(float(s["initial_ratio"]))
+    return shape(float(start.ratio))
 
 
 def _write_history(out: Path, done: list[dict]) -> None:

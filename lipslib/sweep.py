@@ -296,11 +296,11 @@ def sweep(
 
 
 def check_targets(params: dict, targets: list[float], root: Path) -> float:
-    """Every target through the loop's own checks (`optimize.check_params`) against the base's GFLOPs, before
+    """Every target through the loop's own checks (`settings.loop_settings`) against the base's GFLOPs, before
     anything runs or is queued: a bad value, or a target at or above the base, stops the whole sweep in one line
     instead of failing in its own run after Stage I. Returns the base's GFLOPs (a second to count)."""
     from lipslib.engine import cost, load_model
-    from lipslib.optimize import check_params
+    from lipslib.settings import loop_settings
 
     if params["schedule"]["target_ms"] is not None:
         raise LipsError(
@@ -310,7 +310,7 @@ def check_targets(params: dict, targets: list[float], root: Path) -> float:
     base = Path(str(params["base"]))
     base_gflops = cost(load_model(root / base if (root / base).exists() else params["base"])).gflops
     for t in targets:
-        check_params({**params, "schedule": {**params["schedule"], "target_gflops": t}}, base_gflops)
+        loop_settings({**params, "schedule": {**params["schedule"], "target_gflops": t}}, base_gflops)
     return base_gflops
 
 
@@ -594,7 +594,7 @@ def _queue_error(ctx: dict, name: str) -> str:
 
 
 def _report_split(params: dict) -> str:
-    from lipslib.optimize import REPORTS
+    from lipslib.settings import REPORTS
 
     return REPORTS[params["optimize"]["report"]][2]
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from conftest import ROOT
 
 from lipslib.config import load_params
 from lipslib.errors import LipsError
-from lipslib.optimize import check_params, optimize
+from lipslib.optimize import optimize
+from lipslib.settings import LatencySettings, loop_settings
 
 PARAMS = ROOT / "params.yaml"
 
@@ -127,6 +129,38 @@ def test_unknown_config_keys_get_a_suggestion():
         load_params(PARAMS, "nope")
 
 
-def test_check_params_accepts_the_profiles():
-    for profile in ("paper", "demo", "smoke"):
-        check_params(load_params(PARAMS, profile))
+def test_loop_settings_parse_every_profile_into_typed_values():
+    for profile in ("paper", "demo", "rehearsal", "smoke"):
+        params = load_params(PARAMS, profile)
+        cfg = loop_settings(params)
+        s = params["schedule"]
+        assert cfg.targets.cost == s["target_gflops"] and cfg.latency is None and cfg.cost_unit == "GFLOPs"
+        assert cfg.rule.r_max == s["r_max"] and cfg.rule.neutral_acc == s["neutral_acc"]
+        assert (cfg.start.ratio is None) == (s["initial_ratio"] == "auto")
+        assert cfg.recovery.reconstruct == params["recover"]["reconstruct"]
+        assert cfg.train == {k: v for k, v in params["finetune"].items() if k != "recipe"}
+        assert cfg.distill_args()["teacher"] == str(params["base"])
+    cfg = loop_settings(load_params(PARAMS, "smoke", {"schedule.target_ms": 20.0, "latency.runs": 3}))
+    assert cfg.latency == LatencySettings("torch", 160, 1, 3) and cfg.cost_unit == "ms" and cfg.targets.cost == 20.0
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("schedule.target_gflops", "abc", "schedule.target_gflops must be a number, got 'abc'"),
+        ("schedule.initial", "shaped", "schedule.initial must be one of uniform, importance"),
+        ("schedule.start", 1.0, "schedule.start must be in [0, 1)"),
+        ("optimize.best_cost_tol", "x", "optimize.best_cost_tol must be a number"),
+        ("finetune.epochs", 0, "finetune.epochs must be an integer ≥ 1"),
+    ],
+)
+def test_loop_settings_refuse_a_bad_value_naming_its_key(key, value, message):
+    with pytest.raises(LipsError, match=re.escape(message)):
+        loop_settings(load_params(PARAMS, "smoke", {key: value}))
+
+
+def test_a_latency_target_checks_the_latency_settings():
+    with pytest.raises(LipsError, match="latency.runs must be an integer"):
+        loop_settings(load_params(PARAMS, "smoke", {"schedule.target_ms": 20.0, "latency.runs": 0}))
+    with pytest.raises(LipsError, match="not below the base model's 4.240 GFLOPs"):
+        loop_settings(load_params(PARAMS, "smoke", {"schedule.target_gflops": 5.0}), base_cost=4.24)
