@@ -14,10 +14,14 @@ bench_baselines' `uniform` run by a paired bootstrap over the report images. Wha
 draw is one training run (seed 0; bench_baselines --seeds measured 1–5 % between runs of one schedule here), and
 the best of N draws is biased upwards by that spread. The shuffled draws' range is what reallocation is worth
 here; a vector's rank among them (p = (1 + shuffles at or above it) / (N + 1)) says whether its order helps.
-Writes reports/bench/allocation.json, .md and .png. Not a test: about 3 minutes per draw on 2 CPU cores; reruns
-reuse finished draws (a draw folder made from another vector or spread is refused).
+With --recovery (a bench_baselines recovery, e.g. recon_lsq) every draw, the uniform reference and Stage I cut
+and recover as that method does: does allocation pay once the layers compensate? Writes
+reports/bench/allocation.json (allocation_<recovery>.json with --recovery), .md and .png. Not a test: about
+3 minutes per draw on 2 CPU cores, with reconstruction as without; reruns reuse finished draws (a draw folder
+made from another vector or spread is refused).
 
-    python benchmarks/bench_allocation.py [--budget 3.4] [--spreads 0.2,0.4] [--draws 8] [--work runs/bench_baselines]
+    python benchmarks/bench_allocation.py [--budget 3.4] [--spreads 0.2,0.4] [--draws 8] [--recovery recon_lsq]
+        [--work runs/bench_baselines]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import pandas as pd
 from bench_baselines import (
     GFLOPS_TOL,
     HARD_GOAL,
-    PLAIN,
+    RECOVERIES,
     draw_beside,
     machine,
     one_shot,
@@ -123,8 +127,15 @@ def main():
     p.add_argument(
         "--work", default="runs/bench_baselines", help="bench_baselines' folder: Stage I and its uniform run"
     )
+    p.add_argument(
+        "--recovery",
+        default="none",
+        choices=["none", *(v for v in RECOVERIES if v)],
+        help="channel choice and recovery of every cut, as bench_baselines' methods of that suffix",
+    )
     a = p.parse_args()
-    out = Path(a.out)
+    variant = "" if a.recovery == "none" else a.recovery
+    out = Path(a.out if a.out != DEFAULT_OUT or not variant else DEFAULT_OUT.replace(".json", f"_{variant}.json"))
     if a.figure_only:
         draw_figure(json.loads(out.read_text()), out)
         return
@@ -140,11 +151,11 @@ def main():
         "optimize.report": a.report,
         "finetune.fraction": 1.0,
         "schedule.target_gflops": a.budget,
-        **PLAIN,
+        **RECOVERIES[variant],
     }
     params = load_params(a.params, a.profile, common)
     base = load_model(a.base)
-    importance = load_importance(str(stage1(params, work)), base)
+    importance = load_importance(str(stage1(params, work, variant)), base)
     vectors = [
         ("stage1", None, importance),
         *[("shuffled", k, shuffled(importance, k)) for k in range(1, a.draws + 1)],
@@ -153,8 +164,10 @@ def main():
     data, _, report = prepare_data(a.data, a.report, work)
     base_row = evaluate(a.base, data, split=report, imgsz=a.imgsz, device=params["device"], threads=params["threads"])
     images = base_row["images"]
-    uniform_dir = run_dir(work, a.budget, "uniform", 0)
-    uniform = one_shot("uniform", params, importance, a.budget, a.epochs, uniform_dir)  # bench_baselines' run, or made
+    suffix = f"_{variant}" if variant else ""
+    uniform_dir = run_dir(work, a.budget, f"uniform{suffix}", 0)
+    # bench_baselines' uniform run with this recovery, or made now
+    uniform = one_shot(f"uniform{suffix}", params, importance, a.budget, a.epochs, uniform_dir)
     if uniform["epochs_total"] != a.epochs:
         raise LipsError(
             f"{uniform_dir}: the uniform run was fine-tuned {uniform['epochs_total']} epochs, not "
@@ -170,8 +183,8 @@ def main():
             bar.set_postfix_str(f"spread {spread:g}, {label}")
             # folders: stage1 is draw0, shuffled k is draw<k> (the names the first runs were made under)
             name = "draw0" if vector == "stage1" else vector if draw is None else f"draw{draw}"
-            folder = work / f"{a.budget:g}" / f"allocation_spread{spread:g}" / name
-            r = one_shot("shaped", sp, values, a.budget, a.epochs, folder)
+            folder = work / f"{a.budget:g}" / f"allocation_spread{spread:g}{suffix}" / name
+            r = one_shot(f"shaped{suffix}", sp, values, a.budget, a.epochs, folder)
             check_draw(r, values, spread, float(sp["schedule"]["r_max"]), folder)
             vs = ratio_interval(run_maps(r, folder, data, params, report, images, a.resamples), uniform_maps)
             rows.append(
@@ -212,7 +225,8 @@ def main():
             "training_seeds": [0],
             "bootstrap_resamples": a.resamples,
             "work": str(work),
-            "recover": PLAIN,
+            "recovery": variant or "none",
+            "recover": RECOVERIES[variant],
         },
         "machine": machine(),
         "run_seconds": int(df.seconds.sum()),  # the draws' own, from their records: reruns reuse finished draws
@@ -224,7 +238,7 @@ def main():
     table = df.drop(columns=["ratios"]).assign(vs_uniform_ci95=[f"{lo:.2f}–{hi:.2f}" for lo, hi in df.vs_uniform_ci95])
     out.with_suffix(".md").write_text(
         f"# Allocation at {a.budget:g} GFLOPs ({a.data}, {report} split, {images} images, imgsz {a.imgsz}, "
-        f"{a.epochs} epochs, training seed 0)\n\n"
+        f"{a.epochs} epochs, training seed 0, recovery {a.recovery})\n\n"
         f"uniform: {uniform['map50_95']:.4f} at {uniform['gflops']:.3f} GFLOPs\n\n"
         + table.to_markdown(index=False, floatfmt=".4f")
         + "\n\n"

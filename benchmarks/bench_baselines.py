@@ -617,8 +617,19 @@ def main():
             for m in rows
             if split_method(m)[1] and split_method(m)[0] in rows
         }
+        # what the Stage I allocation alone buys: the shaped one-shot over uniform, same channel choice and recovery
+        with_suffix = lambda kind, s: f"{kind}_{s}" if s else kind  # noqa: E731
+        allocation = {
+            f"{with_suffix('shaped', s)}_over_{with_suffix('uniform', s)}": ratio_interval(
+                maps[with_suffix("shaped", s)], maps[with_suffix("uniform", s)]
+            )
+            for s in dict.fromkeys(split_method(m)[1] for m in rows)
+            if with_suffix("shaped", s) in maps and with_suffix("uniform", s) in maps
+        }
         keep_rows(rows, kept, budget)
-        result["budgets"].append({"budget": budget, "methods": rows, "recovery_gain": gains})
+        result["budgets"].append(
+            {"budget": budget, "methods": rows, "recovery_gain": gains, "allocation_gain": allocation}
+        )
         steps.update()
     steps.close()
     for budget in sorted({b["budget"] for _, k in kept for b in k.get("budgets", [])} - set(budgets), reverse=True):
@@ -701,7 +712,7 @@ def goals(budgets: list[dict], base_map: float) -> dict:
                     ms, m, "map50_95_before_ft"
                 ) / max(get(ms, m, "map50_95_before_ft_repair"), 1e-9)
         for v in ("recon", "recon_lsq"):
-            if get(ms, f"lips_{v}") and get(ms, f"uniform_{v}"):
+            if get(ms, f"lips_{v}") and get(ms, f"uniform_{v}", "lips_ratio"):  # a kept row may have no ratio
                 r = ms[f"uniform_{v}"]
                 out.setdefault(f"lips_{v}_over_uniform_{v}", {})[key] = {
                     "ratio": r["lips_ratio"],

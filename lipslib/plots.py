@@ -164,10 +164,13 @@ def baselines_pareto(result: dict, path) -> Path:
         for m, r in b["methods"].items()
     ]
     df = pd.DataFrame(rows).sort_values("gflops")
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    palette = dict(zip(df.method.unique(), sns.color_palette("tab10", df.method.nunique())))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    # colour: the schedule (the part before the first _); line: the channel choice and recovery
+    kinds = list(dict.fromkeys(m.partition("_")[0] for m in df.method))
+    palette = dict(zip(kinds, sns.color_palette("tab10", len(kinds))))
     recon = any("recon" in m for m in df.method)
-    for method, g in df.groupby("method", sort=False):
+    for method, g in df.groupby("method"):  # by name: the legend lists each schedule's variants together
+        suffix = method.partition("_")[2]
         # with reconstructed rows, they are the lines to read; the others (plain, repair) are drawn faint
         faint = recon and "recon" not in method
         # a basic bootstrap interval need not contain the point (a skewed resample distribution): bars stop at it
@@ -176,11 +179,11 @@ def baselines_pareto(result: dict, path) -> Path:
             g.gflops,
             g["map"],
             yerr=err,
-            marker="o",
+            marker="s" if "recover" in suffix or "distill" in suffix else "o",
             capsize=3,
-            color=palette[method],
-            ls=":" if faint else "--" if "recover" in method or "distill" in method else "-",
-            alpha=0.45 if faint else 1.0,
+            color=palette[method.partition("_")[0]],
+            ls="-" if suffix.startswith("recon_lsq") else "--" if suffix.startswith("recon") else ":",
+            alpha=0.4 if faint else 1.0,
             label=method,
         )
     base = result["base"]
@@ -205,7 +208,8 @@ def baselines_pareto(result: dict, path) -> Path:
         title=f"Equal cost, equal epochs ({s['iterations'] * s['epochs_per_iteration']}): "
         f"{Path(s['data']).stem} @ {s['imgsz']}",
     )
-    ax.legend(fontsize=8, ncol=2)
+    # beside the axes: with a dozen methods a legend inside covers their points
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -248,8 +252,9 @@ def allocation_strip(result: dict, path):
     ax.set_xticks(range(len(spreads)), [f"spread {v:g}" for v in spreads])
     ax.set(
         ylabel="mAP50-95 ÷ uniform's (95 % bars)",
-        title=f"Per-layer allocation at {s['budget']:g} GFLOPs, {s['epochs']} epochs: "
-        f"{Path(s['data']).stem} {s['report_split']} ({s['report_images']} images)",
+        title=f"Per-layer allocation at {s['budget']:g} GFLOPs, {s['epochs']} epochs"
+        + (f", recovery {s['recovery']}" if s.get("recovery", "none") != "none" else "")
+        + f": {Path(s['data']).stem} {s['report_split']} ({s['report_images']} images)",
     )
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     ax.grid(alpha=0.3, axis="y")

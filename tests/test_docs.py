@@ -73,6 +73,17 @@ def test_every_benchmark_record_renders(tmp_path):
         assert "|" in section and "Measured on" in section, rel
 
 
+def test_a_record_says_which_recovery_its_cuts_had():
+    words = _tables().recovery_words
+    assert words({"recover.repair": False, "recover.distill": "none"}) == "recovery off"
+    plain = {"recover.repair": False, "recover.reconstruct": False, "recover.distill": "none"}
+    assert words({**plain, "optimize.criterion": "l1"}) == "recovery off"
+    lsq = {**plain, "recover.reconstruct": True, "optimize.criterion": "lsq"}
+    assert words(lsq) == "channels chosen by `lsq`, every cut refit by least squares"
+    repaired = {**plain, "recover.repair": True, "recover.distill": "outputs", "optimize.criterion": "l1"}
+    assert words(repaired) == "channels chosen by `l1`, bias repair, distillation (outputs)"
+
+
 # ---------------------------------------------------------------- the declared API
 
 

@@ -182,12 +182,13 @@ def baselines_table(doc: dict) -> str:
     return table(header, rows, "rl" + "r" * (len(header) - 2))
 
 
-def recovery_gain_table(doc: dict) -> str:
+def gain_table(doc: dict, field: str = "recovery_gain", what: str = "gain of recovery") -> str:
+    """The paired ratios a baselines record keeps per budget under `field` ('A_over_B': A's mAP over B's)."""
     rows = []
     for b in doc["budgets"]:
-        for key, g in (b.get("recovery_gain") or {}).items():
-            method = key.partition("_over_")[0]
-            label = f"{METHODS.get(method, method).strip('*')} / {METHODS.get(method.partition('_')[0], '').strip('*')}"
+        for key, g in (b.get(field) or {}).items():
+            method, _, other = key.partition("_over_")
+            label = f"{METHODS.get(method, method).strip('*')} / {METHODS.get(other, other).strip('*')}"
             rows.append(
                 [
                     f"{b['budget']:g}",
@@ -199,16 +200,15 @@ def recovery_gain_table(doc: dict) -> str:
             )
     if not rows:
         return ""
-    return table(
-        ["budget", "gain of recovery", "median ratio", "95 % interval", "share of resamples > 1"], rows, "rlrrr"
-    )
+    return table(["budget", what, "median ratio", "95 % interval", "share of resamples > 1"], rows, "rlrrr")
 
 
 def baselines_section(doc: dict) -> str:
     parts = [baselines_measured_on(doc), baselines_table(doc)]
-    gain = recovery_gain_table(doc)
-    if gain:
-        parts.append(gain)
+    for field, what in (("recovery_gain", "gain of recovery"), ("allocation_gain", "gain of the Stage I allocation")):
+        gain = gain_table(doc, field, what)
+        if gain:
+            parts.append(gain)
     return "\n\n".join(parts)
 
 
@@ -251,6 +251,18 @@ def headline(doc: dict | None = None) -> str:
 # ---------------------------------------------------------------- allocation (bench_allocation.py)
 
 
+def recovery_words(recover: dict) -> str:
+    """A run's channel choice and recovery (bench_baselines' RECOVERIES entry) in words."""
+    parts = [f"channels chosen by `{recover['optimize.criterion']}`"] if recover.get("optimize.criterion") else []
+    if recover.get("recover.reconstruct"):
+        parts.append("every cut refit by least squares")
+    elif recover.get("recover.repair"):
+        parts.append("bias repair")
+    if recover.get("recover.distill", "none") != "none":
+        parts.append(f"distillation ({recover['recover.distill']})")
+    return ", ".join(parts) if len(parts) > (1 if recover.get("optimize.criterion") else 0) else "recovery off"
+
+
 def allocation_section(doc: dict) -> str:
     s, u = doc["settings"], doc["uniform"]
     head = (
@@ -258,10 +270,10 @@ def allocation_section(doc: dict) -> str:
         f"**Base** `{doc['base']['weights']}`; budget {s['budget']:g} GFLOPs, every schedule pruned once "
         f"(all within 1 % of the budget: {'yes' if doc.get('equal_gflops') else 'no'}), fine-tuned {s['epochs']} "
         f"epochs (training seed {', '.join(map(str, s['training_seeds']))}) on `{s['data']}` at {s['imgsz']} px, "
-        f"scored on its {s['report_images']:,} `{s['report_split']}` images; recovery off. Each row is paired "
-        f"with the same uniform model: {u['map50_95']:.4f} at {u['gflops']:.3f} GFLOPs. Intervals: 95 %, "
-        f"{s['bootstrap_resamples']} paired bootstrap resamples of the report images (not of training runs); "
-        "*p*: share of resamples in which the row beats uniform."
+        f"scored on its {s['report_images']:,} `{s['report_split']}` images; {recovery_words(s['recover'])}. "
+        f"Each row is paired with the same uniform model: {u['map50_95']:.4f} at {u['gflops']:.3f} GFLOPs. "
+        f"Intervals: 95 %, {s['bootstrap_resamples']} paired bootstrap resamples of the report images (not of "
+        "training runs); *p*: share of resamples in which the row beats uniform."
     )
     rows = [
         [
