@@ -105,6 +105,13 @@ def minutes(seconds) -> str:
 # ---------------------------------------------------------------- LIPS vs baselines (bench_baselines.py)
 
 
+def run_seconds(doc: dict) -> float:
+    """The wall time behind a baselines record: its last invocation's `seconds` (which reuses finished runs) or its
+    own rows' recorded times added up (which miss loops recorded before they kept times), the larger."""
+    rows = [m for b in doc["budgets"] for m in b["methods"].values() if not m.get("other_run")]
+    return max(doc.get("seconds") or 0, sum(m.get("seconds") or 0 for m in rows)) or None
+
+
 def baselines_measured_on(doc: dict) -> str:
     s, base = doc["settings"], doc["base"]
     recover = s.get("recover") or {}
@@ -117,7 +124,7 @@ def baselines_measured_on(doc: dict) -> str:
     over = ", ".join(f"`{o}`" for o in s.get("overrides") or [])
     epochs = s["iterations"] * s["epochs_per_iteration"]
     lines = [
-        f"**Measured on** {machine(doc)}; {minutes(doc.get('seconds'))} of runs recorded.",
+        f"**Measured on** {machine(doc)}; {minutes(run_seconds(doc))} of runs recorded.",
         (
             f"**Base** `{base['weights']}` ({base['gflops']:.3f} GFLOPs, mAP50-95 {base['map50_95']:.4f} on the report "
             f"images). **Data** `{s['data']}` at {s['imgsz']} px, profile `{s['profile']}`; every method fine-tuned "
