@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_baselines import (
+from harness import (
     GFLOPS_TOL,
     HARD_GOAL,
     RECOVERIES,
@@ -40,6 +40,7 @@ from bench_baselines import (
     machine,
     one_shot,
     parse_floats,
+    ratio_interval,
     run_dir,
     run_maps,
     setting_args,
@@ -47,17 +48,16 @@ from bench_baselines import (
 )
 from tqdm.auto import tqdm
 
-from lipslib.assets import paper_dir
-from lipslib.config import load_params
-from lipslib.engine import cost, load_model
+from lipslib.assets.resolve import paper_dir
+from lipslib.cfg import load_params
 from lipslib.errors import LipsError, exit_code
-from lipslib.evaluate import evaluate
 from lipslib.files import write_json
-from lipslib.optimize import load_importance, prepare_data
-from lipslib.plots import allocation_strip
+from lipslib.pipeline.loop import load_importance, prepare_data
+from lipslib.pipeline.plots import allocation_strip
+from lipslib.pruning.engine import cost, load_model
+from lipslib.pruning.spec import read_spec
 from lipslib.schedule import initial_schedule
-from lipslib.spec import read_spec
-from lipslib.stats import ratio_interval
+from lipslib.train.validator import evaluate
 
 DEFAULT_OUT = "reports/bench/allocation.json"
 REFERENCES = ("stage1", "paper_iter24")

@@ -28,51 +28,45 @@ default) runs in <budget>/<method>, seed s in <budget>/<method>_seed<s>.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
 import time
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+from harness import (
+    GFLOPS_TOL,
+    HARD_GOAL,
+    PLAIN,
+    RECOVERIES,
+    control,
+    draw_beside,
+    loop,
+    machine,
+    one_shot,
+    parse_floats,
+    parse_seeds,
+    pool_seeds,
+    ratio_interval,
+    run_dir,
+    run_maps,
+    setting_args,
+    split_method,
+    stage1,
+    with_seed,
+)
 from tqdm.auto import tqdm
 
-from lipslib.baselines import at_gflops, tracked
-from lipslib.config import load_params
-from lipslib.datasets import calibration_images
-from lipslib.engine import cost, load_model, prune, save_checkpoint
+from lipslib.cfg import load_params
+from lipslib.cfg.settings import loop_settings
 from lipslib.errors import LipsError, exit_code
-from lipslib.evaluate import evaluate, image_matches
 from lipslib.files import write_json
-from lipslib.finetune import finetune
-from lipslib.optimize import load_importance, optimize, prepare_data
-from lipslib.plots import baselines_pareto
-from lipslib.reconstruct import channel_criterion
-from lipslib.recover import Recovery, recover
-from lipslib.sensitivity import run_sensitivity
-from lipslib.settings import loop_settings
-from lipslib.stats import bootstrap_maps, map50_95, pool_seeds, ratio_interval
+from lipslib.pipeline.loop import load_importance, prepare_data
+from lipslib.pipeline.plots import baselines_pareto
+from lipslib.pruning.engine import cost, load_model
+from lipslib.train.validator import evaluate
 
-PLAIN = {"recover.repair": False, "recover.reconstruct": False, "recover.distill": "none", "optimize.criterion": "l1"}
-RECOVERIES = {  # a method's suffix → its channel choice and recovery; the part before the first _ is the schedule
-    "": PLAIN,
-    "recover": {**PLAIN, "recover.repair": True, "recover.distill": "outputs"},  # bias repair + output distillation
-    "recon": {**PLAIN, "recover.reconstruct": True},  # L1 channels, least-squares reconstruction, plain fine-tuning
-    "recon_distill": {**PLAIN, "recover.reconstruct": True, "recover.distill": "outputs"},
-    "recon_lsq": {**PLAIN, "recover.reconstruct": True, "optimize.criterion": "lsq"},  # channels chosen for the refit
-    "recon_lsq_distill": {
-        **PLAIN,
-        "recover.reconstruct": True,
-        "optimize.criterion": "lsq",
-        "recover.distill": "outputs",
-    },
-}
 METHODS = (
     "lips",
     "lips_recover",
@@ -93,8 +87,6 @@ METHODS = (
     "uniform_recon_lsq_distill",
 )
 RECOVER = RECOVERIES["recover"]
-GFLOPS_TOL = 0.01
-HARD_GOAL = 1.5  # #13: LIPS ≥ 1.5 × uniform's mAP50-95 at the hard budget
 DEFAULT_OUT = "reports/bench/baselines.json"
 
 
@@ -102,267 +94,6 @@ def _overrides(pairs) -> dict:
     import yaml
 
     return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs or [])}
-
-
-def parse_seeds(text: str) -> list[int]:
-    """--seeds: distinct non-negative integers, comma-separated."""
-    try:
-        seeds = [int(x) for x in text.split(",")]
-    except ValueError:
-        seeds = []
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise LipsError(f"--seeds {text!r}: give distinct non-negative integers, e.g. --seeds 0,1,2")
-    return seeds
-
-
-def parse_floats(text: str, flag: str, example: str) -> list[float]:
-    """A list argument such as --budgets: distinct finite numbers, comma-separated."""
-    try:
-        values = [float(x) for x in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or not all(np.isfinite(values)) or len(set(values)) != len(values):
-        raise LipsError(f"--{flag} {text!r}: give distinct numbers, comma-separated, e.g. --{flag} {example}")
-    return values
-
-
-def machine() -> dict:
-    """What a benchmark ran on, for its JSON."""
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "cuda": torch.cuda.is_available(),
-    }
-
-
-def split_method(method: str) -> tuple[str, str]:
-    """(schedule, recovery suffix): 'uniform_recon_distill' → ('uniform', 'recon_distill')."""
-    kind, _, suffix = method.partition("_")
-    if suffix not in RECOVERIES:
-        raise LipsError(f"method {method!r}: unknown recovery {suffix!r}; methods: {', '.join(METHODS)}")
-    return kind, suffix
-
-
-def stage1(params: dict, work: Path, variant: str = "") -> Path:
-    """Stage I on the base over the fine-tune split (images that neither choose nor report), each cut made and
-    recovered as the methods of `variant` (a RECOVERIES suffix) make theirs."""
-    out = work / "_".join(filter(None, ("sensitivity", variant.removesuffix("_distill"))))
-    if not (out / "layer_importance.json").is_file():
-        s = params["sensitivity"]
-        recovery = Recovery.from_params(params["recover"])
-        run_sensitivity(
-            params["base"],
-            params["data"],
-            ratio=s["ratio"],
-            imgsz=params["imgsz"],
-            batch=s["batch"],
-            device=params["device"],
-            split="train",
-            threads=params["threads"],
-            out=out,
-            criterion=params["optimize"]["criterion"],
-            recovery=recovery if recovery.refits else None,
-        )
-    return out / "layer_importance.json"
-
-
-def calibrated(params: dict, base, data) -> tuple:
-    """(calibration images, the run's channel criterion as `prune` takes it, the base's Grams) for a run's params."""
-    recovery = Recovery.from_params(params["recover"])
-    images = calibration_images(data, "train", recovery.images, params["imgsz"])
-    found: dict = {}
-    return (
-        images,
-        channel_criterion(params["optimize"]["criterion"], base, images, found, recovery.ridge, params["device"]),
-        found,
-    )
-
-
-def cut_scores(kind: str, base, cut: dict, params: dict, data, report: str, out: Path, calibration: tuple) -> dict:
-    """mAP50-95 before any fine-tuning of one cut (`cut`: at_gflops' result, or {'ratios'} of a LIPS schedule) with
-    the run's recovery, and for a reconstructed run the same cut with bias repair alone (the ≥ 3× goal).
-    `calibration`: `calibrated(params, base, data)`. Returns {'model': the recovered copy, 'map50_95_before_ft',
-    ['map50_95_before_ft_repair']}."""
-    recovery = Recovery.from_params(params["recover"])
-    images, criterion, found = calibration
-    s = params["schedule"]
-    ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
-
-    def recovered(settings: Recovery):
-        if not settings.refits:
-            return (
-                cut["model"]
-                if "model" in cut
-                else prune(base, cut["ratios"], criterion=criterion, round_to=s["round_to"], log=False).model
-            )
-        res, ref = tracked(kind, base, cut, criterion=criterion, round_to=s["round_to"], r_max=float(s["r_max"]))
-        recover(res, ref, images, settings, gram_cache=found if ref is base else None, device=params["device"])
-        return res.model
-
-    model = recovered(recovery)
-    path = save_checkpoint(
-        model, out / "pruned.pt", meta={"baseline": kind, "ratios": cut.get("ratios"), "recover": recovery.as_dict()}
-    )
-    scores = {"model": model, "map50_95_before_ft": evaluate(path, data, split=report, **ev)["map50_95"]}
-    if recovery.reconstruct:
-        repaired = save_checkpoint(recovered(replace(recovery, reconstruct=False, repair=True)), out / "repaired.pt")
-        scores["map50_95_before_ft_repair"] = evaluate(repaired, data, split=report, **ev)["map50_95"]
-    return scores
-
-
-def control(params: dict, epochs: int, work: Path) -> dict:
-    """The unpruned base through the same fine-tuning as the one-shot methods (plain): what fine-tuning alone does."""
-    out = work / "control"
-    done = out / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    t0 = time.perf_counter()
-    data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
-    ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
-    before = evaluate(params["base"], data, split=report, **ev)
-    train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
-    tuned = finetune(
-        params["base"],
-        data,
-        out / "ft",
-        recipe=params["finetune"]["recipe"],
-        **{**train, "epochs": epochs},
-        **loop_settings(params).distill_args(),
-        **ev,
-    )
-    after = evaluate(tuned["weights"], data, split=report, **ev)
-    result = {
-        "gflops": after["gflops"],
-        "params": after["params"],
-        "map50_95_before_ft": before["map50_95"],
-        "map50_95": after["map50_95"],
-        "map50": after["map50"],
-        "selection_map50_95": tuned["map50_95"],
-        "epochs_model": epochs,
-        "epochs_total": epochs,
-        "weights": tuned["weights"],
-        "seconds": round(time.perf_counter() - t0),
-    }
-    write_json(done, result)
-    return result
-
-
-def loop(params: dict, out: Path) -> dict:
-    """The LIPS loop; its best iteration as a row. Its `seconds` add up its iterations' wall times (the loop's
-    records, kept across resumes); None for a run with iterations recorded before the loop kept them. Before
-    fine-tuning: its best schedule cut afresh from the base with the run's recovery (for a recovering run)."""
-    best = optimize(params, out, progress=False)["best"]
-    state = json.loads((out / "state.json").read_text())
-    seconds = [d.get("seconds") for d in state["done"]]
-    per_iter, n = params["finetune"]["epochs"], params["optimize"]["iterations"]
-    ratios = state["done"][best["iteration"] - 1]["ratios"]
-    row = {
-        "gflops": best["gflops"],
-        "params": best["params"],
-        "map50_95_before_ft": None,
-        "map50_95": best["map50_95"],
-        "map50": best["map50"],
-        "selection_map50_95": best["selection_map50_95"],
-        "epochs_model": per_iter * best["iteration"],
-        "epochs_total": per_iter * n,
-        "iteration": best["iteration"],
-        "ratios": ratios,
-        "weights": str(out / "best.pt"),
-        "seconds": None if None in seconds else round(sum(seconds)),
-    }
-    if Recovery.from_params(params["recover"]).refits:
-        scores = out / "before_ft.json"
-        if not scores.is_file():
-            base = load_model(params["base"])
-            found = cut_scores(
-                "lips",
-                base,
-                {"ratios": ratios},
-                params,
-                state["data"],
-                state["split_report"],
-                out / "before_ft",
-                calibrated(params, base, state["data"]),
-            )
-            write_json(scores, {k: v for k, v in found.items() if k != "model"})
-        row.update(json.loads(scores.read_text()))
-    return row
-
-
-def one_shot(method: str, params: dict, importance: dict, budget: float, epochs: int, out: Path) -> dict:
-    """Prune once to `budget` (a baseline method), optionally repair, fine-tune `epochs`, score."""
-    done = out / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    t0 = time.perf_counter()
-    base = load_model(params["base"])
-    s = params["schedule"]
-    kind, _ = split_method(method)
-    data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
-    calibration = calibrated(params, base, data)
-    pruned = at_gflops(
-        kind,
-        base,
-        budget,
-        importance=importance,
-        spread=float(s["spread"]),
-        r_max=float(s["r_max"]),
-        criterion=calibration[1],
-        round_to=s["round_to"],
-    )
-    scores = cut_scores(kind, base, pruned, params, data, report, out, calibration)
-    ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
-    train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
-    tuned = finetune(
-        out / "pruned.pt",
-        data,
-        out / "ft",
-        recipe=params["finetune"]["recipe"],
-        **{**train, "epochs": epochs},
-        **loop_settings(params).distill_args(),
-        **ev,
-    )
-    after = evaluate(tuned["weights"], data, split=report, **ev)
-    result = {
-        "gflops": after["gflops"],
-        "params": after["params"],
-        "scalar": pruned["scalar"],
-        **{k: v for k, v in scores.items() if k != "model"},
-        "map50_95": after["map50_95"],
-        "map50": after["map50"],
-        "selection_map50_95": tuned["map50_95"],
-        "epochs_model": epochs,
-        "epochs_total": epochs,
-        "ratios": pruned["ratios"],
-        "weights": tuned["weights"],
-        "seconds": round(time.perf_counter() - t0),
-    }
-    write_json(done, result)
-    return result
-
-
-def matches(row: dict, data, params: dict, split: str, cache: Path) -> list[dict]:
-    """Ultralytics' per-image matches of a row's weights on the report split, cached; a cache whose mAP is not
-    the row's (its run was redone since) is measured again."""
-    if cache.is_file():
-        m = torch.load(cache, weights_only=False)
-        if abs(map50_95(m) - row["map50_95"]) <= 1e-6:
-            return m
-    m = image_matches(
-        row["weights"], data, imgsz=params["imgsz"], device=params["device"], split=split, threads=params["threads"]
-    )
-    torch.save(m, cache)
-    return m
-
-
-def run_dir(work: Path, budget: float, method: str, seed: int) -> Path:
-    return work / f"{budget:g}" / (method if seed == 0 else f"{method}_seed{seed}")
-
-
-def with_seed(params: dict, seed: int) -> dict:
-    """params fine-tuning with training seed `seed`; seed 0 is Ultralytics' default and leaves params as they are
-    (so runs made before --seeds existed are still the loop's resumable runs)."""
-    return params if seed == 0 else {**params, "finetune": {**params["finetune"], "seed": seed}}
 
 
 def pooled(by_seed: dict[int, dict], budget: float) -> dict:
@@ -387,37 +118,6 @@ def pooled(by_seed: dict[int, dict], budget: float) -> dict:
             for s, r in by_seed.items()
         ],
     }
-
-
-def run_maps(row: dict, folder: Path, data, params: dict, split: str, images: int, resamples: int) -> np.ndarray:
-    """The paired bootstrap mAPs of the run in `folder` (`resampled`), its matches and resamples cached beside it."""
-    find = partial(matches, row, data, params, split, folder.with_suffix(".matches.pt"))
-    return resampled(row, find, images, resamples, folder.with_suffix(f".boot{resamples}.npz"))
-
-
-def resampled(row: dict, find, images: int, resamples: int, cache: Path) -> np.ndarray:
-    """`bootstrap_maps` of one run, cached: over the same `images` report images its resamples are the same for
-    every run (a fixed generator seed), so runs scored apart pair as if scored together. `find()` gives the run's
-    per-image matches; it is called only when the cache is missing or of another mAP, image count or resample
-    count. A run scored on other images than the base is one LipsError, as in `bootstrap_maps`."""
-    if cache.is_file():
-        c = np.load(cache)
-        if (
-            len(c["maps"]) == resamples
-            and "images" in c.files
-            and int(c["images"]) == images
-            and abs(float(c["map50_95"]) - row["map50_95"]) <= 1e-6
-        ):
-            return c["maps"]
-    found = find()
-    if len(found) != images:
-        raise LipsError(
-            f"a paired bootstrap needs the same images for every model: {row['weights']} was matched "
-            f"on {len(found)} images, the base scored on {images}"
-        )
-    maps = bootstrap_maps({"run": found}, resamples)["run"]
-    np.savez(cache, maps=maps, map50_95=row["map50_95"], images=images)
-    return maps
 
 
 def write_report(result: dict, out: Path) -> None:
@@ -478,30 +178,8 @@ def write_report(result: dict, out: Path) -> None:
     draw(result, out)
 
 
-def draw_beside(plot, result: dict, out: Path, default_out: str, readme_copy: str) -> None:
-    """`plot(result, path)` beside the JSON `out`; the README's copy (`readme_copy`) only from the default run."""
-    plot(result, out.with_suffix(".png"))
-    if out == Path(default_out):
-        plot(result, Path(readme_copy))
-
-
 def draw(result: dict, out: Path) -> None:
     draw_beside(baselines_pareto, result, out, DEFAULT_OUT, "docs/figures/baselines_pareto.png")
-
-
-def setting_args(description: str, default_out: str) -> argparse.ArgumentParser:
-    """A parser with the arguments the benchmarks on one base and dataset share."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", default=default_out)
-    p.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
-    p.add_argument("--resamples", type=int, default=500, help="paired bootstrap resamples of the report images")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--profile", default="demo", help="schedule, recipe and Stage I settings come from here")
-    p.add_argument("--base", default="lips_iter01_best.pt")
-    p.add_argument("--data", default="coco_val2193.yaml")
-    p.add_argument("--report", default="test", help="test: choose on val, report on test; half: split val in two")
-    p.add_argument("--imgsz", type=int, default=320)
-    return p
 
 
 def main():

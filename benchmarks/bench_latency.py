@@ -26,17 +26,17 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from harness import paired_bootstrap
 
-from lipslib.config import load_params
-from lipslib.costs import most_saved
+from lipslib.cfg import load_params
 from lipslib.datasets import check_data, split_images
-from lipslib.engine import cost, load_model
 from lipslib.errors import exit_code
-from lipslib.evaluate import image_matches
 from lipslib.files import write_json
-from lipslib.latency import RUNTIMES, op_breakdown, table_error, time_models
-from lipslib.optimize import optimize
-from lipslib.stats import paired_bootstrap
+from lipslib.pipeline.loop import optimize
+from lipslib.pruning.costs import most_saved
+from lipslib.pruning.engine import cost, load_model
+from lipslib.pruning.latency import RUNTIMES, op_breakdown, table_error, time_models
+from lipslib.train.validator import image_matches
 
 GOAL = 1.1  # latency ratio ≤ GOAL × GFLOPs ratio
 TARGET_CUT = 0.85  # the latency-target loop aims at this share of the base's time
@@ -65,7 +65,7 @@ def main():
     }
     best = {"lips": loop("plain", work, {}), "lips_round8": loop("round8", work, {"schedule.round_to": 8})}
     # the latency target: what the rounded model takes, measured as the loop measures (ratio to the base × base time)
-    from lipslib.costs import LatencyCost
+    from lipslib.pruning.costs import LatencyCost
 
     saved = work / "target_ms.json"  # measured once, so a rerun resumes the same loop
     if saved.is_file():

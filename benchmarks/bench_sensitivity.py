@@ -18,14 +18,14 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from lipslib.engine import fused, load_model, prune, save_checkpoint
 from lipslib.errors import exit_code
-from lipslib.evaluate import evaluate
 from lipslib.files import write_json
-from lipslib.layers import default_targets
-from lipslib.memo import Recorder, reuse
+from lipslib.pruning.engine import fused, load_model, prune, save_checkpoint
+from lipslib.pruning.layers import default_targets
+from lipslib.pruning.memo import Recorder, reuse
 from lipslib.runtime import cpu_threads
 from lipslib.sensitivity import importance_from_drops, run_sensitivity
+from lipslib.train.validator import evaluate
 
 
 @torch.no_grad()

@@ -6,22 +6,28 @@ The public API is the names in `__all__`, importable from `lipslib` directly:
     base = L.load_model("lips_iter01_best.pt")
     res = L.prune(base, L.at_gflops("uniform", base, 3.9)["ratios"])
 
-Library layers (dependencies point downward only):
-  assets → layers → engine → evaluate / finetune → (sensitivity, schedule, optimize, reporting) → cli,
-  with the helpers below evaluate: files (writable paths, strict JSON), datasets (splits, calibration images),
-  stats (bootstrap intervals on per-image matches); errors sits under all of them.
+The folders follow the method; dependencies point downward only:
+
+    cfg/        the default config (default.yaml), params.yaml profiles over it, typed settings
+    pruning/    the 29 target layers, the directed engine, ratio specs, costs (GFLOPs, measured ms), baselines
+    recovery/   what a pruned copy gets after the cut: bias repair, least squares, distillation, warm start
+    train/      Ultralytics' trainer (keeping the pruned architecture) and validator (one metrics record)
+    sensitivity Stage I, on pruning + recovery + train
+    schedule    the initial schedule and the gate rule: pure functions, no torch
+    pipeline/   the LIPS loop and its resume, sweeps, the notebook runner, tracking, replay, benchmark, video, plots
+    cli         `lips`, an argparse front over the same functions
+
+with, under all of them, `errors` (the one exception type), `assets` (where files come from), `files`
+(writable paths, strict JSON), `datasets` (splits, calibration images) and `runtime` (devices and threads).
 
 `import lipslib` is cheap: the names are resolved on first use (PEP 562), so the CLI and the pure parts
-(`schedule`, `spec`, `config`) do not pay for importing torch and Ultralytics. `lipslib.evaluate`,
-`lipslib.finetune`, `lipslib.optimize`, `lipslib.recover` and `lipslib.reconstruct` are the functions
-of those names; their modules are imported as modules (`from lipslib.evaluate import image_matches`).
+(`schedule`, `pruning.spec`, `cfg`) do not pay for importing torch and Ultralytics. No public function shares
+its module's name, so importing a module never hides a function of the package.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 from lipslib.errors import LipsError
 
@@ -30,20 +36,20 @@ __version__ = "0.1.0"
 # public name → the module that defines it
 _EXPORTS: dict[str, str] = {
     # pruning engine
-    "load_model": "lipslib.engine",
-    "prune": "lipslib.engine",
-    "PruneResult": "lipslib.engine",
-    "cost": "lipslib.engine",
-    "save_checkpoint": "lipslib.engine",
+    "load_model": "lipslib.pruning.engine",
+    "prune": "lipslib.pruning.engine",
+    "PruneResult": "lipslib.pruning.engine",
+    "cost": "lipslib.pruning.engine",
+    "save_checkpoint": "lipslib.pruning.engine",
     # one-shot baselines at a GFLOPs budget
-    "at_gflops": "lipslib.baselines",
+    "at_gflops": "lipslib.pruning.baselines",
     # recovery right after the cut
-    "recover": "lipslib.recover",
-    "Recovery": "lipslib.recover",
-    "reconstruct": "lipslib.reconstruct",
+    "recover": "lipslib.recovery",
+    "Recovery": "lipslib.recovery",
+    "reconstruct": "lipslib.recovery.lsq",
     # fine-tuning and evaluation
-    "finetune": "lipslib.finetune",
-    "evaluate": "lipslib.evaluate",
+    "finetune": "lipslib.train.trainer",
+    "evaluate": "lipslib.train.validator",
     # calibration data for recovery
     "calibration_images": "lipslib.datasets",
     # Stage I, the schedule rule and the loop
@@ -52,14 +58,14 @@ _EXPORTS: dict[str, str] = {
     "update": "lipslib.schedule",
     "Targets": "lipslib.schedule",
     "RuleParams": "lipslib.schedule",
-    "optimize": "lipslib.optimize",
-    "loop_settings": "lipslib.settings",
-    "LoopSettings": "lipslib.settings",
+    "optimize": "lipslib.pipeline.loop",
+    "loop_settings": "lipslib.cfg.settings",
+    "LoopSettings": "lipslib.cfg.settings",
     # files, settings, reporting
-    "read_spec": "lipslib.spec",
-    "write_spec": "lipslib.spec",
-    "load_params": "lipslib.config",
-    "compare_video": "lipslib.video",
+    "read_spec": "lipslib.pruning.spec",
+    "write_spec": "lipslib.pruning.spec",
+    "load_params": "lipslib.cfg",
+    "compare_video": "lipslib.pipeline.video",
 }
 
 __all__ = [
@@ -102,18 +108,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """`lipslib` itself. Five public functions share their module's name (`evaluate`, `finetune`, `optimize`,
-    `recover`, `reconstruct`); importing such a module (`from lipslib.evaluate import …`, or any module that
-    does) would bind the module over the function. Here the attribute stays the function; the modules are
-    still imported as usual (`import lipslib.evaluate`, `from lipslib.evaluate import image_matches`)."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -10,9 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from lipslib.config import CRITERION_NAMES, DISTILL_MODES, EXECUTORS, RECIPES, RUNTIMES, SENSITIVITY_MODES
+from lipslib.cfg import CRITERION_NAMES, DISTILL_MODES, EXECUTORS, RECIPES, RUNTIMES, SENSITIVITY_MODES
 from lipslib.errors import LipsError, exit_code
-from lipslib.notebook import NOTEBOOKS
+from lipslib.pipeline.notebooks import NOTEBOOKS
 
 WEIGHTS_HELP = "a checkpoint or model yaml, LABEL= optional (default label: the file's stem)"
 DEVICE_HELP = "cpu, 0, 0,1 … (default: Ultralytics' choice, the first GPU when present)"
@@ -68,7 +68,7 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_info(a):
     if a.weights is None:  # both given is argparse's error; neither, this one (argparse's would read as a usage)
         raise LipsError("which checkpoint? give --weights W (or W alone), e.g. lips info --weights yolo11n.pt")
-    from lipslib.engine import info
+    from lipslib.pruning.engine import info
 
     with _quiet(a.json):
         rec = info(a.weights, a.imgsz)
@@ -89,13 +89,13 @@ def ridge_value(text: str):
 
 
 def cmd_prune(a):
-    from lipslib import engine
     from lipslib.datasets import calibration_images
     from lipslib.files import check_writable
-    from lipslib.layers import default_targets
-    from lipslib.reconstruct import channel_criterion
-    from lipslib.recover import Recovery, recover
-    from lipslib.spec import read_spec
+    from lipslib.pruning import engine
+    from lipslib.pruning.layers import default_targets
+    from lipslib.pruning.spec import read_spec
+    from lipslib.recovery import Recovery, recover
+    from lipslib.recovery.lsq import channel_criterion
 
     for path in filter(None, (a.out, a.log)):
         check_writable(path)
@@ -143,9 +143,9 @@ def cmd_prune(a):
 
 def cmd_inflate(a):
     from lipslib.datasets import calibration_images
-    from lipslib.engine import cost, has_batchnorm, save_checkpoint
     from lipslib.files import check_writable
-    from lipslib.inflate import inflate
+    from lipslib.pruning.engine import cost, has_batchnorm, save_checkpoint
+    from lipslib.pruning.inflate import inflate
 
     check_writable(a.out)
     images = calibration_images(a.data, a.split, a.images, a.imgsz) if a.data else None
@@ -171,7 +171,7 @@ def cmd_latency(a):
     if a.ops and (a.runtime != "torch" or a.batch != 1):
         raise LipsError("--ops profiles PyTorch's CPU ops at batch 1: use it with --runtime torch --batch 1")
     models = _models(a.weights)
-    from lipslib.latency import block_table, op_breakdown, time_models
+    from lipslib.pruning.latency import block_table, op_breakdown, time_models
 
     with _quiet(a.json):
         times = time_models(models, a.runtime, a.image, a.imgsz, a.batch, a.threads, a.runs)
@@ -215,7 +215,7 @@ def cmd_latency(a):
 
 
 def cmd_finetune(a):
-    from lipslib.finetune import finetune
+    from lipslib.train.trainer import finetune
 
     flags = {k: getattr(a, k) for k in ("epochs", "imgsz", "batch", "device") if getattr(a, k) is not None}
     extra = _overrides(a.set)
@@ -244,7 +244,7 @@ def cmd_finetune(a):
 
 
 def cmd_val(a):
-    from lipslib.evaluate import evaluate
+    from lipslib.train.validator import evaluate
 
     with _quiet(a.json):
         rec = evaluate(a.weights, a.data, imgsz=a.imgsz, batch=a.batch, device=a.device, split=a.split, out=a.out)
@@ -258,7 +258,7 @@ def cmd_val(a):
 
 
 def cmd_sensitivity(a):
-    from lipslib.recover import Recovery
+    from lipslib.recovery import Recovery
     from lipslib.sensitivity import run_sensitivity
 
     layers = [x.strip() for x in a.layers.split(",") if x.strip()] if a.layers else None
@@ -289,8 +289,8 @@ def cmd_sensitivity(a):
 
 
 def cmd_replay_paper(a):
-    from lipslib.assets import paper_dir
-    from lipslib.replay import replay_paper
+    from lipslib.assets.resolve import paper_dir
+    from lipslib.pipeline.replay import replay_paper
     from lipslib.schedule import Targets
 
     res = replay_paper(
@@ -309,8 +309,8 @@ def cmd_replay_paper(a):
 
 
 def cmd_optimize(a):
-    from lipslib.config import load_params
-    from lipslib.optimize import optimize
+    from lipslib.cfg import load_params
+    from lipslib.pipeline.loop import optimize
 
     params = load_params(a.params, a.profile, _overrides(a.set))
     res = optimize(params, a.out)
@@ -323,7 +323,7 @@ def cmd_optimize(a):
 
 
 def cmd_compare_video(a):
-    from lipslib.video import compare_video
+    from lipslib.pipeline.video import compare_video
 
     rec = compare_video(
         a.video,
@@ -352,7 +352,7 @@ def cmd_compare_video(a):
 
 def cmd_benchmark(a):
     models = _models(a.weights)
-    from lipslib.benchmark import run_benchmark
+    from lipslib.pipeline.benchmark import run_benchmark
 
     table, lat = run_benchmark(
         models,
@@ -420,7 +420,7 @@ class _GivenOnly(argparse.Action):
 
 
 def cmd_notebook(a):
-    from lipslib.notebook import run_notebook
+    from lipslib.pipeline.notebooks import run_notebook
 
     out = run_notebook(
         a.name, a.profile, _overrides(a.set), runs_dir=a.runs_dir, reports_dir=a.reports_dir, docs_dir=a.docs
@@ -429,10 +429,10 @@ def cmd_notebook(a):
 
 
 def cmd_stage_params(a):
-    from lipslib.notebook import write_stage_params
+    from lipslib.pipeline.notebooks import write_stage_params
 
     if a.cells:  # the notebooks themselves: outside DVC, whose stages depend on them
-        from lipslib.notebook import write_parameters_cells
+        from lipslib.pipeline.notebooks import write_parameters_cells
 
         changed = write_parameters_cells(a.profile or "demo")
         print(f"parameters cells rewritten from profile {a.profile or 'demo'}: {', '.join(changed) or 'none changed'}")
@@ -442,7 +442,7 @@ def cmd_stage_params(a):
 
 
 def cmd_sweep(a):
-    from lipslib.sweep import parse_targets, parse_time, sweep
+    from lipslib.pipeline.sweep import parse_targets, parse_time, sweep
 
     targets = parse_targets(a.targets)
     executor = "local" if a.direct else a.executor

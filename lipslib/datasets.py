@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lipslib.assets import resolve_data
+from lipslib.assets.resolve import resolve_data
 from lipslib.errors import LipsError, first_line
 
 

@@ -7,7 +7,7 @@ Fast path, same answer as one Ultralytics validation per layer: the validation i
 letterboxed by Ultralytics' own dataloader and validator, in a single pass over the data. For each batch
 the base network runs once with every module call recorded; each pruned copy then recomputes only the
 modules its pruning changed and whatever depends on them, reusing the base's outputs everywhere else
-(`lipslib.memo`: earlier blocks, and the Detect branches a head layer does not feed). Every copy feeds
+(`lipslib.pruning.memo`: earlier blocks, and the Detect branches a head layer does not feed). Every copy feeds
 its own copy of the validator's metric state. Tensors are channels-last. On CPU the layers are spread
 over one single-threaded process per core (small convolutions scale better over processes than over
 threads). `mode="exact"` runs every pruned copy in full, contiguous, from the input, in one process.
@@ -31,18 +31,18 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lipslib.config import SENSITIVITY_MODES
+from lipslib.cfg import SENSITIVITY_MODES
 from lipslib.datasets import calibration_images, check_data, split_images
-from lipslib.engine import CRITERION_NAMES, Cost, conv_shapes, cost_counter, fused, load_model, prune
 from lipslib.errors import LipsError, first_line
-from lipslib.evaluate import device_arg, make_validator, run_validator
 from lipslib.files import check_writable, write_json
-from lipslib.layers import default_targets, validate_layers
-from lipslib.memo import Recorder, bytes_per_image, reuse
-from lipslib.reconstruct import LeastSquaresCriterion, channel_criterion
-from lipslib.reconstruct import grams as conv_grams
-from lipslib.recover import Recovery, recover
+from lipslib.pruning.engine import CRITERION_NAMES, Cost, conv_shapes, cost_counter, fused, load_model, prune
+from lipslib.pruning.layers import default_targets, validate_layers
+from lipslib.pruning.memo import Recorder, bytes_per_image, reuse
+from lipslib.recovery import Recovery, recover
+from lipslib.recovery.lsq import LeastSquaresCriterion, channel_criterion
+from lipslib.recovery.lsq import grams as conv_grams
 from lipslib.runtime import cpu_threads, fp32_kernels, select_device, thread_count
+from lipslib.train.validator import device_arg, make_validator, run_validator
 
 COLUMNS = [  # the authors' prune_layerwise_results.csv
     "index",
@@ -60,7 +60,7 @@ COLUMNS = [  # the authors' prune_layerwise_results.csv
     "recall",
     "weights_path",
 ]
-MODES = SENSITIVITY_MODES  # lipslib.config (the CLI's choices, without torch)
+MODES = SENSITIVITY_MODES  # lipslib.cfg (the CLI's choices, without torch)
 KEEP_BATCHES_BYTES = 2 << 30  # letterboxed uint8 images kept in memory between the two passes
 MEMO_BYTES = 2 << 30  # default bound on the base activations the fast path holds, all processes together
 # Our single pass must reproduce Ultralytics' own validation of the base. Both compute in fp32 (TF32 is
@@ -151,7 +151,7 @@ def _evaluate_layers(job: _Job, names: list[str], tick) -> tuple[dict, list[dict
             }
         )
     v0 = job.validator
-    with torch.no_grad():  # not inference_mode: lipslib.memo relies on autograd's version counters
+    with torch.no_grad():  # not inference_mode: lipslib.pruning.memo relies on autograd's version counters
         for raw in job.batches or v0.dataloader:
             b = v0.preprocess(raw)
             img = b["img"].contiguous(memory_format=torch.channels_last) if job.fast else b["img"]
@@ -438,7 +438,7 @@ def importance_from_drops(base_map: float, maps: dict[str, float]) -> dict[str, 
 
 
 def write_outputs(out, result: dict, params: dict, reference=None) -> Path:
-    from lipslib.plots import importance_bar, importance_scatter, spearman
+    from lipslib.pipeline.plots import importance_bar, importance_scatter, spearman
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,11 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts' shared harness, as they import it
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
@@ -49,7 +51,7 @@ def paper(assets) -> Path:
 @pytest.fixture(scope="session")
 def iter01(assets):
     """The authors' iter-01 (read-only: tests prune copies of it)."""
-    from lipslib.engine import load_model
+    from lipslib.pruning.engine import load_model
 
     return load_model(assets / "weights" / "lips_iter01_best.pt")
 
@@ -67,7 +69,7 @@ def images(coco128):
 
 @pytest.fixture(scope="session")
 def yolo11n():
-    from lipslib.engine import load_model
+    from lipslib.pruning.engine import load_model
 
     return load_model("yolo11n.yaml")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from lipslib import assets as resolver
+from lipslib.assets import resolve as resolver
 from lipslib.errors import LipsError
 
 

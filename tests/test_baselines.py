@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
-from lipslib.baselines import at_gflops, split_c2f
-from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
+from lipslib.pruning.baselines import at_gflops, split_c2f
+from lipslib.pruning.engine import cost, load_model
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,7 @@ def test_bad_requests(iter01):
 
 def test_pooled_seeds_widen_the_interval_by_the_spread_between_training_runs():
     import numpy as np
-
-    from lipslib.stats import pool_seeds
+    from harness import pool_seeds
 
     images = np.random.default_rng(1).normal(0.05, 0.002, 2000)  # one run's image-bootstrap mAPs
     assert np.array_equal(pool_seeds([images]), images)  # one seed: nothing to pool

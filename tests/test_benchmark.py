@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from lipslib.benchmark import published_points, run_benchmark
 from lipslib.errors import LipsError
+from lipslib.pipeline.benchmark import published_points, run_benchmark
 
 
 def test_published_points_are_the_seed_table():

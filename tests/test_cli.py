@@ -505,9 +505,9 @@ def test_two_models_under_one_label_are_refused_before_any_import(capsys):
     ],
 )
 def test_a_choice_outside_the_constant_is_argparses_one_line(capsys, argv, flag, constant):
-    import lipslib.config
+    import lipslib.cfg
 
-    allowed = getattr(lipslib.config, constant)
+    allowed = getattr(lipslib.cfg, constant)
     assert parse(*argv, allowed[-1])[flag.lstrip("-")] == allowed[-1]
     last = parse_error(capsys, *argv, "bogus")
     assert last.startswith(f"lips {argv[0]}: error: argument {flag}: invalid choice: 'bogus'")
@@ -515,7 +515,7 @@ def test_a_choice_outside_the_constant_is_argparses_one_line(capsys, argv, flag,
 
 
 def test_notebook_names_are_the_stages(capsys):
-    from lipslib.notebook import NOTEBOOKS
+    from lipslib.pipeline.notebooks import NOTEBOOKS
 
     assert parse("notebook", NOTEBOOKS[0])["name"] == NOTEBOOKS[0]
     assert "invalid choice: '06_nope'" in parse_error(capsys, "notebook", "06_nope")

@@ -8,7 +8,7 @@ import pytest
 
 from lipslib.datasets import check_data, split_images
 from lipslib.errors import LipsError
-from lipslib.optimize import prepare_data, split_halves
+from lipslib.pipeline.loop import prepare_data, split_halves
 
 
 @pytest.fixture(scope="module")

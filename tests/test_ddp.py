@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from lipslib import engine
 from lipslib.datasets import check_data
 from lipslib.errors import LipsError
-from lipslib.evaluate import evaluate
-from lipslib.finetune import PrunedTrainer, finetune, train_args
-from lipslib.layers import default_targets
+from lipslib.pruning import engine
+from lipslib.pruning.layers import default_targets
+from lipslib.train.trainer import PrunedTrainer, finetune, train_args
+from lipslib.train.validator import evaluate
 
 PROBE = """
     trainer.setup_model()
     import json
-    from lipslib.engine import conv_shapes
+    from lipslib.pruning.engine import conv_shapes
     print("PROBE " + json.dumps({"trainer": f"{type(trainer).__module__}.{type(trainer).__qualname__}",
                                  "shapes": conv_shapes(trainer.model),
                                  "params": sum(p.numel() for p in trainer.model.parameters())}))
@@ -68,7 +68,7 @@ def test_ultralytics_ddp_files_rebuild_the_pruned_trainer(pruned, coco128, tmp_p
         proc = run(probe)
         assert proc.returncode == 0, proc.stderr[-3000:]
         rec = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("PROBE "))[6:])
-        assert rec["trainer"] == "lipslib.finetune.PrunedTrainer"  # imported in the worker, not rebuilt by value
+        assert rec["trainer"] == "lipslib.train.trainer.PrunedTrainer"  # imported in the worker, not rebuilt by value
         assert rec["shapes"] == engine.conv_shapes(model)
         assert rec["params"] == sum(p.numel() for p in model.parameters())
 

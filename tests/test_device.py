@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from lipslib.config import load_params
+from lipslib.cfg import load_params
 
 pytestmark = pytest.mark.slow  # trains and validates
 ASKERS = (
@@ -39,10 +39,10 @@ def requests(monkeypatch):
 
 
 def test_each_stage_asks_for_the_configured_device(assets, coco128, requests, tmp_path):
-    from lipslib.benchmark import run_benchmark
-    from lipslib.optimize import optimize
+    from lipslib.pipeline.benchmark import run_benchmark
+    from lipslib.pipeline.loop import optimize
+    from lipslib.pipeline.video import compare_video
     from lipslib.sensitivity import run_sensitivity
-    from lipslib.video import compare_video
 
     w24, w01 = (assets / "weights" / f"lips_iter{k}_best.pt" for k in ("24", "01"))
     asked = {}

@@ -8,8 +8,8 @@ import pytest
 
 MODULES = {  # module → the functions whose examples must exist (and pass)
     "lipslib.schedule": ["update", "initial_schedule"],
-    "lipslib.engine": ["n_remove"],
-    "lipslib.spec": ["read_spec", "parse_spec"],
+    "lipslib.pruning.engine": ["n_remove"],
+    "lipslib.pruning.spec": ["read_spec", "parse_spec"],
 }
 
 

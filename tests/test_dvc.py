@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from lipslib.notebook import NOTEBOOKS, STAGE_PARAMS_DIR
+from lipslib.pipeline.notebooks import NOTEBOOKS, STAGE_PARAMS_DIR
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 

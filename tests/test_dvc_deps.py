@@ -266,7 +266,7 @@ LIPS_STAGES = [name for name, stage in STAGES.items() if stage["cmd"].split()[0]
 
 # ---------------------------------------------------------------------------------------------------- tests
 def test_every_notebook_stage_and_the_config_stage_are_checked():
-    from lipslib.notebook import NOTEBOOKS  # pure: config, errors
+    from lipslib.pipeline.notebooks import NOTEBOOKS  # pure: config, errors
 
     run = {stage["cmd"].split()[2] for stage in STAGES.values() if stage["cmd"].split()[:2] == ["lips", "notebook"]}
     assert run == set(NOTEBOOKS)
@@ -287,39 +287,42 @@ def test_the_closure_follows_the_cli_the_lazy_map_and_function_level_imports():
     assert {
         "lipslib/__init__.py",
         "lipslib/cli.py",
-        "lipslib/notebook.py",
-        "lipslib/config.py",
+        "lipslib/pipeline/notebooks.py",
+        "lipslib/cfg/__init__.py",
         "lipslib/errors.py",
-        "lipslib/benchmark.py",
+        "lipslib/pipeline/benchmark.py",
         "lipslib/runtime.py",
-        "lipslib/engine.py",
+        "lipslib/pruning/engine.py",
         "lipslib/data/yolo_family.csv",
     } <= code
-    assert "lipslib/latency.py" in code  # benchmark.measure imports it inside the function
+    assert "lipslib/pruning/latency.py" in code  # benchmark.measure imports it inside the function
     config = {str(p.relative_to(ROOT)) for p in stage_code(STAGES["config"])}
-    assert {"lipslib/cli.py", "lipslib/notebook.py", "lipslib/config.py"} <= config
-    assert "lipslib/optimize.py" not in config  # the other subcommands' handlers are not followed
-    assert "lipslib/benchmark.py" not in config
+    assert {"lipslib/cli.py", "lipslib/pipeline/notebooks.py", "lipslib/cfg/__init__.py"} <= config
+    assert "lipslib/pipeline/loop.py" not in config  # the other subcommands' handlers are not followed
+    assert "lipslib/pipeline/benchmark.py" not in config
 
 
 def test_import_forms():
     tree = ast.parse(
         "import lipslib as L\n"
-        "from lipslib import notebook as nb, prune\n"
+        "from lipslib import prune\n"
+        "from lipslib.pipeline import notebooks as nb\n"
         "def f():\n"
-        "    import lipslib.spec\n"
+        "    import lipslib.pruning.spec\n"
         "    from lipslib.schedule import update\n"
-        "    return L.load_params, L.video\n"
+        "    return L.load_params, L.compare_video\n"
     )
     found = imported_modules(tree)
     assert found == {
         "lipslib",
-        "lipslib.notebook",
-        "lipslib.engine",
-        "lipslib.spec",
+        "lipslib.pipeline",
+        "lipslib.pipeline.notebooks",
+        "lipslib.pruning",
+        "lipslib.pruning.engine",
+        "lipslib.pruning.spec",
         "lipslib.schedule",
-        "lipslib.config",
-        "lipslib.video",
+        "lipslib.cfg",
+        "lipslib.pipeline.video",
     }
-    relative = ast.parse("from .files import write_json\nfrom . import layers\n")
-    assert imported_modules(relative, "lipslib.video") >= {"lipslib.files", "lipslib.layers"}
+    relative = ast.parse("from ..files import write_json\nfrom . import layers\n")
+    assert imported_modules(relative, "lipslib.pruning.engine") >= {"lipslib.files", "lipslib.pruning.layers"}

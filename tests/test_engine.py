@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lipslib import engine
 from lipslib.errors import LipsError
-from lipslib.layers import default_targets, prunable_convs, validate_layers
-from lipslib.spec import read_spec
+from lipslib.pruning import engine
+from lipslib.pruning.layers import default_targets, prunable_convs, validate_layers
+from lipslib.pruning.spec import read_spec
 
 
 def test_default_targets_are_the_papers_29(yolo11n, paper):

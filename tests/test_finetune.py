@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from lipslib import engine
 from lipslib.errors import LipsError
-from lipslib.evaluate import evaluate
-from lipslib.finetune import finetune, recipe_for
-from lipslib.layers import default_targets
+from lipslib.pruning import engine
+from lipslib.pruning.layers import default_targets
+from lipslib.train.trainer import finetune, recipe_for
+from lipslib.train.validator import evaluate
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +145,9 @@ def test_dataset_without_labels(pruned_iter01, assets, tmp_path):
 
 @pytest.mark.slow  # validates
 def test_image_matches_rebuild_ultralytics_map_and_feed_a_paired_bootstrap(assets, coco128):
-    from lipslib.evaluate import image_matches
-    from lipslib.stats import map50_95, paired_bootstrap
+    from harness import map50_95, paired_bootstrap
+
+    from lipslib.train.validator import image_matches
 
     kw = dict(imgsz=160, batch=32)
     better = image_matches("lips_iter24_best.pt", coco128, **kw)

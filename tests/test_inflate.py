@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lipslib.datasets import calibration_images
-from lipslib.engine import conv_shapes, cost, has_batchnorm, load_model, output_tensors
 from lipslib.errors import LipsError
-from lipslib.inflate import inflate
+from lipslib.pruning.engine import conv_shapes, cost, has_batchnorm, load_model, output_tensors
+from lipslib.pruning.inflate import inflate
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,8 @@ def test_calibrated_statistics_keep_training_mode_close(iter01, assets):
 
 def test_uniform_030_prunes_exactly_the_dead_channels(iter01, paper):
     """iter-01 is yolo11n with 30 % removed on every target; L1 on the inflated model removes the zeros."""
-    from lipslib.engine import prune
-    from lipslib.spec import read_spec
+    from lipslib.pruning.engine import prune
+    from lipslib.pruning.spec import read_spec
 
     pruned = prune(inflate(iter01), read_spec(paper / "iter_01" / "prune_spec.txt"), log=False).model
     assert conv_shapes(pruned) == conv_shapes(iter01)

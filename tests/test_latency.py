@@ -7,11 +7,11 @@ import pytest
 import torch.nn as nn
 from conftest import ROOT
 
-from lipslib.config import load_params
-from lipslib.engine import conv_shapes, cost, load_model
+from lipslib.cfg import load_params
 from lipslib.errors import LipsError
-from lipslib.latency import block_table, table_error
-from lipslib.layers import default_targets
+from lipslib.pruning.engine import conv_shapes, cost, load_model
+from lipslib.pruning.latency import block_table, table_error
+from lipslib.pruning.layers import default_targets
 
 PARAMS = ROOT / "params.yaml"
 
@@ -23,7 +23,7 @@ def iter01(assets):
 
 @pytest.mark.parametrize("method", ["uniform", "shaped"])
 def test_rounded_widths_meet_the_target(iter01, paper, method):
-    from lipslib.baselines import at_gflops
+    from lipslib.pruning.baselines import at_gflops
 
     importance = json.loads((paper / "layer_importance.json").read_text())
     # 3.5: one uniform ratio moves same-width layers in lockstep, so a rounded uniform family has gaps
@@ -55,7 +55,7 @@ def test_table_sum_agrees_with_whole_model_timing(tmp_path, yolo11n):
 
 def test_block_times_are_reused_by_structure(iter01, tmp_path):
     """A copy that differs in one layer re-times only the blocks that layer changes."""
-    from lipslib.engine import prune
+    from lipslib.pruning.engine import prune
 
     cache = tmp_path / "c.json"
     block_table(iter01, "torch", imgsz=128, runs=3, cache=cache)
@@ -66,8 +66,8 @@ def test_block_times_are_reused_by_structure(iter01, tmp_path):
 
 
 def test_op_breakdown_splits_the_forward_and_sees_a_pruned_copys_convs_shrink(yolo11n):
-    from lipslib.engine import prune
-    from lipslib.latency import OP_KINDS, op_breakdown
+    from lipslib.pruning.engine import prune
+    from lipslib.pruning.latency import OP_KINDS, op_breakdown
 
     full = op_breakdown(yolo11n, imgsz=128, runs=3)
     assert set(full) == {*OP_KINDS, "other", "total"} and all(v >= 0 for v in full.values())
@@ -93,7 +93,7 @@ def test_ops_only_with_pytorch(assets):
     ],
 )
 def test_bad_values_are_refused_before_any_training(assets, override, message, tmp_path):
-    from lipslib.optimize import optimize
+    from lipslib.pipeline.loop import optimize
 
     with pytest.raises(LipsError, match=message):
         optimize(load_params(PARAMS, "smoke", override), tmp_path / "never", progress=False)
@@ -103,8 +103,8 @@ def test_bad_values_are_refused_before_any_training(assets, override, message, t
 @pytest.mark.slow
 def test_a_loop_with_a_latency_target(assets, tmp_path, iter01):
     """target_ms makes measured milliseconds the loop's cost (two iterations on the smoke profile)."""
-    from lipslib.costs import LatencyCost
-    from lipslib.optimize import optimize
+    from lipslib.pipeline.loop import optimize
+    from lipslib.pruning.costs import LatencyCost
 
     # the loop refuses a target at or above its own timing of the base: the quickest of three timings here, so
     # that a load spike during one of them (CI once timed 15.3 ms here and 8.0 ms in the loop) sets no target
@@ -134,9 +134,9 @@ def test_a_loop_with_a_latency_target(assets, tmp_path, iter01):
 def test_a_rounded_cost_step_saves_what_it_would_unrounded(iter01, paper):
     """On iter-01 at an importance-shaped 0.2, the rule's cost step saves 0.023 GFLOPs unrounded and nothing
     with widths rounded to 8; the loop's guard lengthens it until the rounded copy saves as much."""
-    from lipslib.costs import GflopsCost
-    from lipslib.engine import prune
-    from lipslib.optimize import cost_step
+    from lipslib.pipeline.loop import cost_step
+    from lipslib.pruning.costs import GflopsCost
+    from lipslib.pruning.engine import prune
     from lipslib.schedule import RuleParams, Targets, initial_schedule, update
 
     imp = json.loads((paper / "layer_importance.json").read_text())
@@ -157,9 +157,9 @@ def test_a_rounded_cost_step_saves_what_it_would_unrounded(iter01, paper):
 def test_an_auto_cost_step_lands_where_first_order_falls_short(iter01, paper):
     """First order overestimates a step's saving (a conv's FLOPs are the product of two widths that both
     shrink): on iter-01 from 3.90 GFLOPs the auto step for 3.0 lands at 3.21. The loop lengthens it."""
-    from lipslib.costs import GflopsCost
-    from lipslib.engine import prune
-    from lipslib.optimize import cost_step
+    from lipslib.pipeline.loop import cost_step
+    from lipslib.pruning.costs import GflopsCost
+    from lipslib.pruning.engine import prune
     from lipslib.schedule import RuleParams, Targets, initial_schedule, update
 
     imp = json.loads((paper / "layer_importance.json").read_text())
@@ -179,7 +179,7 @@ def test_an_auto_cost_step_lands_where_first_order_falls_short(iter01, paper):
 
 
 def test_most_saved_takes_the_layers_that_save_most_per_unit_spent():
-    from lipslib.costs import most_saved
+    from lipslib.pruning.costs import most_saved
 
     ms = {"a": 4.0, "b": 1.0, "c": -0.5}  # c: measured slower when pruned
     gf = {"a": 1.0, "b": 1.0, "c": 0.5}

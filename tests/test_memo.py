@@ -1,4 +1,4 @@
-"""lipslib.memo: a changed copy of a network reuses the base's activations where nothing changed, and
+"""lipslib.pruning.memo: a changed copy of a network reuses the base's activations where nothing changed, and
 gives exactly what it computes on its own, also when something modifies a shared tensor in place."""
 
 import copy
@@ -6,8 +6,8 @@ import copy
 import torch
 import torch.nn as nn
 
-from lipslib.engine import load_model, prune
-from lipslib.memo import Recorder, changed_modules, reuse
+from lipslib.pruning.engine import load_model, prune
+from lipslib.pruning.memo import Recorder, changed_modules, reuse
 
 
 class Doubler(nn.Module):
@@ -76,8 +76,8 @@ def test_changed_modules_of_a_pruned_yolo():
 
 def test_memo_holds_one_batch_and_the_batch_is_lowered_to_the_bound(yolo11n):
     """What a Recorder holds grows with the batch exactly as bytes_per_image says; memo_batch caps the batch."""
-    from lipslib.engine import fused
-    from lipslib.memo import bytes_per_image
+    from lipslib.pruning.engine import fused
+    from lipslib.pruning.memo import bytes_per_image
     from lipslib.sensitivity import largest_side, memo_batch
 
     net = fused(copy.deepcopy(yolo11n))  # what the fast path runs

@@ -15,8 +15,8 @@ import nbformat
 import pytest
 from conftest import ROOT
 
-from lipslib.config import flatten, load_params
-from lipslib.notebook import (
+from lipslib.cfg import flatten, load_params
+from lipslib.pipeline.notebooks import (
     EXTRA_PARAMETERS,
     NOTEBOOKS,
     STAGE_PARAMS_DIR,

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from lipslib.config import load_params
+from lipslib.cfg import load_params
+from lipslib.cfg.settings import LatencySettings, loop_settings
 from lipslib.errors import LipsError
-from lipslib.optimize import optimize
-from lipslib.settings import LatencySettings, loop_settings
+from lipslib.pipeline.loop import optimize
 
 PARAMS = ROOT / "params.yaml"
 

@@ -7,12 +7,12 @@ import torch
 import torch.nn as nn
 from conftest import ROOT
 
-from lipslib import engine
 from lipslib.errors import LipsError
-from lipslib.layers import default_targets
-from lipslib.reconstruct import gram_bytes, gram_size, grams, plans, reconstruct
-from lipslib.recover import Recovery, recover
-from lipslib.repair import repair_biases
+from lipslib.pruning import engine
+from lipslib.pruning.layers import default_targets
+from lipslib.recovery import Recovery, recover
+from lipslib.recovery.lsq import gram_bytes, gram_size, grams, plans, reconstruct
+from lipslib.recovery.repair import repair_biases
 
 
 def _uniform(model, ratio):
@@ -54,7 +54,7 @@ def test_reconstruction_of_an_unpruned_copy_changes_nothing(iter01, images):
 
 def test_an_exact_refit_of_an_uncut_conv_gives_back_its_weights(iter01, images):
     """The solver: with λ = 0 and every input kept, least squares returns the reference's own weights."""
-    from lipslib.reconstruct import Plan, _fit
+    from lipslib.recovery.lsq import Plan, _fit
 
     name = "model.2.cv2.conv"
     conv = iter01.get_submodule(name)
@@ -124,7 +124,7 @@ def test_grams_stay_within_the_bound_and_split_into_passes(iter01, images):
 
 def test_batchnorm_models_are_refit_before_their_bn(images, assets):
     """The paper's base has BatchNorm: the conv is fitted on its pre-BN output, the bias folded into the BN mean."""
-    from lipslib.inflate import inflate
+    from lipslib.pruning.inflate import inflate
 
     base = inflate(assets / "weights" / "lips_iter01_best.pt", "yolo11n.yaml", images["calibrate"])
     assert engine.has_batchnorm(base)
@@ -155,7 +155,7 @@ def test_batchnorm_models_are_refit_before_their_bn(images, assets):
 
 def test_a_warm_copy_is_refit_toward_its_donor(iter01, images):
     """The loop cuts a fine-tuned copy deeper: the refit matches the donor's outputs, not the base's."""
-    from lipslib.warmstart import inherit
+    from lipslib.recovery.warmstart import inherit
 
     names = default_targets(iter01)
     donor = _uniform(iter01, 0.2)
@@ -248,7 +248,7 @@ def test_with_few_calibration_pixels_convs_keep_bias_repair_where_it_predicts_be
 def test_channels_chosen_for_the_refit_keep_more_of_the_base_than_l1(iter01, images):
     """The lsq criterion keeps the channels the others cannot predict: after the same refit, the copy's class
     scores are closer to the base's on held images than with L1's choice, at the same ratios."""
-    from lipslib.reconstruct import LeastSquaresCriterion, channel_criterion
+    from lipslib.recovery.lsq import LeastSquaresCriterion, channel_criterion
 
     found = {}
     lsq = channel_criterion("lsq", iter01, images["calibrate"], found)

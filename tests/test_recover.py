@@ -5,9 +5,9 @@ checkpoint that plain Ultralytics loads."""
 import pytest
 import torch
 
-from lipslib import engine
-from lipslib.layers import default_targets
-from lipslib.repair import repair_biases
+from lipslib.pruning import engine
+from lipslib.pruning.layers import default_targets
+from lipslib.recovery.repair import repair_biases
 
 
 def _outputs(model, x):
@@ -33,7 +33,7 @@ def test_repair_moves_a_pruned_copy_toward_the_base(iter01, images, ratio):
 
 def _warm_copy(base, donor, ratios):
     """A copy of `base` pruned at `ratios` that inherits `donor`'s weights, as the loop's warm start makes it."""
-    from lipslib.warmstart import inherit
+    from lipslib.recovery.warmstart import inherit
 
     res = engine.prune(base, ratios, log=False, track=True)
     inherit(res.model, res.origin, donor.model, donor.origin)
@@ -63,7 +63,7 @@ def test_warm_repair_moves_a_further_cut_copy_toward_its_donor(iter01, images):
 
 def test_warm_repair_leaves_channels_that_come_back_alone(iter01, images):
     """Where a layer keeps more than the donor, the returning output channels (base weights) get δ = 0."""
-    from lipslib.repair import removed_contributions
+    from lipslib.recovery.repair import removed_contributions
 
     names = default_targets(iter01)
     donor = engine.prune(iter01, {name: 0.2 for name in names}, log=False, track=True)
@@ -81,7 +81,7 @@ def test_warm_repair_leaves_channels_that_come_back_alone(iter01, images):
 def test_each_option_fine_tunes_into_a_plain_checkpoint(iter01, images, coco128, tmp_path, distill):
     from ultralytics import YOLO
 
-    from lipslib.finetune import finetune
+    from lipslib.train.trainer import finetune
 
     res = engine.prune(iter01, {name: 0.2 for name in default_targets(iter01)}, log=False, track=True)
     repair_biases(res, iter01, images["calibrate"])

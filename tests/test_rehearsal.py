@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from lipslib.engine import conv_shapes, cost, has_batchnorm, load_model
+from lipslib.pruning.engine import conv_shapes, cost, has_batchnorm, load_model
 
 pytestmark = pytest.mark.slow
 

@@ -82,7 +82,7 @@ def test_bad_parameters_are_refused(make):
 
 
 def test_replay_of_the_paper(paper, tmp_path):
-    from lipslib.replay import replay_paper
+    from lipslib.pipeline.replay import replay_paper
 
     res = replay_paper(paper, tmp_path)
     summary = json.loads((tmp_path / "replay.json").read_text())

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lipslib.errors import LipsError
-from lipslib.spec import parse_spec, read_spec, write_spec
+from lipslib.pruning.spec import parse_spec, read_spec, write_spec
 
 
 def test_reads_paper_format_and_skips_header(paper):

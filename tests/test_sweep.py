@@ -18,7 +18,7 @@ from conftest import ROOT
 from test_dvc import STAGES
 
 from lipslib.errors import LipsError
-from lipslib.sweep import hydra_value, parse_targets, parse_time, plan_workers, set_params, slurm_parameters
+from lipslib.pipeline.sweep import hydra_value, parse_targets, parse_time, plan_workers, set_params, slurm_parameters
 
 # smoke scale: one LIPS iteration, 96 px, a tenth of coco128's images for the fine-tune
 TINY = ["optimize.iterations=1", "imgsz=96", "finetune.fraction=0.1", "recover.images=16", "sensitivity.batch=16"]

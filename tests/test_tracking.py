@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from lipslib.tracking import log_loop
+from lipslib.pipeline.tracking import log_loop
 
 HISTORY = pd.DataFrame(
     {
@@ -82,10 +82,10 @@ def test_ultralytics_dvclive_callback_is_kept_out_of_fine_tunes(
 ):
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from lipslib import engine
     from lipslib.datasets import check_data
-    from lipslib.finetune import PrunedTrainer, train_args
-    from lipslib.layers import default_targets
+    from lipslib.pruning import engine
+    from lipslib.pruning.layers import default_targets
+    from lipslib.train.trainer import PrunedTrainer, train_args
 
     base = engine.load_model(assets / "weights" / "lips_iter01_best.pt")
     pruned = engine.save_checkpoint(

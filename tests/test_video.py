@@ -72,7 +72,7 @@ def test_the_frames_run_on_ultralytics_threads_and_the_process_keeps_its_own(ass
     import torch
     from ultralytics.utils import NUM_THREADS
 
-    from lipslib.video import compare_video
+    from lipslib.pipeline.video import compare_video
 
     w = assets / "weights"
     rec = compare_video(

@@ -3,9 +3,9 @@ model's weights into a differently pruned copy of the same base by those places.
 
 import torch
 
-from lipslib import engine
-from lipslib.layers import default_targets
-from lipslib.warmstart import inherit
+from lipslib.pruning import engine
+from lipslib.pruning.layers import default_targets
+from lipslib.recovery.warmstart import inherit
 
 
 def schedules(model):

@@ -19,20 +19,20 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lipslib.costs import GflopsCost, bisect, cost_model
+from lipslib.cfg.settings import REPORTS, LoopSettings, loop_settings
 from lipslib.datasets import calibration_images, check_data, split_images
-from lipslib.engine import load_model, prune, save_checkpoint, write_log
 from lipslib.errors import LipsError
-from lipslib.evaluate import evaluate
 from lipslib.files import check_writable, write_json
-from lipslib.finetune import finetune
-from lipslib.layers import default_targets, validate_layers
-from lipslib.reconstruct import channel_criterion
-from lipslib.recover import recover
+from lipslib.pruning.costs import GflopsCost, bisect, cost_model
+from lipslib.pruning.engine import load_model, prune, save_checkpoint, write_log
+from lipslib.pruning.layers import default_targets, validate_layers
+from lipslib.pruning.spec import write_spec
+from lipslib.recovery import recover
+from lipslib.recovery.lsq import channel_criterion
+from lipslib.recovery.warmstart import inherit
 from lipslib.schedule import RuleParams, Targets, initial_schedule, lengthen_step, update
-from lipslib.settings import REPORTS, LoopSettings, loop_settings
-from lipslib.spec import write_spec
-from lipslib.warmstart import inherit
+from lipslib.train.trainer import finetune
+from lipslib.train.validator import evaluate
 
 HISTORY_COLUMNS = [
     "iteration",
@@ -98,7 +98,7 @@ def calibrate(
 
 
 def load_importance(spec, base) -> dict[str, float]:
-    from lipslib.assets import paper_dir
+    from lipslib.assets.resolve import paper_dir
 
     path = paper_dir() / "layer_importance.json" if spec == "paper" else Path(spec)
     if not path.is_file():
@@ -347,7 +347,7 @@ def _write_history(out: Path, done: list[dict]) -> None:
 
 
 def _finish(out: Path, state: dict, targets: Targets, tol: float) -> dict:
-    from lipslib.plots import layer_iteration
+    from lipslib.pipeline.plots import layer_iteration
 
     done = pd.DataFrame(state["done"])
     within = done[done.cost <= targets.cost * (1 + tol)]

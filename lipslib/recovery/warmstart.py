@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from lipslib.engine import tensors
+from lipslib.pruning.engine import tensors
 
 
 def inherit(

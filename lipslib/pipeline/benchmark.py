@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from lipslib.datasets import frame_tensor
-from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError
-from lipslib.evaluate import evaluate
+from lipslib.pruning.engine import cost, load_model
 from lipslib.runtime import cpu_threads, select_device
+from lipslib.train.validator import evaluate
 
 
 def published_points() -> pd.DataFrame:
@@ -67,11 +67,11 @@ def latency_table(
     device=None,
 ) -> pd.DataFrame:
     """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`
-    (`lipslib.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, and PyTorch
+    (`lipslib.pruning.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, and PyTorch
     CUDA when `device` (None: Ultralytics' choice) is a GPU; ratios to `base` (a label) next to the
     GFLOPs ratio."""
-    from lipslib.evaluate import device_arg
-    from lipslib.latency import interleaved, whole_runner
+    from lipslib.pruning.latency import interleaved, whole_runner
+    from lipslib.train.validator import device_arg
 
     _check_base(models, base)
     dev = select_device(device_arg(device), verbose=False)
@@ -127,7 +127,7 @@ def run_benchmark(
     (tables/, figures/). mAP is measured on `device` (None: Ultralytics' choice), latency on the CPU and
     on that device when it is a GPU. Returns (points, latency)."""
     from lipslib.datasets import check_data, split_images
-    from lipslib.plots import benchmark_figure
+    from lipslib.pipeline.plots import benchmark_figure
 
     if base is not None:
         _check_base(models, base)  # before minutes of evaluation, not after

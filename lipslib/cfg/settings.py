@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lipslib.config import CRITERION_NAMES
+from lipslib.cfg import CRITERION_NAMES
 from lipslib.errors import LipsError
-from lipslib.recover import Recovery
+from lipslib.recovery import Recovery
 from lipslib.schedule import RuleParams, Targets
 
 REPORTS = {  # optimize.report: (how the data is prepared, split that chooses the best iteration, split that reports it)
@@ -51,7 +51,7 @@ class LatencySettings:
     runs: int = 15
 
     def __post_init__(self):
-        from lipslib.latency import check_runtime
+        from lipslib.pruning.latency import check_runtime
 
         check_runtime(self.runtime, self.threads, self.imgsz)
         if not _integer(self.runs):

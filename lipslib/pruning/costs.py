@@ -5,7 +5,7 @@
 * `LatencyCost`: measured, never modelled from FLOPs. `measure` times the model interleaved with the base
   (so machine drift cancels) and scales the ratio by the base's time taken when the run started;
   `predict` (for the bisection of a starting schedule and for per-layer costs) is the per-block table's
-  sum (`lipslib.latency`) times the base's whole/table factor, which removes the table's own bias.
+  sum (`lipslib.pruning.latency`) times the base's whole/table factor, which removes the table's own bias.
 Both give per-layer costs (cost saved per unit ratio, pruning one target layer alone at 0.5) for the
 cost-aware steps of `schedule.update`. A latency cost's reference is kept in the run's state, so a
 resumed run compares against the same numbers.
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from lipslib.engine import cost, prune
-from lipslib.layers import default_targets
+from lipslib.pruning.engine import cost, prune
+from lipslib.pruning.layers import default_targets
 
 
 class GflopsCost:
@@ -53,7 +53,7 @@ class LatencyCost:
         reference: dict | None = None,
     ):
         """`reference` ({'base_ms', 'factor'}) comes from a saved state; without it the base is timed now."""
-        from lipslib.latency import check_runtime, table_ms, time_models
+        from lipslib.pruning.latency import check_runtime, table_ms, time_models
 
         check_runtime(runtime, threads, imgsz)
         self.base, self.settings = base, dict(runtime=runtime, imgsz=imgsz, threads=threads, runs=runs)
@@ -66,7 +66,7 @@ class LatencyCost:
         return {"kind": "latency", **self.settings, **self.reference}
 
     def measure(self, model: nn.Module) -> float:
-        from lipslib.latency import time_models
+        from lipslib.pruning.latency import time_models
 
         s = self.settings
         t = time_models(
@@ -75,7 +75,7 @@ class LatencyCost:
         return self.reference["base_ms"] * t["model"]["median_ms"] / t["base"]["median_ms"]
 
     def predict(self, model: nn.Module) -> float:
-        from lipslib.latency import table_ms
+        from lipslib.pruning.latency import table_ms
 
         return self.reference["factor"] * table_ms(model, **self.settings)
 
@@ -84,7 +84,7 @@ class LatencyCost:
     ) -> dict[str, float]:
         """Milliseconds each target layer saves per unit ratio: the block table's prediction, scaled by the
         base's whole/table factor."""
-        from lipslib.latency import table_ms
+        from lipslib.pruning.latency import table_ms
 
         return probe_savings(
             base, lambda m: table_ms(m, **self.settings), criterion, probe, round_to, scale=self.reference["factor"]

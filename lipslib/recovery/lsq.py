@@ -3,7 +3,7 @@
 Removing a channel removes its contribution to every dense conv that reads it, but most of that contribution is
 predictable from the channels that stay. For each such conv, its kept output rows are refit on its kept inputs so
 that its output on calibration images matches the reference's: the unpruned base for a fresh copy, or the
-previous iteration's fine-tuned weights for a warm copy (`lipslib.warmstart`). With P the im2col patches of the
+previous iteration's fine-tuned weights for a warm copy (`lipslib.recovery.warmstart`). With P the im2col patches of the
 reference's own input to the conv, extended by a column of ones, G = PᵀP summed over every output pixel of every
 calibration image, θ_ref the reference's weights and bias of the kept rows (one column per row), and k the kept
 input columns plus the bias column,
@@ -11,7 +11,7 @@ input columns plus the bias column,
     θ = (G_kk + λ · mean(diag G_kk) · I_w)⁻¹ · G_k,all · θ_ref
 
 the ridge least-squares fit of the reference's output from the kept patches (I_w: the identity on the weight
-columns; the bias is not regularised). Bias repair (`lipslib.repair`) is the special case that refits the bias
+columns; the bias is not regularised). Bias repair (`lipslib.recovery.repair`) is the special case that refits the bias
 alone. Each conv is fitted independently, on the reference's inputs rather than the pruned copy's, so a conv's fit
 never chases the errors of the convs before it.
 
@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lipslib.engine import PruneResult
 from lipslib.errors import LipsError
+from lipslib.pruning.engine import PruneResult
 from lipslib.runtime import fp32_kernels
 
 MAX_GRAM_BYTES = 2 << 30  # default bound on the Grams held at once (all dense convs of yolo11n: 0.28 GiB)
@@ -305,8 +305,8 @@ def reconstruct(
 def _on(model: nn.Module, device) -> nn.Module:
     """`model`, or a copy of it on `device` (a torch device or a params.yaml device string) when it is elsewhere."""
     if not isinstance(device, torch.device):
-        from lipslib.evaluate import device_arg
         from lipslib.runtime import select_device
+        from lipslib.train.validator import device_arg
 
         device = select_device(device_arg(device))
     return model if next(model.parameters()).device == device else deepcopy(model).to(device)

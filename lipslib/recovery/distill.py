@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from ultralytics.utils.loss import v8DetectionLoss
 
-from lipslib.config import DISTILL_MODES
+from lipslib.cfg import DISTILL_MODES
 
-MODES = DISTILL_MODES  # lipslib.config (the CLI's choices, without torch)
+MODES = DISTILL_MODES  # lipslib.cfg (the CLI's choices, without torch)
 
 
 class OutputDistillationLoss(v8DetectionLoss):
@@ -70,7 +70,7 @@ class OutputDistillation:
     def __call__(self, trainer) -> None:
         from ultralytics.utils.torch_utils import unwrap_model
 
-        from lipslib.engine import load_model
+        from lipslib.pruning.engine import load_model
 
         teacher = load_model(self.teacher).to(trainer.device).eval()
         for p in teacher.parameters():

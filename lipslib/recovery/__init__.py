@@ -1,12 +1,12 @@
 """Recovery right after a cut, in one call for every path that prunes: the LIPS loop, Stage I, the baselines and
 `lips prune`. Two ways to restore what the removed channels contributed, before any training:
 
-- bias repair (`lipslib.repair`): each consumer's mean, folded into its bias (or BatchNorm mean);
-- least-squares reconstruction (`lipslib.reconstruct`): each consumer's kept weights and bias refit on its kept
+- bias repair (`lipslib.recovery.repair`): each consumer's mean, folded into its bias (or BatchNorm mean);
+- least-squares reconstruction (`lipslib.recovery.lsq`): each consumer's kept weights and bias refit on its kept
   inputs. It contains bias repair (the fit of the bias alone), so with `reconstruct` on, `repair` adds nothing
   and is not applied.
 
-Distillation while fine-tuning (`lipslib.distill`) is set here too, and passed to `finetune`.
+Distillation while fine-tuning (`lipslib.recovery.distill`) is set here too, and passed to `finetune`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from lipslib.config import DISTILL_MODES
-from lipslib.engine import PruneResult
+from lipslib.cfg import DISTILL_MODES
 from lipslib.errors import LipsError
+from lipslib.pruning.engine import PruneResult
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def recover(
         donor: for a warm copy, the fine-tuned model whose weights it inherited (pruned from `base` with
             channel origins `donor_origin`): its outputs are the reference instead of the base's.
         gram_cache: reconstruction's Grams of the reference, kept between calls on one reference and one set
-            of images (see `lipslib.reconstruct.reconstruct`).
+            of images (see `lipslib.recovery.lsq.reconstruct`).
         device: where reconstruction runs its pass and its solves (params' `device`: cpu, 0, 0,1, …; None:
             where the reference is). The pruned copy stays where it is.
 
@@ -109,7 +109,7 @@ def recover(
         >>> recover(res, base, calibration_images("coco128.yaml"), Recovery(reconstruct=True))  # doctest: +SKIP
     """
     if settings.reconstruct:
-        from lipslib.reconstruct import reconstruct
+        from lipslib.recovery.lsq import reconstruct
 
         return reconstruct(
             res,
@@ -123,7 +123,7 @@ def recover(
             device=device,
         )
     if settings.repair:
-        from lipslib.repair import repair_biases
+        from lipslib.recovery.repair import repair_biases
 
         return repair_biases(res, base, images, donor=donor, donor_origin=donor_origin)
     return {}

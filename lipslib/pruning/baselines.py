@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from lipslib.costs import bisect
-from lipslib.engine import CRITERIA, PruneResult, _origin_probe, cost_counter, origins, output_tensors, prune
 from lipslib.errors import LipsError
-from lipslib.layers import default_targets, detect_head
+from lipslib.pruning.costs import bisect
+from lipslib.pruning.engine import CRITERIA, PruneResult, _origin_probe, cost_counter, origins, output_tensors, prune
+from lipslib.pruning.layers import default_targets, detect_head
 from lipslib.schedule import initial_schedule
 
 
@@ -210,7 +210,7 @@ def tracked(
     method: str, base: nn.Module, cut: dict, *, criterion: str = "l1", round_to: int | None = None, r_max: float = 0.9
 ) -> tuple[PruneResult, nn.Module]:
     """The cut `at_gflops(method, base, …)` returned, made again with channel origins for recovery
-    (`lipslib.recover`), and the model those origins refer to: `base`, or for global magnitude its `split_c2f` copy
+    (`lipslib.recovery`), and the model those origins refer to: `base`, or for global magnitude its `split_c2f` copy
     (same outputs, the names the pruned copy has)."""
     if method == "global":
         res = global_magnitude_at(base, cut["scalar"], criterion, r_max, round_to, track=True)

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipslib.config import EXECUTORS, flatten, load_params
+from lipslib.cfg import EXECUTORS, flatten, load_params
 from lipslib.errors import LipsError
 
 try:  # submitit (optional: the local and slurm executors) requeues a Checkpointable job with its arguments
@@ -123,7 +123,7 @@ def run_target(spec: dict) -> dict:
     """Run the sweep's notebooks for one target in its folder (resuming the loop there) and return its record;
     a finished target (result.json) is returned as it is, not redone."""
     from lipslib.files import write_json
-    from lipslib.notebook import run_notebook
+    from lipslib.pipeline.notebooks import run_notebook
 
     folder = Path(spec["root"]) / spec["folder"]
     done = folder / "result.json"
@@ -237,7 +237,7 @@ def sweep(
         LipsError: bad arguments, oversubscribed workers, or (after every other target finished) the targets that
             failed, each with where to read why.
     """
-    from lipslib.notebook import NOTEBOOKS, declared_parameters, repo_root
+    from lipslib.pipeline.notebooks import NOTEBOOKS, declared_parameters, repo_root
 
     if executor not in EXECUTORS:
         raise LipsError(f"--executor must be one of {', '.join(EXECUTORS)}, got '{executor}'")
@@ -299,8 +299,8 @@ def check_targets(params: dict, targets: list[float], root: Path) -> float:
     """Every target through the loop's own checks (`settings.loop_settings`) against the base's GFLOPs, before
     anything runs or is queued: a bad value, or a target at or above the base, stops the whole sweep in one line
     instead of failing in its own run after Stage I. Returns the base's GFLOPs (a second to count)."""
-    from lipslib.engine import cost, load_model
-    from lipslib.settings import loop_settings
+    from lipslib.cfg.settings import loop_settings
+    from lipslib.pruning.engine import cost, load_model
 
     if params["schedule"]["target_ms"] is not None:
         raise LipsError(
@@ -318,7 +318,7 @@ def _finish(rows: list[dict], out: Path, executor: str) -> Path:
     import pandas as pd
 
     from lipslib.files import write_json
-    from lipslib.plots import pareto_figure
+    from lipslib.pipeline.plots import pareto_figure
 
     rows = sorted(rows, key=lambda r: r["target_gflops"])
     write_json(out / "sweep.json", {"executor": executor, "targets": rows})
@@ -416,7 +416,7 @@ def _stage_i(ctx: dict, workers: list[Worker]) -> None:
     queued experiments (which do not run it: -s) find its outputs in dvc.lock and the cache."""
     import yaml
 
-    from lipslib.notebook import declared_parameters
+    from lipslib.pipeline.notebooks import declared_parameters
 
     root, profile = ctx["root"], ctx["profile"]
     first = workers[0]
@@ -594,7 +594,7 @@ def _queue_error(ctx: dict, name: str) -> str:
 
 
 def _report_split(params: dict) -> str:
-    from lipslib.settings import REPORTS
+    from lipslib.cfg.settings import REPORTS
 
     return REPORTS[params["optimize"]["report"]][2]
 
@@ -619,7 +619,7 @@ def _wait(root: Path, names: set[str], poll: float = 3.0) -> None:
 def _stage_i_direct(ctx: dict, device: str) -> dict:
     """Without DVC: Stage I once into <out>/stage1/ when the loop reads an importance from runs/sensitivity;
     every target is then pointed at it. Returns the overrides that point there."""
-    from lipslib.notebook import run_notebook
+    from lipslib.pipeline.notebooks import run_notebook
 
     importance = str(ctx["params"]["optimize"]["importance"])
     if not importance.startswith("runs/sensitivity/"):

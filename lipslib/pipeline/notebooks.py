@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lipslib.config import flatten, load_params
+from lipslib.cfg import flatten, load_params
 from lipslib.errors import LipsError
 
 NOTEBOOKS = ("01_sensitivity", "02_schedule", "03_optimize", "04_benchmark", "05_video_benchmark")

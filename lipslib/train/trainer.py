@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
 
-from lipslib.assets import resolve_weights
-from lipslib.config import DISTILL_MODES, RECIPES
+from lipslib.assets.resolve import resolve_weights
+from lipslib.cfg import DISTILL_MODES, RECIPES
 from lipslib.datasets import check_data, frame_tensor
-from lipslib.engine import conv_shapes, has_batchnorm, load_model
 from lipslib.errors import LipsError, first_line
-from lipslib.evaluate import device_arg, evaluate
 from lipslib.files import check_writable
+from lipslib.pruning.engine import conv_shapes, has_batchnorm, load_model
 from lipslib.runtime import keep_threads, use_threads
+from lipslib.train.validator import device_arg, evaluate
 
 # The seed's table (paper profile). The authors' own args.yaml for all 25 iterations differ:
 # lr0 0.005, weight_decay 0.0004, cos_lr, warmup_bias_lr 0.05 (see shared/assets/lips_paper/iter_XX).
@@ -69,7 +69,7 @@ class PrunedTrainer(DetectionTrainer):
 
     Without Ultralytics' DVCLive callback: with dvclive installed (the pipeline's logger) Ultralytics would
     open a DVCLive run at every fine-tune — in ./dvclive, rewriting dvc.yaml, and outside `dvc exp run` saving
-    one DVC experiment per fine-tune. The LIPS loop is logged once instead (lipslib.tracking); each fine-tune's
+    one DVC experiment per fine-tune. The LIPS loop is logged once instead (lipslib.pipeline.tracking); each fine-tune's
     epochs stay in its results.csv."""
 
     def __init__(self, *args, **kwargs):
@@ -259,7 +259,7 @@ def finetune(
         >>> tuned = finetune("pruned.pt", "coco128.yaml", "runs/ft", epochs=3, imgsz=320)  # doctest: +SKIP
         >>> tuned["weights"], tuned["map50_95"]                                           # doctest: +SKIP
     """
-    from lipslib.distill import OutputDistillation
+    from lipslib.recovery.distill import OutputDistillation
 
     if distill not in DISTILL_MODES:
         raise LipsError(f"unknown distillation '{distill}'; choose one of {', '.join(DISTILL_MODES)}")

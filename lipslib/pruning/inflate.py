@@ -27,9 +27,9 @@ import os
 import torch
 import torch.nn as nn
 
-from lipslib.engine import conv_shapes, load_model, prune, tensors
 from lipslib.errors import LipsError
-from lipslib.layers import default_targets
+from lipslib.pruning.engine import conv_shapes, load_model, prune, tensors
+from lipslib.pruning.layers import default_targets
 
 
 def conv_output_stats(model: nn.Module, images: torch.Tensor, batch: int = 16) -> dict[str, tuple]:

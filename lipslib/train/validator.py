@@ -10,9 +10,9 @@ from pathlib import Path
 import torch.nn as nn
 
 from lipslib.datasets import check_data
-from lipslib.engine import cost, load_model
 from lipslib.errors import LipsError, first_line
 from lipslib.files import check_writable, write_json
+from lipslib.pruning.engine import cost, load_model
 from lipslib.runtime import cpu_threads, use_threads
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from lipslib.config import RUNTIMES
-from lipslib.engine import fused, load_model, save_checkpoint
+from lipslib.cfg import RUNTIMES
 from lipslib.errors import LipsError
+from lipslib.pruning.engine import fused, load_model, save_checkpoint
 from lipslib.runtime import cpu_threads, keep_threads
 
 CACHE_ENV = "LIPS_LATENCY_CACHE"

@@ -59,7 +59,7 @@ def read_spec(spec: str | Path | dict, default_layers=None) -> dict[str, float]:
         spec: a dict; a number (or its text) for a uniform ratio over `default_layers`; or a file:
             `.yaml`/`.yml`/`.json` holding a mapping `layer: ratio`, or any other text file in the authors'
             `prune_spec.txt` format (`parse_spec`).
-        default_layers: the layers a uniform ratio applies to (e.g. `lipslib.layers.default_targets(model)`).
+        default_layers: the layers a uniform ratio applies to (e.g. `lipslib.pruning.layers.default_targets(model)`).
 
     Returns:
         `{layer: ratio}`, every ratio a float in [0, 1). Layer names are not checked against a model here

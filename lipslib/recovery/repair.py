@@ -7,7 +7,7 @@ model in eval mode) restores every kept channel's mean pre-activation, so the pr
 the base's operating point instead of a shifted one. One pass of the base over the images; the removed
 inputs of each conv come from `prune(..., track=True)`.
 
-A warm-started copy (`lipslib.warmstart`) carries a fine-tuned donor's weights, so what its new cuts remove
+A warm-started copy (`lipslib.recovery.warmstart`) carries a fine-tuned donor's weights, so what its new cuts remove
 is the donor's contribution, not the base's: with `donor`, δ is measured on the donor over the channels the
 donor has and the copy drops. Output channels the donor lacks (they come back with the base's weights) get
 δ = 0, and input channels that come back are not compensated: the donor never computed them.
@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lipslib.engine import PruneResult
-from lipslib.reconstruct import plans
+from lipslib.pruning.engine import PruneResult
+from lipslib.recovery.lsq import plans
 
 
 def removed_contributions(
@@ -34,7 +34,7 @@ def removed_contributions(
     """{conv name: δ (one value per output channel of the conv in `res.model`)}: the mean over `images` of
     what the input channels that `res.model` drops added to its kept outputs, measured on `base`, or with
     `donor` (pruned from `base` with channel origins `donor_origin`) on the donor. `res` must come from
-    pruning `base` with track=True. The convs and their places are `lipslib.reconstruct.plans`' (the refit's
+    pruning `base` with track=True. The convs and their places are `lipslib.recovery.lsq.plans`' (the refit's
     special case: the bias alone)."""
     todo = plans(res, base, donor, donor_origin)
     ref = base if donor is None else donor

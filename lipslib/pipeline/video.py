@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from lipslib.errors import LipsError, first_line
-from lipslib.evaluate import device_arg
 from lipslib.files import check_writable, write_json
 from lipslib.runtime import keep_threads, select_device
+from lipslib.train.validator import device_arg
 
 INFERENCE_KEYS = ("imgsz", "conf", "iou", "device", "half", "max_det", "classes")
 
@@ -46,7 +46,7 @@ def inference_args(args_yaml: str | os.PathLike | None) -> dict:
 def _detector(path):
     from ultralytics import YOLO
 
-    from lipslib.assets import resolve_weights
+    from lipslib.assets.resolve import resolve_weights
 
     weights = resolve_weights(path)
     try:
@@ -59,7 +59,7 @@ def _detector(path):
 
 
 def _gflops(weights) -> float:
-    from lipslib.engine import cost, load_model
+    from lipslib.pruning.engine import cost, load_model
 
     return cost(load_model(weights)).gflops
 
@@ -155,7 +155,7 @@ def compare_video(
         raise LipsError(f"--frame_step must be ≥ 1, got {frame_step}")
     for target in filter(None, (save, summary)):
         check_writable(target)
-    from lipslib.assets import resolve_video
+    from lipslib.assets.resolve import resolve_video
 
     path = resolve_video(video)
     cap = cv2.VideoCapture(str(path))

@@ -16,8 +16,8 @@ import pandas as pd
 
 from lipslib.errors import LipsError
 from lipslib.files import write_json
+from lipslib.pruning.spec import read_spec
 from lipslib.schedule import RuleParams, Targets, initial_schedule, update
-from lipslib.spec import read_spec
 
 MOVE_RESOLUTION = 1e-4  # the authors' specs are rounded to 4 decimals: smaller moves are not moves
 
@@ -71,7 +71,7 @@ def replay_paper(
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / "replay_ratios.csv", index=False, float_format="%.6f")
         write_json(out / "replay.json", {**summary, "targets": vars(targets), "params": vars(params)})
-        from lipslib.plots import layer_iteration, replay_trajectories
+        from lipslib.pipeline.plots import layer_iteration, replay_trajectories
 
         wide = df.pivot(index="iteration", columns="layer", values="paper")
         layer_iteration(wide, importance, out / "layer_iteration.png", title="Authors' ratios per iteration (Fig. 5)")

@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from lipslib.assets import resolve_weights
-from lipslib.config import CRITERION_NAMES
+from lipslib.assets.resolve import resolve_weights
+from lipslib.cfg import CRITERION_NAMES
 from lipslib.errors import LipsError
-from lipslib.layers import validate_layers
+from lipslib.pruning.layers import validate_layers
 
 CRITERIA = {
     "l1": lambda: tp.importance.MagnitudeImportance(p=1),
@@ -32,9 +32,9 @@ CRITERIA = {
     "random": lambda: tp.importance.RandomImportance(),
 }
 # and `lsq`, channel choice aware of reconstruction: it needs calibration images, so it is resolved into a
-# criterion object where images are at hand (lipslib.reconstruct.channel_criterion). CRITERION_NAMES, the four
-# names, lives in lipslib.config (the CLI's choices, without torch); it must name exactly these:
-assert CRITERION_NAMES == (*CRITERIA, "lsq"), "lipslib.config.CRITERION_NAMES disagrees with engine.CRITERIA"
+# criterion object where images are at hand (lipslib.recovery.lsq.channel_criterion). CRITERION_NAMES, the four
+# names, lives in lipslib.cfg (the CLI's choices, without torch); it must name exactly these:
+assert CRITERION_NAMES == (*CRITERIA, "lsq"), "lipslib.cfg.CRITERION_NAMES disagrees with engine.CRITERIA"
 LOG_COLUMNS = [
     "layer_name",
     "ratio",
@@ -90,7 +90,7 @@ def load_model(weights: str | os.PathLike | nn.Module) -> nn.Module:
             ) from None
     if not isinstance(getattr(model, "model", None), nn.Sequential):
         raise LipsError(f"{weights}: not an Ultralytics YOLO model (got {type(model).__name__})")
-    from lipslib.layers import detect_head
+    from lipslib.pruning.layers import detect_head
 
     detect_head(model)  # raises for classification/other checkpoints
     model = model.float().eval()
@@ -218,7 +218,7 @@ def prune(
 
     Args:
         model: the model to prune (from `load_model`); ratios are relative to its widths.
-        ratios: `{conv name: ratio}` (see `read_spec`; `lipslib.layers.default_targets` lists the 29 LIPS
+        ratios: `{conv name: ratio}` (see `read_spec`; `lipslib.pruning.layers.default_targets` lists the 29 LIPS
             targets, any other prunable conv may be named too).
         criterion: channel score: `l1` (default), `l2` or `random`.
         round_to: round kept widths to multiples of this (see `n_remove`).
@@ -240,9 +240,11 @@ def prune(
         >>> cost(res.model).gflops < cost(base).gflops                   # doctest: +SKIP
         True
     """
-    scorer = getattr(criterion, "scores", None)  # a data-aware criterion (lipslib.reconstruct.LeastSquaresCriterion)
+    scorer = getattr(criterion, "scores", None)  # a data-aware criterion (lipslib.recovery.lsq.LeastSquaresCriterion)
     if criterion == "lsq":
-        raise LipsError("criterion lsq needs calibration images: resolve it with lipslib.reconstruct.channel_criterion")
+        raise LipsError(
+            "criterion lsq needs calibration images: resolve it with lipslib.recovery.lsq.channel_criterion"
+        )
     if scorer is None and criterion not in CRITERIA:
         raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERION_NAMES)}")
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
