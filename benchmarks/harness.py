@@ -174,16 +174,7 @@ def control(params: dict, epochs: int, work: Path) -> dict:
     data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
     before = evaluate(params["base"], data, split=report, **ev)
-    train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
-    tuned = finetune(
-        params["base"],
-        data,
-        out / "ft",
-        recipe=params["finetune"]["recipe"],
-        **{**train, "epochs": epochs},
-        **loop_settings(params).distill_args(),
-        **ev,
-    )
+    tuned = finetune(params["base"], data, out / "ft", **loop_settings(params).finetune_args(epochs=epochs))
     after = evaluate(tuned["weights"], data, split=report, **ev)
     result = {
         "gflops": after["gflops"],
@@ -266,16 +257,7 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
     )
     scores = cut_scores(kind, base, pruned, params, data, report, out, calibration)
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
-    train = {k: v for k, v in params["finetune"].items() if k != "recipe"}
-    tuned = finetune(
-        out / "pruned.pt",
-        data,
-        out / "ft",
-        recipe=params["finetune"]["recipe"],
-        **{**train, "epochs": epochs},
-        **loop_settings(params).distill_args(),
-        **ev,
-    )
+    tuned = finetune(out / "pruned.pt", data, out / "ft", **loop_settings(params).finetune_args(epochs=epochs))
     after = evaluate(tuned["weights"], data, split=report, **ev)
     result = {
         "gflops": after["gflops"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -16,44 +15,21 @@ from lipslib.pipeline.notebooks import NOTEBOOKS
 
 WEIGHTS_HELP = "a checkpoint or model yaml, LABEL= optional (default label: the file's stem)"
 DEVICE_HELP = "cpu, 0, 0,1 … (default: Ultralytics' choice, the first GPU when present)"
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"  # the checkout's (none in an install elsewhere)
 
 
-@functools.cache
-def _params_defaults() -> dict:
-    """The `defaults:` block of the checkout's params.yaml; {} where there is none or it does not read (the flags
-    then keep the literals build_parser gives)."""
-    import yaml
+def _from_config(key: str, help: str, type=None, choices=None) -> dict:
+    """add_argument keywords of a flag whose default is the config's value at the dotted `key` (lipslib's
+    default.yaml), said in its help."""
+    from lipslib.cfg import default
 
-    try:
-        doc = yaml.safe_load(PARAMS_FILE.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    defaults = doc.get("defaults") if isinstance(doc, dict) else None
-    return defaults if isinstance(defaults, dict) else {}
-
-
-def _from_params(key: str, fallback, help: str, type=None, choices=None) -> dict:
-    """add_argument keywords of a flag whose default is params.yaml's `defaults` value at the dotted `key`,
-    said in its help; `fallback` where the checkout has no such value (or one that `type`/`choices` refuse)."""
-    value = _params_defaults()
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if value is not None and not isinstance(value, bool) and type is not None:
-        try:
-            value = type(value)
-        except (TypeError, ValueError):
-            value = None
-    if value is None or isinstance(value, (bool, dict, list)) or (choices and value not in choices):
-        default, where = fallback, f"default: {fallback}"
-    else:
-        default, where = value, f"default: params.yaml {key} = {value}"
-    where = where.replace("%", "%%")
-    return {"type": type, "default": default, "choices": choices, "help": f"{help} ({where})" if help else where}
+    value = default(key)
+    where = f"default: {key} = {value}".replace("%", "%%")
+    return {"type": type, "default": value, "choices": choices, "help": f"{help} ({where})" if help else where}
 
 
 def _overrides(pairs: list[str]) -> dict:
-    """`key=value` pairs for Ultralytics, values parsed as YAML scalars (numbers, booleans, null)."""
+    """--set `key=value` pairs: dotted config keys (schedule.target_gflops=3.8), values parsed as YAML scalars
+    (numbers, booleans, null). The same in every command; `load_params` refuses unknown keys."""
     import yaml
 
     out = {}
@@ -61,7 +37,10 @@ def _overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise LipsError(f"--set expects key=value, got '{pair}'")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise LipsError(f"--set {pair}: the value is not a YAML scalar; quote text, e.g. {key}='{value}'") from None
     return out
 
 
@@ -89,6 +68,7 @@ def ridge_value(text: str):
 
 
 def cmd_prune(a):
+    from lipslib.cfg import default
     from lipslib.datasets import calibration_images
     from lipslib.files import check_writable
     from lipslib.pruning import engine
@@ -99,10 +79,13 @@ def cmd_prune(a):
 
     for path in filter(None, (a.out, a.log)):
         check_writable(path)
-    recovery = Recovery(repair=a.repair, reconstruct=a.reconstruct, ridge=a.ridge, images=a.images)
+    # recovery as the config says when there are images to calibrate on (--data), else none unless asked for
+    reconstruct = default("recover.reconstruct") and bool(a.data) if a.reconstruct is None else a.reconstruct
+    repair = default("recover.repair") and bool(a.data) if a.repair is None else a.repair
+    recovery = Recovery(repair=repair, reconstruct=reconstruct, ridge=a.ridge, images=a.images)
     calibrates = recovery.refits or a.criterion == "lsq"
     if calibrates and not a.data:
-        what = "--reconstruct" if a.reconstruct else "--repair" if a.repair else "--criterion lsq"
+        what = "--reconstruct" if reconstruct else "--repair" if repair else "--criterion lsq"
         raise LipsError(f"{what} calibrates on images: add --data D (its train split, e.g. --data coco_val2193.yaml)")
     images = calibration_images(a.data, a.split, a.images, a.calibration_imgsz) if calibrates else None
     model = engine.load_model(a.weights)
@@ -130,7 +113,7 @@ def cmd_prune(a):
     if a.log:
         engine.write_log(res.log, a.log)
     how = (
-        ("; reconstructed" if a.reconstruct else "; bias-repaired") + f" {len(fitted)} convs on {len(images)} "
+        ("; reconstructed" if reconstruct else "; bias-repaired") + f" {len(fitted)} convs on {len(images)} "
         f"'{a.split}' images"
         if recovery.refits
         else ""
@@ -214,25 +197,70 @@ def cmd_latency(a):
             )
 
 
+# --set keys each command that is not a loop reads (a loop command reads them all): a key outside these is refused
+READS = {
+    "finetune": ("finetune.", "recipes.", "imgsz", "device", "threads", "recover.distill", "recover.distill_weight"),
+}
+# flags that are shortcuts for a config key: given both ways, the command refuses
+FLAG_KEYS = {
+    "finetune": {
+        "epochs": "finetune.epochs",
+        "imgsz": "imgsz",
+        "batch": "finetune.batch",
+        "device": "device",
+        "recipe": "finetune.recipe",
+        "distill": "recover.distill",
+        "distill_weight": "recover.distill_weight",
+    },
+}
+
+
+def _config(a) -> dict:
+    """The config a single-step command runs with: lipslib's defaults, its --set pairs (dotted config keys, as in
+    every command), then the flags it was given. A --set key the command does not read, or one that a flag also
+    gives, is refused in one line."""
+    from lipslib.cfg import load_params
+
+    sets = _overrides(a.set)
+    reads = READS[a.command]
+    for key in sets:
+        if not key.startswith(reads) and key not in reads:
+            near = next((f"{r}{key}" for r in reads if r.endswith(".") and "." not in key), None)
+            hint = f" (did you mean {near}?)" if near else ""
+            raise LipsError(
+                f"--set {key}: `lips {a.command}` does not read it{hint}; it reads "
+                + ", ".join(r + "*" if r.endswith(".") else r for r in reads)
+            )
+    flags = {}
+    for dest, key in FLAG_KEYS[a.command].items():
+        value = getattr(a, dest)
+        if value is None:
+            continue
+        if key in sets:
+            raise LipsError(f"{key} given both as --{dest.replace('_', '-')} and in --set; give it once")
+        flags[key] = value
+    return load_params(None, overrides={**sets, **flags})
+
+
 def cmd_finetune(a):
     from lipslib.train.trainer import finetune
 
-    flags = {k: getattr(a, k) for k in ("epochs", "imgsz", "batch", "device") if getattr(a, k) is not None}
-    extra = _overrides(a.set)
-    twice = sorted(set(flags) & set(extra))
-    if twice:
-        raise LipsError(f"{', '.join(twice)} given both as --{twice[0]} and in --set; give each once")
+    cfg = _config(a)
+    ft, r = cfg["finetune"], cfg["recover"]
     with _quiet(a.json):
         rec = finetune(
             a.weights,
             a.data,
             a.out,
-            recipe=a.recipe,
-            distill=a.distill,
+            recipe=ft["recipe"],
+            recipes=cfg["recipes"],
+            imgsz=cfg["imgsz"],
+            device=cfg["device"],
+            threads=cfg["threads"],
+            distill=r["distill"],
             teacher=a.teacher,
-            distill_weight=a.distill_weight,
-            **flags,
-            **extra,
+            distill_weight=r["distill_weight"],
+            **{k: v for k, v in ft.items() if k != "recipe"},
         )
     if a.json:
         print(json.dumps(rec, indent=2))
@@ -258,6 +286,7 @@ def cmd_val(a):
 
 
 def cmd_sensitivity(a):
+    from lipslib.cfg import default
     from lipslib.recovery import Recovery
     from lipslib.sensitivity import run_sensitivity
 
@@ -278,7 +307,7 @@ def cmd_sensitivity(a):
         memo_gib=a.memo_gib,
         out=a.out,
         reference=a.reference,
-        recovery=Recovery(reconstruct=True, images=a.images) if a.reconstruct else None,
+        recovery=Recovery(**{**default("recover"), "images": a.images}) if a.recover else None,
     )
     top = sorted(res["importance"].items(), key=lambda kv: -kv[1])[:5]
     print(
@@ -493,6 +522,8 @@ def _quiet(enabled: bool):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lipslib.cfg import default
+
     p = argparse.ArgumentParser(prog="lips", description="LIPS: layer-importance pruning schedules for YOLO11")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -516,9 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .pt (a plain Ultralytics checkpoint)")
     s.add_argument(
         "--criterion",
-        **_from_params(
+        **_from_config(
             "optimize.criterion",
-            "l1",
             "channel choice: by weight, or lsq (what the rest cannot predict; needs --data)",
             choices=CRITERION_NAMES,
         ),
@@ -528,19 +558,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log", default=None, help="write the per-layer prune_directed_log.csv here")
     s.add_argument(
         "--reconstruct",
-        action="store_true",
-        help="refit the consumers of removed channels by ridge least squares (needs --data)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refit the consumers of removed channels by ridge least squares on --data's images (default: "
+        "recover.reconstruct when --data is given, else off)",
     )
-    s.add_argument("--repair", action="store_true", help="bias repair only (needs --data); --reconstruct contains it")
+    s.add_argument(
+        "--repair",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bias repair (needs --data; --reconstruct contains it) (default: recover.repair when --data is given)",
+    )
     s.add_argument("--data", default=None, help="dataset whose images calibrate --reconstruct / --repair")
     s.add_argument("--split", default="train", help="its split to calibrate on (default train)")
-    s.add_argument("--images", **_from_params("recover.images", 64, "calibration images", int))
+    s.add_argument("--images", **_from_config("recover.images", "calibration images", int))
     s.add_argument("--calibration-imgsz", type=int, default=640, help="their size (default 640)")
     s.add_argument(
         "--ridge",
-        **_from_params(
+        **_from_config(
             "recover.ridge",
-            1e-3,
             "λ of the refit, or auto: chosen per conv on held-out calibration images",
             ridge_value,
         ),
@@ -569,17 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--runtime",
-        **_from_params(
+        **_from_config(
             "latency.runtime",
-            "torch",
             "torch (fused fp32, CPU), onnxruntime (Ultralytics' ONNX export, CPU) or cuda (PyTorch, GPU 0)",
             choices=RUNTIMES,
         ),
     )
-    s.add_argument("--imgsz", **_from_params("latency.imgsz", 640, "", int))
+    s.add_argument("--imgsz", **_from_config("latency.imgsz", "", int))
     s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--threads", **_from_params("latency.threads", 1, "", int))
-    s.add_argument("--runs", **_from_params("latency.runs", 15, "interleaved runs after warm-up", int))
+    s.add_argument("--threads", **_from_config("latency.threads", "", int))
+    s.add_argument("--runs", **_from_config("latency.runs", "interleaved runs after warm-up", int))
     s.add_argument("--image", default=None, help="a real frame to time on (default: Ultralytics' bus.jpg)")
     s.add_argument("--table", action="store_true", help="also the per-block table (cached) and its sum's error")
     s.add_argument(
@@ -593,29 +628,34 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("finetune", help="fine-tune a pruned checkpoint, keeping its architecture")
     s.add_argument("--weights", required=True)
     s.add_argument("--data", required=True, help="dataset yaml (looked up under $LIPS_ASSETS/datasets too)")
-    s.add_argument("--epochs", type=int, default=None, help="default: the recipe's (paper: 20)")
-    s.add_argument("--imgsz", type=int, default=None, help="default: the recipe's (paper: 640)")
-    s.add_argument("--batch", type=int, default=None, help="default: the recipe's (paper: 64)")
+    s.add_argument("--epochs", type=int, default=None, help="(default: finetune.epochs)")
+    s.add_argument("--imgsz", type=int, default=None, help="(default: imgsz)")
+    s.add_argument("--batch", type=int, default=None, help="(default: finetune.batch)")
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument(
         "--recipe",
-        default="auto",
+        default=None,
         choices=RECIPES,
-        help="auto: bn-free for models without BatchNorm, else paper (default auto; params.yaml's finetune.recipe, "
-        "paper, is for its BatchNorm base and not read here)",
+        help="the train arguments it starts from: paper, bn-free, or auto (bn-free for a model without BatchNorm, "
+        "else paper) (default: finetune.recipe)",
     )
-    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other Ultralytics train argument")
+    s.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config keys, as in every command: finetune.* (any Ultralytics train argument, e.g. finetune.seed=1), "
+        "recipes.*, imgsz, device, threads, recover.distill, recover.distill_weight",
+    )
     s.add_argument(
         "--distill",
-        **_from_params(
-            "recover.distill",
-            "none",
-            "outputs: match the teacher's head outputs; features: Ultralytics' distill_model",
-            choices=DISTILL_MODES,
-        ),
+        default=None,
+        choices=DISTILL_MODES,
+        help="outputs: match the teacher's head outputs; features: Ultralytics' distill_model (default: "
+        "recover.distill)",
     )
     s.add_argument("--teacher", default=None, help="the unpruned model the checkpoint was pruned from")
-    s.add_argument("--distill-weight", **_from_params("recover.distill_weight", 1.0, "", float))
+    s.add_argument("--distill-weight", type=float, default=None, help="(default: recover.distill_weight)")
     s.add_argument("--json", action="store_true", help="print the result as JSON (training log on stderr)")
     s.add_argument("--out", required=True, help="run folder (args.yaml, results.csv, weights/)")
     s.set_defaults(func=cmd_finetune)
@@ -623,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("val", help="mAP (Ultralytics validator) + GFLOPs/params of a checkpoint")
     s.add_argument("--weights", required=True)
     s.add_argument("--data", required=True)
-    s.add_argument("--imgsz", **_from_params("imgsz", 640, "", int))
+    s.add_argument("--imgsz", **_from_config("imgsz", "", int))
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--split", default="val")
@@ -634,26 +674,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sensitivity", help="Stage I: prune each layer alone, importance from the mAP drops")
     s.add_argument("--weights", required=True)
     s.add_argument("--data", required=True, help="dataset yaml whose --split images measure the drops")
-    s.add_argument("--imgsz", **_from_params("imgsz", 640, "", int))
-    s.add_argument("--ratio", **_from_params("sensitivity.ratio", 0.85, "share of channels removed per layer", float))
+    s.add_argument("--imgsz", **_from_config("imgsz", "", int))
+    s.add_argument("--ratio", **_from_config("sensitivity.ratio", "share of channels removed per layer", float))
     s.add_argument("--layers", default=None, help="comma-separated layer names (default: the 29 LIPS targets)")
-    s.add_argument("--batch", **_from_params("sensitivity.batch", 32, "", int))
+    s.add_argument("--batch", **_from_config("sensitivity.batch", "", int))
     s.add_argument("--device", default=None, help=DEVICE_HELP)
-    s.add_argument("--split", **_from_params("sensitivity.split", "val", ""))
+    s.add_argument("--split", **_from_config("sensitivity.split", ""))
     s.add_argument(
         "--criterion",
-        **_from_params(
+        **_from_config(
             "optimize.criterion",
-            "l1",
             "channel choice (lsq: calibrated on --data's train split)",
             choices=CRITERION_NAMES,
         ),
     )
     s.add_argument(
         "--mode",
-        **_from_params(
+        **_from_config(
             "sensitivity.mode",
-            "fast",
             "fast: reuse the base's activations where unchanged",
             choices=SENSITIVITY_MODES,
         ),
@@ -664,20 +702,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--memo-gib",
-        **_from_params(
+        **_from_config(
             "sensitivity.memo_gib",
-            2.0,
             "bound on the base activations --mode fast holds (one batch; the batch is lowered to fit)",
             float,
         ),
     )
     s.add_argument("--reference", default=None, help="a reference layer_importance.json (e.g. the paper's)")
     s.add_argument(
+        "--recover",
         "--reconstruct",
-        action="store_true",
-        help="refit each cut's consumers by least squares before measuring (calibrated on --data's train)",
+        action=argparse.BooleanOptionalAction,
+        default=default("sensitivity.recover"),
+        help="recover each cut as the config's recover: says (reconstruction) before measuring, calibrated on "
+        f"--data's train split (default: sensitivity.recover = {default('sensitivity.recover')})",
     )
-    s.add_argument("--images", **_from_params("recover.images", 64, "calibration images for --reconstruct", int))
+    s.add_argument("--images", **_from_config("recover.images", "calibration images for --recover", int))
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sensitivity)
 
@@ -699,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_optimize)
 
     s = sub.add_parser("compare-video", help="original vs pruned side by side on a video, with latency/FPS")
-    # the seed's comparison.py spelled these with underscores: those spellings stay, as aliases
+    # the authors' comparison.py spelled these with underscores: those spellings stay, as aliases
     s.add_argument("--video", required=True)
     s.add_argument("--model-orig", "--model_orig", required=True, help="the original (unpruned) weights")
     s.add_argument("--model-pruned", "--model_pruned", required=True, help="the pruned weights")
@@ -716,9 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--frame-step",
         "--frame_step",
-        type=int,
-        default=1,
-        help="process every N-th frame (default 1, the seed's; the video stage uses params.yaml video.frame_step)",
+        **_from_config("video.frame_step", "process every N-th frame", int),
     )
     s.add_argument("--save", default=None, help="write the side-by-side mp4 here")
     s.add_argument("--show", action="store_true", help="open a window (needs a display)")
@@ -742,11 +780,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base", default=None, help="label the latency ratios refer to (default: the first)")
     s.add_argument("--data", required=True)
     s.add_argument("--split", default="val")
-    s.add_argument("--imgsz", **_from_params("imgsz", 640, "evaluation image size", int))
-    s.add_argument("--latency-imgsz", **_from_params("latency.imgsz", 640, "", int))
+    s.add_argument("--imgsz", **_from_config("imgsz", "evaluation image size", int))
+    s.add_argument("--latency-imgsz", **_from_config("latency.imgsz", "", int))
     s.add_argument("--image", default=None, help="real frame for latency (default: first image of the split)")
-    s.add_argument("--runs", **_from_params("latency.runs", 15, "interleaved latency runs", int))
-    s.add_argument("--threads", **_from_params("latency.threads", 1, "latency threads", int))
+    s.add_argument("--runs", **_from_config("latency.runs", "interleaved latency runs", int))
+    s.add_argument("--threads", **_from_config("latency.threads", "latency threads", int))
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--out", default="reports")
     s.set_defaults(func=cmd_benchmark)

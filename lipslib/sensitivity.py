@@ -257,7 +257,7 @@ def run_sensitivity(
     ratio: float = 0.85,
     layers=None,
     imgsz: int = 640,
-    batch: int = 16,
+    batch: int = 32,
     device: str | None = None,
     split: str = "val",
     criterion: str = "l1",
@@ -268,7 +268,7 @@ def run_sensitivity(
     memo_gib: float = MEMO_BYTES / 2**30,
     out: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
-    recovery: Recovery | None = None,
+    recovery: Recovery | None = Recovery(),
     calibration_split: str = "train",
     progress: bool = True,
 ) -> dict:
@@ -293,7 +293,9 @@ def run_sensitivity(
     if out:
         check_writable(Path(out) / "layer_importance.json")
     recovery = recovery if recovery is not None and recovery.refits else None
-    calibrating = recovery or (Recovery(repair=False) if criterion == LeastSquaresCriterion.name else None)
+    calibrating = recovery or (
+        Recovery(repair=False, reconstruct=False) if criterion == LeastSquaresCriterion.name else None
+    )
     t0 = time.perf_counter()
     info = check_data(data, splits=(split,) + ((calibration_split,) if calibrating else ()))
     base = load_model(weights)

@@ -142,18 +142,18 @@ def test_finetune_arguments_given_twice(assets, tmp_path):
         "--epochs",
         "1",
         "--set",
-        "epochs=2",
+        "finetune.epochs=2",
         "imgsz=96",
         "--out",
         tmp_path / "ft",
     )
-    assert_one_line_error(proc, "epochs given both")
+    assert_one_line_error(proc, "finetune.epochs given both")
     assert not (tmp_path / "ft").exists()
 
 
 @pytest.mark.slow
 def test_finetune_takes_set_values_on_the_coco_layout(assets, tmp_path):
-    """--set reaches Ultralytics (no duplicate-keyword crash), on coco_val2193's ./ split lists."""
+    """--set config keys reach Ultralytics (no duplicate-keyword crash), on coco_val2193's ./ split lists."""
     pruned = tmp_path / "p.pt"
     assert lips("prune", "--weights", "lips_iter01_best.pt", "--ratios", "0.1", "--out", pruned).returncode == 0
     proc = lips(
@@ -163,9 +163,9 @@ def test_finetune_takes_set_values_on_the_coco_layout(assets, tmp_path):
         "--data",
         "coco_val2193.yaml",
         "--set",
-        "epochs=1",
+        "finetune.epochs=1",
         "imgsz=96",
-        "fraction=0.03",
+        "finetune.fraction=0.03",
         "device=cpu",
         "--json",
         "--out",
@@ -258,7 +258,7 @@ def test_a_training_error_is_one_line_and_leaves_no_traceback(assets, tmp_path):
         "--batch",
         "4",
         "--set",
-        "fraction=0.1",
+        "finetune.fraction=0.1",
         "device=cpu",
         "--out",
         tmp_path / "ft",
@@ -521,58 +521,56 @@ def test_notebook_names_are_the_stages(capsys):
     assert "invalid choice: '06_nope'" in parse_error(capsys, "notebook", "06_nope")
 
 
-def params_defaults() -> dict:
-    from conftest import ROOT
-
-    return yaml.safe_load((ROOT / "params.yaml").read_text())["defaults"]
-
-
-# (argv up to the flag's command, dest, params.yaml defaults key)
-FROM_PARAMS = [
+# (argv up to the flag's command, dest, config key)
+FROM_CONFIG = [
     (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "batch", "sensitivity.batch"),
     (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "ratio", "sensitivity.ratio"),
     (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "mode", "sensitivity.mode"),
     (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "criterion", "optimize.criterion"),
     (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "images", "recover.images"),
     (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "imgsz", "imgsz"),
+    (["sensitivity", "--weights", "w", "--data", "d", "--out", "o"], "recover", "sensitivity.recover"),
     (["prune", "--weights", "w", "--ratios", "0.1", "--out", "o"], "ridge", "recover.ridge"),
     (["prune", "--weights", "w", "--ratios", "0.1", "--out", "o"], "images", "recover.images"),
     (["latency", "--weights", "w"], "runtime", "latency.runtime"),
     (["latency", "--weights", "w"], "runs", "latency.runs"),
     (["benchmark", "--weights", "w", "--data", "d"], "latency_imgsz", "latency.imgsz"),
-    (["finetune", "--weights", "w", "--data", "d", "--out", "o"], "distill", "recover.distill"),
+    (["compare-video", "--video", "v", "--model-orig", "a", "--model-pruned", "b"], "frame_step", "video.frame_step"),
 ]
 
 
-@pytest.mark.parametrize("argv, dest, key", FROM_PARAMS, ids=[f"{a[0]}-{d}" for a, d, _ in FROM_PARAMS])
-def test_defaults_are_params_yaml_values_and_say_so(argv, dest, key):
-    value = params_defaults()
-    for part in key.split("."):
-        value = value[part]
-    assert parse(*argv)[dest] == value
+@pytest.mark.parametrize("argv, dest, key", FROM_CONFIG, ids=[f"{a[0]}-{d}" for a, d, _ in FROM_CONFIG])
+def test_defaults_are_the_configs_and_say_so(argv, dest, key):
+    from lipslib.cfg import default
+
+    assert parse(*argv)[dest] == default(key)
     sub = subcommands()[argv[0]]
     action = next(a for a in sub._actions if a.dest == dest)
-    assert f"params.yaml {key} = {value}" in action.help
+    assert f"{key} = {default(key)}" in action.help
 
 
-def test_sensitivity_batch_is_params_yamls():
-    """The issue: `lips sensitivity --batch` defaulted to 16 while params.yaml says 32."""
-    batch = parse("sensitivity", "--weights", "w", "--data", "d", "--out", "o")["batch"]
-    assert batch == params_defaults()["sensitivity"]["batch"]
-
-
-def test_without_params_yaml_the_defaults_are_the_literals(monkeypatch, tmp_path):
+def test_finetune_set_takes_config_keys_and_refuses_what_it_does_not_read():
     import lipslib.cli as cli
 
-    monkeypatch.setattr(cli, "PARAMS_FILE", tmp_path / "params.yaml")  # an install without the checkout
-    cli._params_defaults.cache_clear()
-    try:
-        rec = parse("sensitivity", "--weights", "w", "--data", "d", "--out", "o")
-        assert (rec["batch"], rec["ratio"], rec["mode"], rec["images"]) == (32, 0.85, "fast", 64)
-        action = next(a for a in subcommands()["sensitivity"]._actions if a.dest == "batch")
-        assert action.help == "default: 32"
-    finally:
-        cli._params_defaults.cache_clear()
+    a = argparse.Namespace(
+        command="finetune",
+        set=["finetune.seed=3", "recover.distill=outputs"],
+        epochs=2,
+        imgsz=None,
+        batch=None,
+        device=None,
+        recipe=None,
+        distill=None,
+        distill_weight=None,
+    )
+    cfg = cli._config(a)
+    assert (cfg["finetune"]["seed"], cfg["finetune"]["epochs"], cfg["recover"]["distill"]) == (3, 2, "outputs")
+    proc = lips("finetune", "--weights", "w.pt", "--data", "d.yaml", "--out", "o", "--set", "schedule.target_gflops=3")
+    assert_one_line_error(proc, "does not read it", "finetune.*")
+    proc = lips(
+        "finetune", "--weights", "w.pt", "--data", "d.yaml", "--out", "o", "--epochs", "2", "--set", "finetune.epochs=3"
+    )
+    assert_one_line_error(proc, "given both as --epochs and in --set")
 
 
 def documented_command_lines() -> list[tuple[str, list[str]]]:

@@ -30,7 +30,8 @@ def out_paths(stage, key="outs"):
 
 def test_each_notebook_stage_tracks_its_own_parameters():
     assert out_paths(STAGES["config"]) == {f"{STAGE_PARAMS_DIR}/{n}.yaml" for n in NOTEBOOKS}
-    assert STAGES["config"]["params"] == [{"params.yaml": None}]  # any key may change some notebook's values
+    # any key of the profiles or the defaults may change some notebook's values
+    assert STAGES["config"]["params"] == [{"params.yaml": None}, {"lipslib/cfg/default.yaml": None}]
     for name in NOTEBOOKS:
         stage = notebook_stage(name)
         assert stage["params"] == [{f"{STAGE_PARAMS_DIR}/{name}.yaml": None}], name
@@ -51,7 +52,8 @@ def pipeline(tmp_path):
     repo.mkdir()
     shutil.copy(ROOT / "params.yaml", repo)
     shutil.copytree(ROOT / "notebooks", repo / "notebooks")
-    for dep in STAGES["config"]["deps"]:  # the config stage runs as it is, so its code deps must exist
+    config_files = STAGES["config"]["deps"] + [next(iter(p)) for p in STAGES["config"]["params"]]
+    for dep in config_files:  # the config stage runs as it is, so its code deps and params files must exist
         if (ROOT / dep).is_file():
             (repo / dep).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / dep, repo / dep)

@@ -113,6 +113,7 @@ class LoopSettings:
         warm_start: each iteration starts from the previous one's fine-tuned weights.
         recovery: what follows each cut (repair, reconstruction, distillation).
         recipe: the fine-tune recipe (paper | bn-free | auto).
+        recipes: the recipe tables (`recipes:`).
         train: the rest of `finetune:`, Ultralytics' train arguments as they are.
         latency: the latency settings when the loop's cost is latency (schedule.target_ms), else None: GFLOPs.
     """
@@ -134,6 +135,7 @@ class LoopSettings:
     warm_start: bool
     recovery: Recovery
     recipe: str
+    recipes: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     latency: LatencySettings | None = None
 
@@ -145,6 +147,20 @@ class LoopSettings:
         """`finetune`'s distillation arguments: the teacher is the unpruned base."""
         r = self.recovery
         return {"distill": r.distill, "teacher": self.base, "distill_weight": float(r.distill_weight)}
+
+    def finetune_args(self, **over) -> dict:
+        """`finetune`'s keyword arguments for one fine-tune of a copy of the base: recipe, distillation, the
+        `finetune:` train arguments, size, device and threads; `over` replaces any of them (e.g. epochs=4)."""
+        return {
+            "recipe": self.recipe,
+            "recipes": self.recipes,
+            "imgsz": self.imgsz,
+            "device": self.device,
+            "threads": self.threads,
+            **self.distill_args(),
+            **self.train,
+            **over,
+        }
 
     def check_base_cost(self, base_cost: float) -> None:
         """Refuse a cost target that is not below the base's cost (in the loop's unit)."""
@@ -220,6 +236,7 @@ def loop_settings(params: dict, base_cost: float | None = None) -> LoopSettings:
         warm_start=bool(o["warm_start"]),
         recovery=recovery,
         recipe=ft["recipe"],
+        recipes=params["recipes"],
         train={k: v for k, v in ft.items() if k != "recipe"},
         latency=latency,
     )

@@ -208,17 +208,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         pruned = save_checkpoint(
             res.model, it / "final" / "pruned.pt", meta={"iteration": k, "ratios": ratios, "inherited": inherited}
         )
-        tuned = finetune(
-            pruned,
-            data,
-            it / "ft" / "finetune",
-            recipe=cfg.recipe,
-            imgsz=cfg.imgsz,
-            device=cfg.device,
-            threads=cfg.threads,
-            **cfg.distill_args(),
-            **cfg.train,
-        )
+        tuned = finetune(pruned, data, it / "ft" / "finetune", **cfg.finetune_args())
         ev = dict(imgsz=cfg.imgsz, device=cfg.device, threads=cfg.threads)
         sel = tuned["metrics"]  # the tuned weights on the val split, which is the selection split
         rep = evaluate(tuned["weights"], data, split=report_split, **ev) if report_split != select_split else sel

@@ -107,7 +107,7 @@ def compare_video(
     args_yaml=None,
     gflops_orig: float | None = None,
     gflops_pruned: float | None = None,
-    frame_step: int = 1,
+    frame_step: int = 5,
     save=None,
     show: bool = False,
     max_frames: int | None = None,

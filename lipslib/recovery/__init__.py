@@ -37,7 +37,7 @@ class Recovery:
     """
 
     repair: bool = True
-    reconstruct: bool = False
+    reconstruct: bool = True
     ridge: float | str = 1e-3
     images: int = 64
     max_gib: float = 2.0

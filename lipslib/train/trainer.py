@@ -29,32 +29,13 @@ import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
 
 from lipslib.assets.resolve import resolve_weights
-from lipslib.cfg import DISTILL_MODES, RECIPES
+from lipslib.cfg import DISTILL_MODES, RECIPES, default
 from lipslib.datasets import check_data, frame_tensor
 from lipslib.errors import LipsError, first_line
 from lipslib.files import check_writable
 from lipslib.pruning.engine import conv_shapes, has_batchnorm, load_model
 from lipslib.runtime import keep_threads, use_threads
 from lipslib.train.validator import device_arg, evaluate
-
-# The seed's table (paper profile). The authors' own args.yaml for all 25 iterations differ:
-# lr0 0.005, weight_decay 0.0004, cos_lr, warmup_bias_lr 0.05 (see shared/assets/lips_paper/iter_XX).
-PAPER_RECIPE = dict(
-    optimizer="SGD",
-    lr0=0.01,
-    lrf=0.01,
-    momentum=0.937,
-    weight_decay=5e-4,
-    warmup_epochs=3.0,
-    warmup_bias_lr=0.1,
-    batch=64,
-    imgsz=640,
-    epochs=20,
-)
-# A BN-free model (conv+BN fused before pruning, as the authors did) has no normalisation to absorb
-# Ultralytics' warm-up, which starts bias lr at 0.1: measured here it took a pruned iter-01 from 0.069
-# to 0.006 mAP in 4 epochs on 128 images. A small lr without (bias) warm-up recovers instead (→ 0.110).
-BN_FREE_RECIPE = dict(lr0=0.002, warmup_epochs=0.0, warmup_bias_lr=0.0)
 
 
 def model_classes(model) -> int:
@@ -155,12 +136,32 @@ def class_mismatch(name, model, data: dict) -> str:
     )
 
 
-def recipe_for(model, recipe: str = "auto") -> dict:
-    """The Ultralytics train arguments of a recipe; `auto` picks bn-free for models without BatchNorm."""
+def recipe_for(model, recipe: str = "auto", recipes: dict | None = None) -> dict:
+    """The Ultralytics train arguments a fine-tune of `model` starts from: the recipe's table, with the default
+    epochs, batch and image size.
+
+    Args:
+        model: the pruned model (`auto` looks for BatchNorm in it).
+        recipe: paper | bn-free | auto (bn-free for a model without BatchNorm, else paper).
+        recipes: the tables (the config's `recipes:`, a profile's when it overrides them); None: the defaults.
+
+    Returns:
+        Ultralytics train arguments.
+
+    Raises:
+        LipsError: an unknown recipe.
+    """
     if recipe not in RECIPES:
         raise LipsError(f"unknown recipe '{recipe}'; choose one of {', '.join(RECIPES)}")
-    bn_free = recipe == "bn-free" or (recipe == "auto" and not has_batchnorm(model))
-    return {**PAPER_RECIPE, **(BN_FREE_RECIPE if bn_free else {})}
+    if recipe == "auto":
+        recipe = "paper" if has_batchnorm(model) else "bn-free"
+    table = (recipes or default("recipes"))[recipe.replace("-", "_")]
+    return {
+        **table,
+        "epochs": default("finetune.epochs"),
+        "batch": default("finetune.batch"),
+        "imgsz": default("imgsz"),
+    }
 
 
 def check_pruned(model, weights) -> None:
@@ -178,10 +179,10 @@ def check_pruned(model, weights) -> None:
         )
 
 
-def train_args(model, path, info: dict, out: Path, recipe: str, train_args: dict) -> dict:
+def train_args(model, path, info: dict, out: Path, recipe: str, recipes: dict | None, train_args: dict) -> dict:
     """The Ultralytics arguments of a fine-tune: the recipe, then the caller's, then what lipslib fixes."""
     args = {
-        **recipe_for(model, recipe),
+        **recipe_for(model, recipe, recipes),
         "plots": False,  # label plots need a font download, which fails offline
         **train_args,
         "model": str(path),
@@ -222,6 +223,7 @@ def finetune(
     out: str | os.PathLike,
     *,
     recipe: str = "auto",
+    recipes: dict | None = None,
     threads: int | None = None,
     distill: str = "none",
     teacher: str | os.PathLike | None = None,
@@ -236,9 +238,10 @@ def finetune(
         data: a dataset yaml with `train` and `val` splits, with the model's classes.
         out: the run folder: it receives args.yaml, results.csv and weights/{last,best,last_pruned_full}.pt,
             the last being the final model.
-        recipe: `paper` (the seed's SGD table: lr0 0.01, 3 warm-up epochs, batch 64, 640, 20 epochs),
-            `bn-free` (lr0 0.002, no warm-up: for models without BatchNorm) or `auto` (bn-free for models
-            without BatchNorm, else paper).
+        recipe: `paper` (the paper's SGD table: lr0 0.01, 3 warm-up epochs), `bn-free` (lr0 0.002, no warm-up:
+            for models without BatchNorm) or `auto` (bn-free for models without BatchNorm, else paper); the
+            defaults add 20 epochs, batch 64 and 640 px (the config's `finetune:` and `imgsz`).
+        recipes: the recipe tables (a profile's `recipes:`); None: the config's.
         threads: CPU threads for training and validation (default: all cores).
         distill: `none`; `outputs`: lipslib's output distillation from `teacher`; `features`: Ultralytics'
             own (distill_model=teacher, dis=distill_weight).
@@ -274,7 +277,7 @@ def finetune(
             raise LipsError(f"teacher {teacher} predicts other classes than {path}; distil from its own base")
         if distill == "features":  # Ultralytics' own arguments
             train_args_ = {**train_args_, "distill_model": str(teacher), "dis": float(distill_weight)}
-    epochs = train_args_.get("epochs", PAPER_RECIPE["epochs"])
+    epochs = train_args_.get("epochs", default("finetune.epochs"))
     if not isinstance(epochs, int) or epochs <= 0:
         raise LipsError(f"epochs must be a positive integer, got {epochs!r}")
     info = check_data(data, splits=("train", "val"))
@@ -282,9 +285,9 @@ def finetune(
         raise LipsError(class_mismatch(path, model, info))
     out = Path(out).resolve()
     check_writable(out / "args.yaml")
-    args = train_args(model, path, info, out, recipe, train_args_)
+    args = train_args(model, path, info, out, recipe, recipes, train_args_)
     gpus = [d for d in (args["device"] or "").split(",") if d.strip()]
-    if len(gpus) > 1 and float(args.get("batch", PAPER_RECIPE["batch"])) < 1:
+    if len(gpus) > 1 and float(args["batch"]) < 1:
         raise LipsError(
             f"batch={args['batch']} (AutoBatch) does not work on several GPUs; give a batch that "
             f"is a multiple of {len(gpus)}"
