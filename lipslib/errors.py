@@ -17,11 +17,17 @@ def first_line(e: BaseException) -> str:
 
 def exit_code(prog: str, run) -> int:
     """Runs `run()` for a command-line program `prog`: 0 when it returns; a LipsError or an OSError (a file it
-    reads or writes, named) becomes one line on stderr and 2, Ctrl-C one line and 130 — never a traceback."""
+    reads or writes, named) becomes one line on stderr and 2, Ctrl-C one line and 130 — never a traceback. A
+    reader that stops early (`lips info … | head -1`) is no error: what it read is what it wanted."""
+    import os
     import sys
 
     try:
         run()
+        sys.stdout.flush()  # here, so that a closed pipe is seen below and not at the interpreter's exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush goes nowhere
+        return 0
     except LipsError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

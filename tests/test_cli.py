@@ -598,3 +598,33 @@ def test_the_command_lines_in_the_docs_parse(capsys):
                 parse(*argv)
             except SystemExit:
                 pytest.fail(f"{where}\n  {capsys.readouterr().err.strip().splitlines()[-1]}")
+
+
+def test_latency_with_no_runs_is_one_line_before_any_timing(assets):
+    proc = lips("latency", "--weights", "lips_iter01_best.pt", "--runs", "0")
+    assert_one_line_error(proc, "latency.runs (--runs) must be an integer ≥ 1")
+
+
+def test_a_bad_notebook_value_stops_before_the_notebook_runs(tmp_path):
+    proc = lips("notebook", "01_sensitivity", "--profile", "smoke", "--set", "imgsz=-5", "--reports-dir", tmp_path)
+    assert_one_line_error(proc, "imgsz must be a multiple of 32", "got -5")
+    assert not (tmp_path / "notebooks" / "01_sensitivity.ipynb").exists()  # papermill never started
+    proc = lips("stage-params", "--profile", "smoke", "--set", "sensitivity.ratio=1.5", "--out", tmp_path / "p")
+    assert_one_line_error(proc, "sensitivity.ratio must be a number in (0, 1), got 1.5")
+
+
+def test_a_reader_that_stops_early_is_no_error(assets):
+    """`lips info … | head -1`: the closed pipe ends the command quietly, exit 0. `true` reads nothing and exits
+    before lips has started, so every write meets the closed pipe."""
+
+    def piped(reader):
+        command = f"{sys.executable} -m lipslib info --weights lips_iter01_best.pt | {reader}; exit ${{PIPESTATUS[0]}}"
+        return subprocess.run(
+            command, shell=True, executable="/bin/bash", capture_output=True, text=True, env=os.environ.copy()
+        )
+
+    proc = piped("true")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    proc = piped("head -1")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("lips_iter01_best.pt: 4.241 GFLOPs") and len(proc.stdout.splitlines()) == 1

@@ -160,7 +160,7 @@ def test_loop_settings_refuse_a_bad_value_naming_its_key(key, value, message):
 
 
 def test_a_latency_target_checks_the_latency_settings():
-    with pytest.raises(LipsError, match="latency.runs must be an integer"):
+    with pytest.raises(LipsError, match=re.escape("latency.runs (--runs) must be an integer ≥ 1")):
         loop_settings(load_params(PARAMS, "smoke", {"schedule.target_ms": 20.0, "latency.runs": 0}))
     with pytest.raises(LipsError, match="not below the base model's 4.240 GFLOPs"):
         loop_settings(load_params(PARAMS, "smoke", {"schedule.target_gflops": 5.0}), base_cost=4.24)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lipslib.cfg import CRITERION_NAMES
+from lipslib.cfg import CRITERION_NAMES, SENSITIVITY_MODES
 from lipslib.errors import LipsError
 from lipslib.recovery import Recovery
 from lipslib.schedule import RuleParams, Targets
@@ -53,9 +53,7 @@ class LatencySettings:
     def __post_init__(self):
         from lipslib.pruning.latency import check_runtime
 
-        check_runtime(self.runtime, self.threads, self.imgsz)
-        if not _integer(self.runs):
-            raise LipsError(f"latency.runs must be an integer ≥ 1, got {self.runs!r}")
+        check_runtime(self.runtime, self.threads, self.imgsz, runs=self.runs)
 
 
 @dataclass(frozen=True)
@@ -243,3 +241,62 @@ def loop_settings(params: dict, base_cost: float | None = None) -> LoopSettings:
     if base_cost is not None:
         settings.check_base_cost(base_cost)
     return settings
+
+
+def _size(key: str, value) -> None:
+    if not _integer(value, 32) or value % 32:
+        raise LipsError(f"{key} must be a multiple of 32 (the models' largest stride), e.g. 320 or 640; got {value!r}")
+
+
+def check_params(params: dict) -> LoopSettings:
+    """Every value of `load_params`' dict checked before any work, each bad one refused in one line naming its
+    key: what `lips notebook`, `lips stage-params` (the DVC pipeline's first stage) and `lips sweep` run first,
+    so that a bad `--set` never reaches a notebook's fourth cell.
+
+    Args:
+        params: `load_params`' result.
+
+    Returns:
+        The loop's typed settings (`loop_settings`), which check the loop's own keys.
+
+    Raises:
+        LipsError: the first bad value (e.g. `imgsz must be a multiple of 32 …; got -5`).
+    """
+    _size("imgsz", params["imgsz"])
+    if params["threads"] is not None and not _integer(params["threads"]):
+        raise LipsError(f"threads must be an integer ≥ 1 or null (all cores), got {params['threads']!r}")
+    if params["device"] is not None and not isinstance(params["device"], (str, int)):
+        raise LipsError(f"device must be cpu, a GPU index or indices (0,1) or null, got {params['device']!r}")
+    s = params["sensitivity"]
+    if not (_number(s["ratio"]) and 0 < s["ratio"] < 1):
+        raise LipsError(f"sensitivity.ratio must be a number in (0, 1), got {s['ratio']!r}")
+    if not _integer(s["batch"]):
+        raise LipsError(f"sensitivity.batch must be an integer ≥ 1, got {s['batch']!r}")
+    if s["mode"] not in SENSITIVITY_MODES:
+        raise LipsError(f"sensitivity.mode must be one of {', '.join(SENSITIVITY_MODES)}, got {s['mode']!r}")
+    if s["workers"] is not None and not _integer(s["workers"]):
+        raise LipsError(f"sensitivity.workers must be an integer ≥ 1 or null, got {s['workers']!r}")
+    if not (_number(s["memo_gib"]) and s["memo_gib"] > 0):
+        raise LipsError(f"sensitivity.memo_gib must be a number > 0, got {s['memo_gib']!r}")
+    if s["layers"] is not None and not (isinstance(s["layers"], list) and all(isinstance(x, str) for x in s["layers"])):
+        raise LipsError(f"sensitivity.layers must be a list of conv names or null, got {s['layers']!r}")
+    for key in ("recover",):
+        if not isinstance(s[key], bool):
+            raise LipsError(f"sensitivity.{key} must be true or false, got {s[key]!r}")
+    lat = params["latency"]
+    _size("latency.imgsz", lat["imgsz"])
+    for key in ("threads", "runs"):
+        if not _integer(lat[key]):
+            raise LipsError(f"latency.{key} must be an integer ≥ 1, got {lat[key]!r}")
+    v = params["video"]
+    _size("video.imgsz", v["imgsz"])
+    if not _integer(v["frame_step"]):
+        raise LipsError(f"video.frame_step must be an integer ≥ 1, got {v['frame_step']!r}")
+    if v["max_frames"] is not None and not _integer(v["max_frames"]):
+        raise LipsError(f"video.max_frames must be an integer ≥ 1 or null, got {v['max_frames']!r}")
+    ft = params["finetune"]
+    if not (_integer(ft["batch"]) or ft["batch"] == -1 or (_number(ft["batch"]) and 0 < ft["batch"] < 1)):
+        raise LipsError(f"finetune.batch must be an integer ≥ 1 (or Ultralytics' AutoBatch -1), got {ft['batch']!r}")
+    if not (_number(ft["fraction"]) and 0 < ft["fraction"] <= 1):
+        raise LipsError(f"finetune.fraction must be a number in (0, 1], got {ft['fraction']!r}")
+    return loop_settings(params)

@@ -112,8 +112,11 @@ def run_notebook(
 
     if name not in NOTEBOOKS:
         raise LipsError(f"unknown notebook '{name}'; choose one of {', '.join(NOTEBOOKS)}")
+    from lipslib.cfg.settings import check_params
+
     root = repo_root()
     resolved = load_params(root / "params.yaml", profile, overrides)
+    check_params(resolved)  # a bad value stops here, in one line, not in the notebook's cells
     flat = {**flatten(resolved), "runs_dir": runs_dir, "reports_dir": reports_dir}
     wanted = declared_parameters(name)
     asked = {k.replace(".", "_") for k in (overrides or {})}
@@ -171,8 +174,12 @@ def write_stage_params(
     and `dvc params diff` / `dvc exp show` list the values each notebook ran with."""
     import yaml
 
+    from lipslib.cfg.settings import check_params
+
     root = repo_root()
-    flat = flatten(load_params(root / "params.yaml", profile, overrides))
+    resolved = load_params(root / "params.yaml", profile, overrides)
+    check_params(resolved)  # the pipeline's first stage refuses a bad value before any notebook runs
+    flat = flatten(resolved)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

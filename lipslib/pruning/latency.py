@@ -53,7 +53,8 @@ def machine_key(runtime: str, threads: int) -> str:
     )
 
 
-def check_runtime(runtime: str, threads: int, imgsz: int, batch: int = 1) -> None:
+def check_runtime(runtime: str, threads: int, imgsz: int, batch: int = 1, runs: int = 1) -> None:
+    """Refuse, before any work, a runtime that is unknown or not here, and sizes, threads or runs out of range."""
     if runtime not in RUNTIMES:
         raise LipsError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
     if runtime == "cuda" and not torch.cuda.is_available():
@@ -64,6 +65,8 @@ def check_runtime(runtime: str, threads: int, imgsz: int, batch: int = 1) -> Non
         raise LipsError(f"latency image size {imgsz!r} must be a multiple of 32 (the models' largest stride)")
     if not isinstance(batch, int) or batch < 1:
         raise LipsError(f"latency batch must be an integer ≥ 1, got {batch!r}")
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        raise LipsError(f"latency.runs (--runs) must be an integer ≥ 1: the timed runs after warm-up; got {runs!r}")
 
 
 def _inference(model: nn.Module) -> nn.Module:
@@ -159,7 +162,7 @@ def time_models(
 
     from lipslib.datasets import frame_tensor
 
-    check_runtime(runtime, threads, imgsz, batch)
+    check_runtime(runtime, threads, imgsz, batch, runs)
     x = frame_tensor(image or ASSETS / "bus.jpg", imgsz).repeat(batch, 1, 1, 1)
     with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
         runners = {k: whole_runner(w, runtime, x, threads, Path(tmp)) for k, w in models.items()}
@@ -278,7 +281,7 @@ def block_table(
     """Per top-level block of `model` (weights or module): {'block', 'type', 'ms', 'cached'} on `runtime`, each
     block timed alone on its real input (a zero input of batch × 3 × imgsz × imgsz through the network),
     interleaved with the other uncached blocks; times are read from and written to `cache`."""
-    check_runtime(runtime, threads, imgsz, batch)
+    check_runtime(runtime, threads, imgsz, batch, runs)
     cache = Path(cache) if cache else default_cache()
     store = json.loads(cache.read_text()) if cache.is_file() else {}
     net = _inference(load_model(model))
@@ -319,7 +322,7 @@ def table_error(
     """How well a block table predicts a whole forward: for each model, its blocks and the whole model (the
     same export for ONNX Runtime) timed in the same interleaved rounds, so that load and drift hit both
     alike. {label: {'table_ms', 'whole_ms', 'error'}}."""
-    check_runtime(runtime, threads, imgsz)
+    check_runtime(runtime, threads, imgsz, runs=runs)
     out = {}
     for label, weights in models.items():
         net = _inference(load_model(weights))
