@@ -1,4 +1,4 @@
-"""The seed's entry point: `python comparison.py --video … --model_orig … --model_pruned … --save out.mp4`.
+"""The authors' entry point: `python comparison.py --video … --model_orig … --model_pruned … --save out.mp4`.
 Same flags as `lips compare-video`, which it calls."""
 
 import sys

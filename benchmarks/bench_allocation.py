@@ -1,8 +1,8 @@
 """How much can the choice of per-layer ratios buy at one budget? The Stage I vector against shuffled copies of it.
 
-#13 asks LIPS for 1.5 × uniform's mAP50-95 at the hard budget. LIPS only chooses per-layer ratios, so this asks
-how far any such choice gets. From the baselines benchmark's base, data and Stage I vector (its --work folder),
-at one budget, for each shaping strength (`schedule.spread`):
+The first benchmark asked LIPS for 1.5 × uniform's mAP50-95 at the hard budget. LIPS only chooses per-layer
+ratios, so this asks how far any such choice gets. From the baselines benchmark's base, data and Stage I vector
+(its --work folder), at one budget, for each shaping strength (`schedule.spread`):
   stage1          the importance-shaped one-shot schedule (the `shaped` baseline at that spread);
   shuffled k      the same schedule built from the Stage I values shuffled over the layers (seeded permutation
                   k = 1…N): equally uneven ratios at equal GFLOPs, put on other layers;
@@ -234,7 +234,7 @@ def main():
         "summary": summary,
         "draws": rows,
     }
-    write_json(out, result)
+    write_json(out, result, portable_paths=True)
     table = df.drop(columns=["ratios"]).assign(vs_uniform_ci95=[f"{lo:.2f}–{hi:.2f}" for lo, hi in df.vs_uniform_ci95])
     out.with_suffix(".md").write_text(
         f"# Allocation at {a.budget:g} GFLOPs ({a.data}, {report} split, {images} images, imgsz {a.imgsz}, "

@@ -121,7 +121,7 @@ def pooled(by_seed: dict[int, dict], budget: float) -> dict:
 
 
 def write_report(result: dict, out: Path) -> None:
-    write_json(out, result)
+    write_json(out, result, portable_paths=True)
     control = result.get("control")
     rows = [
         {
@@ -364,10 +364,10 @@ def keep_rows(rows: dict, kept: list[tuple[str, dict]], budget: float) -> dict:
 
 
 def goals(budgets: list[dict], base_map: float) -> dict:
-    """The goals of the recovery work (#22) and of the hard budget (#13), from this run's rows."""
+    """The goals of the recovery work and of the hard budget, from this run's rows."""
     get = lambda ms, m, k="map50_95": (ms.get(m) or {}).get(k)  # noqa: E731
     out = {}
-    if len(budgets) > 1:  # #13's hard budget: the lower of two or more
+    if len(budgets) > 1:  # the hard budget: the lower of two or more
         hard = min(budgets, key=lambda b: b["budget"])["methods"]
         out[f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}"] = (get(hard, "lips") or 0) / max(
             get(hard, "uniform") or 1e9, 1e-9

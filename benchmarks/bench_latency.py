@@ -187,7 +187,7 @@ def main():
             "rounded_torch_first_order_floor": df.get("torch_floor_ratio_over_gflops_ratio", {}).get("lips_round8"),
         },
     }
-    write_json(a.out, result)
+    write_json(a.out, result, portable_paths=True)
     cols = [
         "gflops",
         "gflops_ratio",

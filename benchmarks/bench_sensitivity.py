@@ -145,7 +145,7 @@ def main():
         "forward_work": floor,
         "goals": {"speedup": ">= 5", "spearman": ">= 0.9"},
     }
-    write_json(a.out, result)
+    write_json(a.out, result, portable_paths=True)
     print({k: result[k] for k in ("default", "equal_resources", "spearman_importance", "max_abs_map_diff")})
 
 

@@ -5,7 +5,7 @@ images; notebook 03 only) twice, each from empty run folders, through `lips swee
 executor, no DVC): once with two CPU workers of one thread each, once with one worker of one thread (the targets
 one after another). Wall time of each whole command; per target, the loop's seconds and its best iteration,
 GFLOPs and mAP50-95, which must be identical (each target runs the same single-threaded computation either way).
-Goal (issue 24): parallel ≤ 0.6 × sequential on 2 cores. Writes reports/bench/sweep.json. Not a test: about 8
+Goal: parallel ≤ 0.6 × sequential on 2 cores. Writes reports/bench/sweep.json. Not a test: about 8
 minutes on 2 cores; run it on an otherwise idle machine (timings under load are not the machine's).
 
     python benchmarks/bench_sweep.py [--targets 3.9,4.0] [--profile smoke] [--set KEY=VALUE ...]

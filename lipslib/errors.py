@@ -2,7 +2,17 @@
 
 
 class LipsError(Exception):
-    """Bad input or a missing resource. The CLI prints the message alone and exits 2."""
+    """Bad input or a missing resource, raised before any long work where it can be. Its message is one line:
+    what is wrong, where, and how to fix it. The CLI prints the message alone and exits 2.
+
+    Examples:
+        >>> import lipslib as L
+        >>> try:
+        ...     L.load_params(None, overrides={"schedule.target_gflop": 3.0})
+        ... except L.LipsError as e:
+        ...     print(str(e).split(";")[0])
+        unknown key 'schedule.target_gflop' (did you mean 'target_gflops'?)
+    """
 
 
 def first_line(e: BaseException) -> str:

@@ -272,14 +272,47 @@ def run_sensitivity(
     calibration_split: str = "train",
     progress: bool = True,
 ) -> dict:
-    """Stage I. Returns {'importance', 'table' (DataFrame, the authors' columns), 'base', 'seconds'};
-    with `out`, writes layer_importance.json, sensitivity.csv, params.json and the figures there.
-    `device`: None lets Ultralytics choose (the first GPU when present). `workers`: processes for the
-    fast path (default: one per thread on a CPU; 1 on a GPU). `memo_gib`: bound on the base activations
-    the fast path holds at once (one batch per process, all processes together); the batch is lowered to
-    stay within it. `recovery`: each layer's cut gets its repair or reconstruction (as the loop's copies do:
-    importance is then what a cut costs after the rest compensates), calibrated on the first
-    `recovery.images` images of `calibration_split`."""
+    """Stage I: prune each target layer alone at `ratio`, measure the mAP drop on `split`, normalise the drops
+    into an importance vector (max exactly 1.0, the authors' format).
+
+    Args:
+        weights: the base model (a checkpoint, a model yaml or a name under `$LIPS_ASSETS/weights/`).
+        data: the dataset yaml whose `split` images measure the drops.
+        ratio: the share of each layer's output channels removed, in (0, 1).
+        layers: the conv names to measure; None: the 29 LIPS targets (`pruning.layers.default_targets`).
+        imgsz: validation image size.
+        batch: validation batch size (the fast mode lowers it to fit `memo_gib`).
+        device: `cpu`, `0`, …; None lets Ultralytics choose (the first GPU when present).
+        split: the split whose images measure the drops (the demo uses `train`, so that the images that choose
+            and report play no part).
+        criterion: which channels a cut removes: l1 | l2 | random, or lsq (calibrated like `recovery`).
+        mode: fast (reuse the base's activations where a cut leaves them unchanged; same numbers) | exact.
+        cost_imgsz: image size of the GFLOPs counted per cut (the paper's 640).
+        threads: CPU threads (None: all cores).
+        workers: processes for the fast mode (None: one per thread on a CPU; 1 on a GPU).
+        memo_gib: bound on the base activations the fast mode holds at once (all processes together).
+        out: also write `layer_importance.json`, `sensitivity.csv` (the authors' columns), `params.json`,
+            `base_metrics.json` and the figures there (checked writable before any work).
+        reference: a reference `layer_importance.json` (e.g. the authors'): its Spearman ρ and a scatter figure.
+        recovery: each cut's repair or reconstruction before it is measured, as the loop's copies get (a layer
+            matters if cutting it hurts after the rest compensates); None: plain cuts. Calibrated on the first
+            `recovery.images` images of `calibration_split`.
+        calibration_split: the split the recovery and the lsq criterion calibrate on.
+        progress: show a tqdm bar over the layers.
+
+    Returns:
+        `{'importance': {layer: importance}, 'table': DataFrame (one row per layer, the authors' columns of
+        prune_layerwise_results.csv), 'base': the base's metrics record, 'seconds': wall time}`.
+
+    Raises:
+        LipsError: a ratio outside (0, 1), an unknown layer, a bad worker count or memo bound, a dataset without
+            the split, a device that is not there, or an output folder that cannot be written — before any work.
+
+    Examples:
+        >>> res = run_sensitivity("lips_iter24_best.pt", "coco128.yaml", imgsz=320, out="runs/sens")  # doctest: +SKIP
+        >>> max(res["importance"].values())                                                          # doctest: +SKIP
+        1.0
+    """
     if not 0.0 < float(ratio) < 1.0:
         raise LipsError(f"sensitivity ratio {ratio} is outside (0, 1); the paper uses 0.85")
     if mode not in MODES:

@@ -11,7 +11,7 @@ from lipslib.errors import LipsError
 from lipslib.pipeline.benchmark import published_points, run_benchmark
 
 
-def test_published_points_are_the_seed_table():
+def test_published_points_are_the_authors_table():
     df = published_points().set_index("model")
     assert len(df) == 10 and (df.kind == "published").all()
     assert df.loc["LIPS pruned (paper)", "map50_95"] == 0.3323 and df.loc["YOLO11n", "gflops"] == 6.5

@@ -10,6 +10,11 @@ MODULES = {  # module → the functions whose examples must exist (and pass)
     "lipslib.schedule": ["update", "initial_schedule"],
     "lipslib.pruning.engine": ["n_remove"],
     "lipslib.pruning.spec": ["read_spec", "parse_spec"],
+    "lipslib.cfg": ["load_params"],
+    "lipslib.cfg.settings": ["loop_settings"],
+    "lipslib.recovery": ["Recovery"],
+    "lipslib.errors": ["LipsError"],
+    "lipslib.files": ["portable"],
 }
 
 

@@ -38,7 +38,7 @@ def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, t
     final = run / "weights" / "last_pruned_full.pt"
     assert rec["weights"] == str(final) and (run / "args.yaml").is_file() and (run / "results.csv").is_file()
     received = yaml.safe_load((run / "args.yaml").read_text())  # what Ultralytics trained with
-    expected = {**SEED_TABLE, **GENTLE, "epochs": 1, "imgsz": 320, "batch": 16}  # auto: the BN-free recipe
+    expected = {**PAPER_TABLE, **GENTLE, "epochs": 1, "imgsz": 320, "batch": 16}  # auto: the BN-free recipe
     assert {k: received[k] for k in expected} == expected
     reloaded = YOLO(str(final)).model  # plain Ultralytics, no lipslib code
     assert engine.conv_shapes(reloaded) == engine.conv_shapes(before)
@@ -48,8 +48,8 @@ def test_one_epoch_keeps_the_architecture_and_recovers(pruned_iter01, coco128, t
     assert result["map50_95"] > 0.05, result
 
 
-# The seed's published fine-tuning table (README, "Recipes"), typed here rather than read from lipslib.
-SEED_TABLE = dict(
+# The paper's published fine-tuning table (the authors' README), typed here rather than read from lipslib.
+PAPER_TABLE = dict(
     optimizer="SGD",
     lr0=0.01,
     lrf=0.01,
@@ -65,10 +65,10 @@ GENTLE = dict(lr0=0.002, warmup_epochs=0.0, warmup_bias_lr=0.0)  # README: the b
 
 
 def test_bn_free_models_get_the_gentle_recipe(pruned_iter01, yolo11n):
-    assert recipe_for(yolo11n, "auto") == SEED_TABLE  # yolo11n has BatchNorm
-    assert recipe_for(yolo11n, "paper") == SEED_TABLE
-    assert recipe_for(engine.load_model(pruned_iter01), "auto") == {**SEED_TABLE, **GENTLE}  # BN-free
-    assert recipe_for(yolo11n, "bn-free") == {**SEED_TABLE, **GENTLE}
+    assert recipe_for(yolo11n, "auto") == PAPER_TABLE  # yolo11n has BatchNorm
+    assert recipe_for(yolo11n, "paper") == PAPER_TABLE
+    assert recipe_for(engine.load_model(pruned_iter01), "auto") == {**PAPER_TABLE, **GENTLE}  # BN-free
+    assert recipe_for(yolo11n, "bn-free") == {**PAPER_TABLE, **GENTLE}
 
 
 def _ultralytics_runs() -> set:

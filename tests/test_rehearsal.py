@@ -1,5 +1,5 @@
 """The paper profile at CPU scale (`make rehearsal`, profile `rehearsal`), end to end from the repo: a
-yolo11n-shaped base with BatchNorm, the seed's recipe with warm-up, cost on the fused copy, coco_val2193 in
+yolo11n-shaped base with BatchNorm, the paper's recipe with warm-up, cost on the fused copy, coco_val2193 in
 Ultralytics' COCO layout, all five notebooks, within 10 minutes on 2 cores."""
 
 import json
@@ -47,7 +47,7 @@ def test_rehearsal_end_to_end(assets, paper, tmp_path, yolo11n):
     assert history.gflops.iloc[0] == pytest.approx(logged, abs=1e-5)
     ft = out / "optimize" / "iter_01" / "ft" / "finetune"
     args = yaml.safe_load((ft / "args.yaml").read_text())
-    assert (args["lr0"], args["warmup_epochs"], args["warmup_bias_lr"]) == (0.01, 3.0, 0.1)  # the seed's table
+    assert (args["lr0"], args["warmup_epochs"], args["warmup_bias_lr"]) == (0.01, 3.0, 0.1)  # the paper's table
     tuned = load_model(ft / "weights" / "last_pruned_full.pt")
     assert has_batchnorm(tuned)  # trained with BN; cost counted on the fused copy:
     assert cost(tuned).gflops == pytest.approx(history.gflops.iloc[0], abs=1e-6)  # history.csv: 6 decimals

@@ -1,4 +1,4 @@
-"""Stage V: the seed's comparison.py flags, the side-by-side mp4, the summary, damaged and bad input."""
+"""Stage V: the authors' comparison.py flags, the side-by-side mp4, the summary, damaged and bad input."""
 
 import json
 import os
@@ -88,7 +88,7 @@ def test_the_frames_run_on_ultralytics_threads_and_the_process_keeps_its_own(ass
     assert rec["cpu_threads"] == NUM_THREADS and torch.get_num_threads() == foreign_threads
 
 
-def test_seed_entry_point_and_truncated_video(assets, cpu_args, tmp_path):
+def test_authors_entry_point_and_truncated_video(assets, cpu_args, tmp_path):
     w = assets / "weights"
     proc = run(
         "--video",

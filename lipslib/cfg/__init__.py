@@ -130,8 +130,9 @@ def load_params(
 
     Examples:
         >>> params = load_params("params.yaml", "demo", {"schedule.target_gflops": 3.8})  # doctest: +SKIP
-        >>> params["schedule"]["target_gflops"]                                          # doctest: +SKIP
-        3.8
+        >>> params = load_params(None, overrides={"schedule.target_gflops": 3.8})  # the defaults alone
+        >>> params["schedule"]["target_gflops"], params["imgsz"], params["profile"]
+        (3.8, 640, 'paper')
     """
     if path is None:
         doc = {"profiles": {"paper": {}}}

@@ -91,7 +91,7 @@ class StartSettings:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """Everything the LIPS loop reads from params.yaml, checked (`loop_settings` makes it).
+    """Everything the LIPS loop reads from the configuration, checked (`loop_settings` makes it; its Raises).
 
     Attributes:
         base: the weights pruned; every ratio is relative to its widths.
@@ -181,6 +181,12 @@ def loop_settings(params: dict, base_cost: float | None = None) -> LoopSettings:
 
     Raises:
         LipsError: the first bad value, in one line naming its key (e.g. `schedule.target_gflops=abc`).
+
+    Examples:
+        >>> from lipslib.cfg import load_params
+        >>> cfg = loop_settings(load_params(None, overrides={"schedule.target_gflops": 4.0}))
+        >>> cfg.targets.cost, cfg.cost_unit
+        (4.0, 'GFLOPs')
     """
     s, o, ft = params["schedule"], params["optimize"], params["finetune"]
     if o["criterion"] not in CRITERION_NAMES:

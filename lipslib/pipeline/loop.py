@@ -122,8 +122,40 @@ def prepare_data(data, report: str, out: Path) -> tuple[str, str, str]:
 
 
 def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = True) -> dict:
-    """The LIPS loop on `params` (load_params' result) in the run folder `out`, resuming what is there.
-    Returns {'best': best.json's record, 'history': DataFrame of history.csv}."""
+    """The LIPS loop: prune the base → recover → fine-tune → evaluate → update the ratios, `optimize.iterations`
+    times, in the run folder `out`, resuming what a killed run left there.
+
+    Each iteration prunes the *base* afresh with the current ratios (relative to the base's widths), recovers the
+    copy as `recover:` says (bias repair or least-squares reconstruction; with `optimize.warm_start` it first
+    inherits the previous iteration's fine-tuned weights), fine-tunes it (`finetune:`, `recipes:`, distillation),
+    scores it on the selection split, and moves the ratios by the gate rule (`schedule.update`): the cost gate
+    while the cost (GFLOPs, or measured ms with `schedule.target_ms`) is above the target, the accuracy gate
+    otherwise. The best iteration is the one with the highest selection mAP within the cost target; it is
+    reported on the report split, which chose nothing (`optimize.report`).
+
+    Args:
+        params: the configuration (`load_params`' result; the same dict a notebook gets from `nb.params`).
+        out: the run folder. It receives, per iteration k, `iter_kk/final/{prune_spec.txt,pruned.pt}`,
+            `iter_kk/prune_directed_log.csv`, `iter_kk/ft/finetune/` (Ultralytics' run: args.yaml, results.csv,
+            weights/last_pruned_full.pt) and `iter_kk/metrics.json`; and `history.csv`, `state.json`, `best.json`,
+            `best.pt` and `layer_iteration.png`. A folder holding a run with other parameters is refused.
+        progress: show a tqdm bar over the iterations.
+
+    Returns:
+        `{'best': best.json's record (iteration, weights, gflops, params, map50_95 and map50 on the report split,
+        selection_map50_95, cost, cost_unit, within_target, the splits used), 'history': history.csv as a
+        DataFrame (one row per iteration: gflops, params, mAPs, gate, step, cost)}`.
+
+    Raises:
+        LipsError: a bad setting (`loop_settings`, before any work), a target not below the base's cost, an
+            out folder holding a run with other parameters, or a failed fine-tune (its message).
+
+    Examples:
+        >>> import lipslib as L
+        >>> params = L.load_params("params.yaml", "demo", {"schedule.target_gflops": 3.8})  # doctest: +SKIP
+        >>> res = L.optimize(params, "runs/demo")                                           # doctest: +SKIP
+        >>> res["best"]["gflops"], res["best"]["map50_95"]                                  # doctest: +SKIP
+    """
     out = Path(out)
     cfg = loop_settings(params)  # parsed once: everything below reads the typed settings
     targets, rule, round_to, recovery = cfg.targets, cfg.rule, cfg.round_to, cfg.recovery

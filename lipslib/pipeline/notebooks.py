@@ -9,6 +9,7 @@ under `reports_dir/notebooks/` (and, given `docs_dir`, a copy for readers: `rend
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from lipslib.cfg import flatten, load_params
@@ -17,6 +18,28 @@ from lipslib.errors import LipsError
 NOTEBOOKS = ("01_sensitivity", "02_schedule", "03_optimize", "04_benchmark", "05_video_benchmark")
 EXTRA_PARAMETERS = ("profile", "runs_dir", "reports_dir")
 STAGE_PARAMS_DIR = "params"  # one resolved YAML per notebook, the params file of its DVC stage (git-tracked)
+# The figures each notebook writes that the docs and README show: name in the figures folder → where the
+# notebook writes it (under its runs and reports folders). `lips notebook --figures DIR` copies them there, and
+# dvc.yaml declares the copies as the stage's outputs, so dvc.lock records the figure the docs show.
+DOCS_FIGURES = {
+    "01_sensitivity": {"layer_importance.png": "{reports}/figures/layer_importance.png"},
+    "02_schedule": {
+        "initial_schedule.png": "{reports}/figures/initial_schedule.png",
+        "replay.png": "{runs}/schedule/replay/replay.png",
+    },
+    "03_optimize": {
+        "layer_iteration.png": "{reports}/figures/layer_iteration.png",
+        "history.png": "{reports}/figures/history.png",
+    },
+    "04_benchmark": {
+        "benchmark.png": "{reports}/figures/benchmark.png",
+        "latency.png": "{reports}/figures/latency.png",
+    },
+    "05_video_benchmark": {
+        "video_frame.png": "{reports}/figures/video_frame.png",
+        "video_timing.png": "{reports}/figures/video_timing.png",
+    },
+}
 
 
 def repo_root() -> Path:
@@ -107,7 +130,28 @@ def run_notebook(
     reports_dir: str = "reports",
     progress: bool = True,
     docs_dir: str | None = None,
+    figures_dir: str | None = None,
 ) -> Path:
+    """Execute a stage notebook through papermill with the values of a profile of params.yaml.
+
+    Args:
+        name: the notebook (`NOTEBOOKS`).
+        profile: the profile (default: params.yaml's `profile:`).
+        overrides: dotted config keys over the profile (`{'schedule.target_gflops': 3.8}`); each must be a
+            parameter the notebook declares.
+        runs_dir: where the notebook writes its runs.
+        reports_dir: where it writes its figures, tables and the executed copy (`notebooks/NAME.ipynb`).
+        progress: papermill's progress bar.
+        docs_dir: also write a copy for readers there (`render`).
+        figures_dir: also copy the figures the docs show (`DOCS_FIGURES`) there.
+
+    Returns:
+        The executed notebook.
+
+    Raises:
+        LipsError: an unknown notebook, a bad value (refused before the notebook starts, `check_params`), an
+            override the notebook does not take, or a cell that failed (its error and the executed copy's path).
+    """
     import papermill as pm
 
     if name not in NOTEBOOKS:
@@ -138,6 +182,13 @@ def run_notebook(
         raise LipsError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (see {out})") from None
     if docs_dir:
         render(out, root / docs_dir)
+    if figures_dir:
+        for shown, written in DOCS_FIGURES[name].items():
+            source = root / written.format(runs=runs_dir, reports=reports_dir)
+            if not source.is_file():
+                raise LipsError(f"notebook {name} did not write {source}, a figure the docs show")
+            (root / figures_dir).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, root / figures_dir / shown)
     return out
 
 

@@ -321,7 +321,7 @@ def _finish(rows: list[dict], out: Path, executor: str) -> Path:
     from lipslib.pipeline.plots import pareto_figure
 
     rows = sorted(rows, key=lambda r: r["target_gflops"])
-    write_json(out / "sweep.json", {"executor": executor, "targets": rows})
+    write_json(out / "sweep.json", {"executor": executor, "targets": rows}, portable_paths=True)
     done = [r for r in rows if r["status"] == "done"]
     if done:
         columns = ["target_gflops", *RESULT_KEYS, "device", "threads", "name"]

@@ -1,4 +1,4 @@
-"""Stage V: the original and the pruned detector side by side on a video (the seed's comparison.py).
+"""Stage V: the original and the pruned detector side by side on a video (the authors' comparison.py).
 
 Latency is the wall time of one `YOLO.predict` call on one frame — letterbox, forward, NMS — with CUDA
 synchronised, excluding drawing and video I/O; the first `warmup` processed frames are left out of it.
@@ -21,7 +21,7 @@ INFERENCE_KEYS = ("imgsz", "conf", "iou", "device", "half", "max_det", "classes"
 
 
 def inference_args(args_yaml: str | os.PathLike | None) -> dict:
-    """Inference settings from an Ultralytics args.yaml, as the seed reads them (conf null → 0.25)."""
+    """Inference settings from an Ultralytics args.yaml, as the authors' script reads them (conf null → 0.25)."""
     import yaml
 
     args = {}
@@ -116,14 +116,14 @@ def compare_video(
     progress: bool = True,
     device=None,
 ) -> dict:
-    """Run the original and the pruned detector on a video, side by side (the seed's comparison.py).
+    """Run the original and the pruned detector on a video, side by side (the authors' comparison.py).
 
     Args:
         video: a video file (a path, or a name under `$LIPS_ASSETS/videos/`).
         model_orig: the original checkpoint (left in the side-by-side video).
         model_pruned: the pruned checkpoint (right).
         args_yaml: an Ultralytics args.yaml whose inference settings (imgsz, conf, iou, device, half, max_det,
-            classes) both models use; conf null → 0.25, as the seed reads it.
+            classes) both models use; conf null → 0.25, as the authors' script reads it.
         gflops_orig: the banner's GFLOPs for the original (default: counted).
         gflops_pruned: the same for the pruned model.
         frame_step: process every n-th frame.
@@ -279,5 +279,5 @@ def compare_video(
             "detections_per_frame": float(np.mean(m["dets"])),
         }
     if summary:
-        write_json(summary, rec)
+        write_json(summary, rec, portable_paths=True)
     return rec

@@ -349,6 +349,9 @@ def cost(model: nn.Module, imgsz: int = 640) -> Cost:
     Returns:
         A `Cost` with `gflops` and `params`.
 
+    Raises:
+        RuntimeError: a model torch-pruning cannot trace at this size (e.g. imgsz not a multiple of its stride).
+
     Examples:
         >>> cost(load_model("yolo11n.yaml"))  # doctest: +SKIP
         Cost(gflops=6.5189504, params=2624080)
@@ -412,6 +415,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict | None
 
     Returns:
         The path written.
+
+    Raises:
+        OSError: the file cannot be written (nothing is left behind: the write is atomic).
 
     Examples:
         >>> save_checkpoint(res.model, "pruned.pt")  # doctest: +SKIP

@@ -126,6 +126,12 @@ def write_spec(path: str | Path, ratios: dict[str, float]) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        OSError: the file cannot be written.
+
+    Examples:
+        >>> write_spec("runs/x/prune_spec.txt", {"model.0.conv": 0.25, "model.1.conv": 0.3})  # doctest: +SKIP
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,13 @@ class Recovery:
         max_gib: bound on the Grams held at once during reconstruction (more passes beyond it).
         distill: none | outputs | features: distillation from the unpruned base while fine-tuning.
         distill_weight: weight of the distillation term.
+
+    Raises:
+        LipsError: a value of the wrong type or out of range, naming its `recover.` key.
+
+    Examples:
+        >>> Recovery(reconstruct=False).refits  # bias repair alone still changes the copy
+        True
     """
 
     repair: bool = True
@@ -103,6 +110,10 @@ def recover(
     Returns:
         Per conv: what the refit chose and its residuals (`reconstruct`), or the mean |δ| folded in (repair); {}
         when neither is on.
+
+    Raises:
+        LipsError: a copy pruned without channel origins (track=False), or calibration images that do not fit
+            (see `lipslib.recovery.lsq.reconstruct`).
 
     Example:
         >>> res = prune(base, {"model.2.cv1.conv": 0.3}, track=True)                        # doctest: +SKIP

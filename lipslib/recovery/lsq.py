@@ -256,6 +256,10 @@ def reconstruct(
         'residual': the fit's squared error on the calibration images over the reference output's (0: perfect),
         'held_out': each candidate's relative error on the fold it was not fitted on}}.
 
+    Raises:
+        LipsError: a copy pruned without channel origins (track=False), a bad ridge, images that do not match
+            the model, or no images where Grams must be computed.
+
     Example:
         >>> res = prune(base, {"model.2.cv1.conv": 0.3}, track=True)            # doctest: +SKIP
         >>> reconstruct(res, base, calibration_images("coco128.yaml", n=64))    # doctest: +SKIP
