@@ -1,4 +1,6 @@
-# Two commands do all set-up on a fresh machine: `make test` and `make demo`.
+# Two commands do all set-up on a fresh machine: `make test` and `make demo` (the library with all its extras). `make lab-deps` adds the browser that
+# tests/test_lab.py drives JupyterLab in (Debian's chromium; .ci/run installs it too): without it that test skips,
+# except in CI, where it fails.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -7,13 +9,13 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export LIPS_ASSETS ?= $(if $(wildcard ../shared/assets),$(abspath ../shared/assets))
 DEMO   := runs/demo
 
-.PHONY: install test test-fast demo rehearsal lab docs clean
+.PHONY: install test test-fast demo rehearsal lab lab-deps docs clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,lab,docs]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,lab,docs,deploy]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -50,6 +52,14 @@ LAB_PORT ?= 8888
 lab: $(STAMP)
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --port $(LAB_PORT) --notebook-dir notebooks \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# Debian's Chromium, which tests/test_lab.py drives through Playwright (the dev extra) to run a notebook in JupyterLab.
+# Not `playwright install`: it downloads its own browser, and these machines reach package registries only.
+# As root, or through sudo; nothing to do once /usr/bin/chromium is there.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+lab-deps:
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # The documentation site (mkdocs.yml, docs/) into site/, offline, warnings as errors. The README's headline table is
 # regenerated from reports/bench/baselines.json first; the Evidence tables, the CLI and API pages are generated

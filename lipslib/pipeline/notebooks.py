@@ -45,7 +45,7 @@ DOCS_FIGURES = {
 def repo_root() -> Path:
     """The checkout holding params.yaml and notebooks/: found upward from the working directory, else
     beside the (editable-installed) package."""
-    for d in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[1]):
+    for d in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
         if (d / "params.yaml").is_file() and (d / "notebooks").is_dir():
             return d
     raise LipsError("cannot find the lipslib checkout (params.yaml + notebooks/); run from inside it")
