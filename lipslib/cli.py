@@ -452,7 +452,13 @@ def cmd_notebook(a):
     from lipslib.pipeline.notebooks import run_notebook
 
     out = run_notebook(
-        a.name, a.profile, _overrides(a.set), runs_dir=a.runs_dir, reports_dir=a.reports_dir, docs_dir=a.docs
+        a.name,
+        a.profile,
+        _overrides(a.set),
+        runs_dir=a.runs_dir,
+        reports_dir=a.reports_dir,
+        docs_dir=a.docs,
+        figures_dir=a.figures,
     )
     print(f"executed {a.name} → {out}")
 
@@ -498,6 +504,44 @@ def cmd_sweep(a):
         slurm=slurm,
     )
     print(f"swept {len(targets)} targets ({executor}) → {out}/pareto.csv, {out}/pareto.png, {out}/sweep.json")
+
+
+def cmd_assets(a):
+    from lipslib.assets import catalog
+    from lipslib.assets.resolve import ENV
+
+    if a.action == "fetch":
+        done = catalog.fetch(a.names, a.to)
+        for d in done:
+            new, kept = d["fetched"], d["present"]
+            if new + kept == 1:
+                got = "fetched" if new else "already there"
+            else:
+                got = ", ".join(filter(None, [new and f"fetched {new} files", kept and f"{kept} already there"]))
+            print(f"{d['name']}: {got}, sha256 ok → {d['where']}")
+        root = (Path(a.to).expanduser() if a.to else catalog.default_root()).resolve()
+        env = os.environ.get(ENV)
+        if not env or Path(env).expanduser().resolve() != root:
+            print(f"lipslib finds them with: export {ENV}={root}")
+        return
+    if a.action == "build":
+        rec = catalog.build(a.name, a.coco, a.out, link=a.link)
+        how = "linked" if rec["linked"] else "copied"
+        print(f"built {rec['name']}: {rec['images']} images, {rec['labels']} labels ({how}) → {rec['yaml']}")
+        if rec["labels_identical"]:
+            print(f"labels identical to the reference copy's (sha256 {rec['labels_sha256'][:16]}…)")
+        else:
+            print(
+                f"labels DIFFER from the reference copy's (sha256 {rec['labels_sha256'][:16]}…, reference "
+                f"{catalog.manifest(a.name)['labels_sha256'][:16]}…): other Ultralytics labels? The dataset works; "
+                "its mAPs may differ from the authors'"
+            )
+        return
+    report = catalog.check()
+    print(json.dumps(report, indent=2) if a.json else catalog.describe(report))
+    if not report["ok"]:  # missing or different assets: the listing says which; the exit status says so to scripts
+        sys.stdout.flush()
+        raise SystemExit(1)
 
 
 @contextlib.contextmanager
@@ -796,6 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs-dir", default="runs")
     s.add_argument("--reports-dir", default="reports")
     s.add_argument("--docs", default=None, metavar="DIR", help="also write a copy for readers there (docs/notebooks)")
+    s.add_argument(
+        "--figures", default=None, metavar="DIR", help="also copy the figures the docs show there (docs/figures)"
+    )
     s.set_defaults(func=cmd_notebook)
 
     s = sub.add_parser("stage-params", help="resolve params.yaml per notebook (what each DVC stage depends on)")
@@ -836,6 +883,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--time", default=None, help="slurm: time limit per job (minutes or D-HH:MM:SS); default 1 day")
     s.add_argument("--max-requeue", type=int, default=5, help="slurm: requeues after preemption or time-out")
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("assets", help="what the demo, benchmarks and tests need, where it comes from; fetch, build")
+    s.add_argument("--json", action="store_true", help="list as JSON")
+    s.set_defaults(func=cmd_assets)
+    actions = s.add_subparsers(dest="action", metavar="{list,fetch,build}", help="(default: list)")
+    t = actions.add_parser(
+        "list", help="each asset: where lipslib looks, found, sha256 ok, where it comes from (exit 1: not all there)"
+    )
+    t.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    t = actions.add_parser("fetch", help="download the authors' checkpoints and logs, sha256-checked")
+    t.add_argument(
+        "names", nargs="*", metavar="NAME", help="(default: all: lips_iter01_best.pt, lips_iter24_best.pt, lips_paper)"
+    )
+    t.add_argument("--to", default=None, metavar="DIR", help="the asset folder (default: $LIPS_ASSETS, else ./assets)")
+    t = actions.add_parser("build", help="make coco_val2193 or coco128 from a COCO 2017 folder (Ultralytics' layout)")
+    t.add_argument("name", metavar="NAME", help="coco_val2193 or coco128")
+    t.add_argument(
+        "--coco",
+        required=True,
+        metavar="DIR",
+        help="COCO 2017 in Ultralytics' layout: DIR/images/val2017/*.jpg, DIR/labels/val2017/*.txt (and train2017 "
+        "for coco128), as `yolo val data=coco.yaml` downloads it",
+    )
+    t.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="datasets folder (default: $LIPS_ASSETS/datasets, else ./assets/datasets)",
+    )
+    t.add_argument("--link", action="store_true", help="symlink the images and labels instead of copying them")
     return p
 
 

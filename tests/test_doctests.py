@@ -15,6 +15,7 @@ MODULES = {  # module → the functions whose examples must exist (and pass)
     "lipslib.recovery": ["Recovery"],
     "lipslib.errors": ["LipsError"],
     "lipslib.files": ["portable"],
+    "lipslib.assets.catalog": [],
 }
 
 

@@ -30,14 +30,38 @@ def _where(root: Path | None) -> str:
     return f"{ENV}={root}" if root else f"{ENV} is unset"
 
 
+def asset_path(kind: str, name: str, root: Path) -> Path:
+    """Where an asset lies in the asset folder `root`: the layout of ../shared/assets.
+
+    Args:
+        kind: weights, datasets, videos or lips_paper (the keys of KINDS: the asset folder's subfolders).
+        name: the file's name in that folder (a path below it for lips_paper); a dataset's name or yaml name.
+
+    Returns:
+        root/kind/name, or root/datasets/<stem>/<stem>.yaml for a dataset.
+
+    Examples:
+        >>> asset_path("datasets", "coco128", Path("/a")).as_posix()
+        '/a/datasets/coco128/coco128.yaml'
+        >>> asset_path("weights", "lips_iter01_best.pt", Path("/a")).as_posix()
+        '/a/weights/lips_iter01_best.pt'
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown asset kind '{kind}'; one of {', '.join(KINDS)}")
+    if kind == "datasets":  # datasets/<stem>/<stem>.yaml, the layout of shared/assets
+        p = Path(name)
+        return root / kind / p.stem / (p.stem + (p.suffix or ".yaml"))
+    return root / kind / name
+
+
 def _candidates(kind: str, name: str) -> list[Path]:
     root = asset_root()
     if root is None:
         return []
     p = Path(name)
     found = [root / kind / p.name]
-    if kind == "datasets":  # datasets/<stem>/<stem>.yaml, the layout of shared/assets
-        found.insert(0, root / kind / p.stem / (p.stem + (p.suffix or ".yaml")))
+    if kind == "datasets":
+        found.insert(0, asset_path(kind, p.name, root))
     return found
 
 
