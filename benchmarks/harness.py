@@ -28,6 +28,7 @@ from lipslib.errors import LipsError
 from lipslib.files import write_json
 from lipslib.pipeline.loop import optimize, prepare_data
 from lipslib.pruning.baselines import at_gflops, tracked
+from lipslib.pruning.costs import cost_model
 from lipslib.pruning.engine import load_model, prune, save_checkpoint
 from lipslib.recovery import Recovery, recover
 from lipslib.recovery.lsq import channel_criterion
@@ -80,11 +81,21 @@ def parse_floats(text: str, flag: str, example: str) -> list[float]:
 
 
 def machine() -> dict:
-    """What a benchmark ran on, for its JSON."""
+    """What a benchmark ran on, for its JSON: the CPU's name and the instruction sets runtimes choose kernels by
+    (AMX, AVX-512 bf16 and VNNI: whether "FP32" runs in bf16 and how fast INT8 is)."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
+        flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    except OSError:
+        pass
+    wanted = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f")
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
         "cores": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
+        "isa": [f for f in wanted if f in flags],
     }
 
 
@@ -211,6 +222,8 @@ def loop(params: dict, out: Path) -> dict:
         "epochs_model": per_iter * best["iteration"],
         "epochs_total": per_iter * n,
         "iteration": best["iteration"],
+        "cost": best["cost"],
+        "cost_unit": best["cost_unit"],
         "ratios": ratios,
         "weights": str(out / "best.pt"),
         "seconds": None if None in seconds else round(sum(seconds)),
@@ -235,7 +248,9 @@ def loop(params: dict, out: Path) -> dict:
 
 
 def one_shot(method: str, params: dict, importance: dict, budget: float, epochs: int, out: Path) -> dict:
-    """Prune once to `budget` (a baseline method), optionally repair, fine-tune `epochs`, score."""
+    """Prune once to `budget` (a baseline method), optionally repair, fine-tune `epochs`, score. The budget is in
+    the run's cost unit: GFLOPs, or milliseconds on the `latency:` settings when `schedule.target_ms` is set (the
+    cut then bisected on the per-block table's prediction, `costs.LatencyCost.predict`)."""
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -245,6 +260,7 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
     kind, _ = split_method(method)
     data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
     calibration = calibrated(params, base, data)
+    latency = loop_settings(params).latency
     pruned = at_gflops(
         kind,
         base,
@@ -254,6 +270,7 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
         r_max=float(s["r_max"]),
         criterion=calibration[1],
         round_to=s["round_to"],
+        cost=None if latency is None else cost_model(latency, base).predict,
     )
     scores = cut_scores(kind, base, pruned, params, data, report, out, calibration)
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
@@ -263,6 +280,7 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
         "gflops": after["gflops"],
         "params": after["params"],
         "scalar": pruned["scalar"],
+        "predicted_cost": pruned["cost"],
         **{k: v for k, v in scores.items() if k != "model"},
         "map50_95": after["map50_95"],
         "map50": after["map50"],

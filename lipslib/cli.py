@@ -9,7 +9,16 @@ import os
 import sys
 from pathlib import Path
 
-from lipslib.cfg import CRITERION_NAMES, DISTILL_MODES, EXECUTORS, RECIPES, RUNTIMES, SENSITIVITY_MODES
+from lipslib.cfg import (
+    CRITERION_NAMES,
+    DEPLOY_FORMATS,
+    DISTILL_MODES,
+    EXECUTORS,
+    PRECISIONS,
+    RECIPES,
+    RUNTIMES,
+    SENSITIVITY_MODES,
+)
 from lipslib.errors import LipsError, exit_code
 from lipslib.pipeline.notebooks import NOTEBOOKS
 
@@ -154,12 +163,17 @@ def cmd_latency(a):
     if a.ops and (a.runtime != "torch" or a.batch != 1):
         raise LipsError("--ops profiles PyTorch's CPU ops at batch 1: use it with --runtime torch --batch 1")
     models = _models(a.weights)
-    from lipslib.pruning.latency import block_table, op_breakdown, time_models
+    from lipslib.pruning.latency import block_table, check_runtime, op_breakdown, time_models
 
+    check_runtime(a.runtime, a.threads, a.imgsz, a.batch, a.runs, a.precision)  # before any model is read
     with _quiet(a.json):
-        times = time_models(models, a.runtime, a.image, a.imgsz, a.batch, a.threads, a.runs)
+        times = time_models(
+            models, a.runtime, a.image, a.imgsz, a.batch, a.threads, a.runs, precision=a.precision, data=a.data
+        )
         tables = {
-            k: block_table(w, a.runtime, a.imgsz, a.batch, a.threads, a.runs) for k, w in models.items() if a.table
+            k: block_table(w, a.runtime, a.imgsz, a.batch, a.threads, a.runs, precision=a.precision)
+            for k, w in models.items()
+            if a.table
         }
         ops = {k: op_breakdown(w, a.image, a.imgsz, a.threads) for k, w in models.items() if a.ops}
     first = next(iter(times.values()))["median_ms"]
@@ -175,19 +189,27 @@ def cmd_latency(a):
     if a.json:
         print(
             json.dumps(
-                {"runtime": a.runtime, "imgsz": a.imgsz, "batch": a.batch, "threads": a.threads, "models": rec},
+                {
+                    "runtime": a.runtime,
+                    "precision": a.precision,
+                    "imgsz": a.imgsz,
+                    "batch": a.batch,
+                    "threads": a.threads,
+                    "models": rec,
+                },
                 indent=2,
             )
         )
         return
     print(
-        f"{a.runtime}, {a.threads} thread(s), batch {a.batch}, {a.imgsz}×{a.imgsz}, median of {a.runs} interleaved runs"
+        f"{a.runtime} ({a.precision} precision asked), {a.threads} thread(s), batch {a.batch}, {a.imgsz}×{a.imgsz}, "
+        f"median of {a.runs} interleaved runs"
     )
     for k, r in rec.items():
         extra = f"; block table {r['table_ms']:.2f} ms ({r['table_ms'] / r['median_ms'] - 1:+.1%})" if a.table else ""
         print(
-            f"  {k}: {r['median_ms']:.2f} ms (quartiles {r['p25_ms']:.2f}–{r['p75_ms']:.2f}), "
-            f"{r['ratio']:.3f} × the first{extra}"
+            f"  {k}: {r['median_ms']:.2f} ms (quartiles {r['p25_ms']:.2f}–{r['p75_ms']:.2f}), ran in "
+            f"{r['precision']}, {r['ratio']:.3f} × the first{extra}"
         )
         if a.ops:
             o = r["ops_ms"]
@@ -195,6 +217,57 @@ def cmd_latency(a):
                 "    profiled ops: "
                 + ", ".join(f"{kind} {o[kind]:.2f} ms ({o[kind] / o['total']:.0%})" for kind in o if kind != "total")
             )
+
+
+def cmd_export(a):
+    from lipslib.deploy import export
+
+    if a.int8 and not a.data:
+        raise LipsError("--int8 calibrates on images: add --data D (its train split, e.g. --data coco_val2193.yaml)")
+    with _quiet(a.json):
+        path = export(
+            a.weights,
+            a.format,
+            int8=a.int8,
+            data=a.data,
+            split=a.split,
+            images=a.images,
+            imgsz=a.imgsz,
+            batch=a.batch,
+            out=a.out,
+        )
+    if a.json:
+        print(json.dumps({"exported": str(path)}))
+    else:
+        how = f"INT8, calibrated on {a.images} '{a.split}' images of {a.data}" if a.int8 else "fp32"
+        print(f"exported {a.weights} to {a.format} ({how}, {a.imgsz}×{a.imgsz}): {path}")
+
+
+def cmd_align(a):
+    from lipslib.files import check_writable
+    from lipslib.pruning.align import align
+    from lipslib.pruning.engine import save_checkpoint
+    from lipslib.pruning.latency import check_runtime
+
+    check_writable(a.out)
+    check_runtime(a.runtime, a.threads, a.imgsz, runs=a.runs, precision=a.precision)
+    model, report = align(
+        a.weights,
+        a.multiple,
+        runtime=a.runtime,
+        imgsz=a.imgsz,
+        threads=a.threads,
+        runs=a.runs,
+        precision=a.precision,
+        tol=a.tol,
+    )
+    save_checkpoint(model, a.out, meta={"aligned": report})
+    padded = ", ".join(f"{k} {w[0]}→{w[1]}" for k, w in report["padded"].items()) or "none"
+    print(
+        f"{a.runtime} block table: {report['before_ms']:.2f} → {report['after_ms']:.2f} ms; padded "
+        f"{len(report['padded'])} of {len(report['tried'])} layers not in multiples of {a.multiple} ({padded}); "
+        f"same outputs; saved {a.out}"
+    )
 
 
 # --set keys each command that is not a loop reads (a loop command reads them all): a key outside these is refused
@@ -651,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime",
         **_from_config(
             "latency.runtime",
-            "torch (fused fp32, CPU), onnxruntime (Ultralytics' ONNX export, CPU) or cuda (PyTorch, GPU 0)",
+            "torch (fused fp32, CPU), onnxruntime or openvino (Ultralytics' exports, CPU), cuda (PyTorch, GPU 0)",
             choices=RUNTIMES,
         ),
     )
@@ -659,6 +732,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=1)
     s.add_argument("--threads", **_from_config("latency.threads", "", int))
     s.add_argument("--runs", **_from_config("latency.runs", "interleaved runs after warm-up", int))
+    s.add_argument(
+        "--precision",
+        **_from_config(
+            "latency.precision",
+            "default: the runtime's own (OpenVINO: bf16 where the CPU has it); f32; int8 (openvino, onnxruntime)",
+            choices=PRECISIONS,
+        ),
+    )
+    s.add_argument(
+        "--data",
+        default=None,
+        help="int8: calibrate on this dataset's train split (default: Ultralytics' two sample images, to time only)",
+    )
     s.add_argument("--image", default=None, help="a real frame to time on (default: Ultralytics' bus.jpg)")
     s.add_argument("--table", action="store_true", help="also the per-block table (cached) and its sum's error")
     s.add_argument(
@@ -668,6 +754,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_latency)
+
+    s = sub.add_parser("export", help="export for deployment with Ultralytics: OpenVINO or ONNX, fp32 or INT8")
+    s.add_argument("--weights", required=True, help="the (pruned) checkpoint")
+    s.add_argument("--format", choices=DEPLOY_FORMATS, default="openvino", help="(default openvino)")
+    s.add_argument(
+        "--int8", action="store_true", help="INT8: NNCF for OpenVINO, ONNX Runtime static QDQ for ONNX (needs --data)"
+    )
+    s.add_argument("--data", default=None, help="dataset whose --split images calibrate INT8")
+    s.add_argument("--split", default="train", help="the calibration split: the fine-tune images (default train)")
+    s.add_argument("--images", type=int, default=300, help="calibration images, the first of the split (default 300)")
+    s.add_argument("--imgsz", type=int, default=640, help="the exported (static) input size (default 640)")
+    s.add_argument("--batch", type=int, default=1, help="the exported (static) batch (default 1)")
+    s.add_argument("--out", required=True, help="a new folder for the exported model and its lips_export.json")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("align", help="pad layers to multiples of N channels where a runtime runs them faster")
+    s.add_argument("--weights", required=True, help="a pruned checkpoint")
+    s.add_argument("--multiple", type=int, default=16, help="pad widths up to multiples of this (default 16)")
+    s.add_argument("--runtime", choices=RUNTIMES, default="openvino", help="timed on (default openvino)")
+    s.add_argument("--precision", choices=("default", "f32"), default="default")
+    s.add_argument("--imgsz", **_from_config("latency.imgsz", "", int))
+    s.add_argument("--threads", **_from_config("latency.threads", "", int))
+    s.add_argument("--runs", **_from_config("latency.runs", "", int))
+    s.add_argument("--tol", type=float, default=0.01, help="the smallest relative saving that keeps a padding")
+    s.add_argument("--out", required=True, help="the aligned checkpoint")
+    s.set_defaults(func=cmd_align)
 
     s = sub.add_parser("finetune", help="fine-tune a pruned checkpoint, keeping its architecture")
     s.add_argument("--weights", required=True)

@@ -26,7 +26,13 @@ CRITERION_NAMES = ("l1", "l2", "random", "lsq")  # optimize.criterion: engine.CR
 SENSITIVITY_MODES = ("fast", "exact")  # sensitivity.mode
 RECIPES = ("auto", "paper", "bn-free")  # finetune.recipe: auto, or a table of `recipes:`
 DISTILL_MODES = ("none", "outputs", "features")  # recover.distill; features: Ultralytics' own distill_model / dis
-RUNTIMES = ("torch", "onnxruntime", "cuda")  # latency.runtime; cuda: PyTorch on the first GPU, synchronised
+RUNTIMES = ("torch", "onnxruntime", "openvino", "cuda")  # latency.runtime; cuda: PyTorch on the first GPU, synchronised
+PRECISIONS = (
+    "default",
+    "f32",
+    "int8",
+)  # latency.precision: the runtime's own choice (OpenVINO: bf16 on AMX), fp32, INT8
+DEPLOY_FORMATS = ("openvino", "onnx")  # lips export --format
 EXECUTORS = ("dvc", "local", "slurm")  # lips sweep --executor
 OPEN_SECTIONS = ("finetune",)  # sections that also take any Ultralytics train argument
 

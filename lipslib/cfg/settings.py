@@ -40,20 +40,24 @@ class LatencySettings:
         imgsz: the deployment image size, a multiple of 32.
         threads: intra-op threads of the timed runs.
         runs: interleaved runs after warm-up; the median counts.
+        precision: default (the runtime's own: bf16 for OpenVINO on a CPU with bf16) | f32 | int8 (whole models
+            only: a loop's per-block predictions are made in default or f32).
 
     Raises:
-        LipsError: an unknown runtime, cuda without a GPU, or a size, thread or run count out of range.
+        LipsError: an unknown runtime or precision, a runtime not installed, cuda without a GPU, or a size,
+            thread or run count out of range.
     """
 
     runtime: str = "torch"
     imgsz: int = 640
     threads: int = 1
     runs: int = 15
+    precision: str = "default"
 
     def __post_init__(self):
         from lipslib.pruning.latency import check_runtime
 
-        check_runtime(self.runtime, self.threads, self.imgsz, runs=self.runs)
+        check_runtime(self.runtime, self.threads, self.imgsz, runs=self.runs, precision=self.precision)
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,12 @@ def loop_settings(params: dict, base_cost: float | None = None) -> LoopSettings:
     latency = None
     if s["target_ms"] is not None:
         lat = params["latency"]
-        latency = LatencySettings(lat["runtime"], lat["imgsz"], lat["threads"], lat["runs"])
+        latency = LatencySettings(lat["runtime"], lat["imgsz"], lat["threads"], lat["runs"], lat["precision"])
+        if latency.precision == "int8":
+            raise LipsError(
+                "schedule.target_ms on latency.precision int8: the loop predicts per block, in default or "
+                "f32; export the result to INT8 afterwards (lips export --int8)"
+            )
     cost_key = "target_gflops" if latency is None else "target_ms"
     numbers = [cost_key, "target_map", "cost_tol", "best_cost_tol", *RULE_KEYS]
     for key in numbers:  # a --set value YAML read as text (e.g. target_gflops=abc)

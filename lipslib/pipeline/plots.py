@@ -259,3 +259,38 @@ def allocation_strip(result: dict, path):
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def deploy_pareto(result: dict, path):
+    """mAP50-95 vs measured milliseconds from the deployment benchmark's JSON: each model in the runtime and
+    precision its goals speak of (circles, PyTorch fp32 mAP) and as an INT8 OpenVINO export (squares, that
+    export's mAP and time), joined; 95 % bootstrap intervals as bars."""
+    headline = result["settings"]["headline"]
+    runtime, _, threads = headline.split("/")
+    int8_key = f"{runtime}/int8/{threads}"
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    palette = sns.color_palette("tab10", len(result["rows"]))
+    for colour, (method, r) in zip(palette, result["rows"].items()):
+        x, y, (lo, hi) = r["latency"][headline]["median_ms"], r["map50_95"], r["map50_95_ci95"]
+        ax.errorbar(
+            [x],
+            [y],
+            yerr=[[max(y - lo, 0)], [max(hi - y, 0)]],
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=f"{method} ({r['gflops']:.2f} GFLOPs)",
+        )
+        q = r["exported"]["openvino_int8"]
+        x8 = r["latency"][int8_key]["median_ms"]
+        ax.plot([x, x8], [y, q["map50_95"]], color=colour, ls=":", alpha=0.6)
+        ax.scatter([x8], [q["map50_95"]], marker="s", color=colour)
+    ran = result["rows"]["base"]["latency"][headline].get("precision", "")
+    ax.set(
+        xlabel=f"ms per {result['settings']['latency_imgsz']}-px frame, {runtime} ({ran}), {threads} thread(s); "
+        "squares: INT8",
+        ylabel="mAP50-95 (test images)",
+        title="Deployed: accuracy against measured time",
+    )
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return _save(fig, path)

@@ -145,8 +145,10 @@ def at_gflops(
     criterion: str = "l1",
     round_to: int | None = None,
     steps: int = 14,
+    cost=None,
 ) -> dict:
-    """Prune `base` once to a GFLOPs budget with a baseline method, its one scalar found by bisection.
+    """Prune `base` once to a GFLOPs budget (or a budget in another cost) with a baseline method, its one scalar
+    found by bisection.
 
     Args:
         method: `uniform` (every LIPS target at one ratio), `shaped` (the importance-shaped schedule,
@@ -160,10 +162,12 @@ def at_gflops(
         criterion: channel score: `l1`, `l2` or `random`.
         round_to: round kept widths to multiples of this.
         steps: bisection steps on the scalar.
+        cost: a model's cost in another unit, e.g. `costs.LatencyCost(...).predict` (milliseconds on a runtime);
+            `target_gflops` is then a budget in that unit. None: GFLOPs.
 
     Returns:
-        `{'model' (the pruned copy), 'gflops', 'scalar' (the ratio found), 'ratios' (`{layer: ratio}` per
-        LIPS target; None for global)}`.
+        `{'model' (the pruned copy), 'gflops', 'cost' (in the budget's unit), 'scalar' (the ratio found),
+        'ratios' (`{layer: ratio}` per LIPS target; None for global)}`.
 
     Raises:
         LipsError: an unknown method, a budget outside (0, base GFLOPs), or `shaped` without importance.
@@ -173,9 +177,10 @@ def at_gflops(
         >>> res = prune(base, cut["ratios"], track=True)                      # doctest: +SKIP
     """
     count = cost_counter(base)  # exact (counted at 64 px and scaled): the bisection's counts cost little
-    base_gflops = count(base).gflops
-    if not 0 < target_gflops < base_gflops:
-        raise LipsError(f"baseline target {target_gflops} GFLOPs must be in (0, {base_gflops:.3f}) for this base")
+    measure, unit = (cost, "ms") if cost is not None else ((lambda m: count(m).gflops), "GFLOPs")
+    base_cost = measure(base)
+    if not 0 < target_gflops < base_cost:
+        raise LipsError(f"baseline target {target_gflops} {unit} must be in (0, {base_cost:.3f}) for this base")
     names = default_targets(base)
     if method in ("uniform", "shaped"):
         if method == "shaped" and not importance:
@@ -186,23 +191,23 @@ def at_gflops(
         def shape(s):
             return initial_schedule(imp, kind, s, spread, 0.0, r_max)
 
-        s, model, g = bisect(
+        s, model, c = bisect(
             lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
             target_gflops,
-            lambda m: count(m).gflops,
+            measure,
             hi=r_max,
             steps=steps,
         )
-        return {"model": model, "gflops": g, "scalar": s, "ratios": shape(s)}
+        return {"model": model, "gflops": count(model).gflops, "cost": c, "scalar": s, "ratios": shape(s)}
     if method == "global":
-        s, model, g = bisect(
+        s, model, c = bisect(
             lambda r: global_magnitude_at(base, r, criterion, r_max, round_to),
             target_gflops,
-            lambda m: count(m).gflops,
+            measure,
             hi=r_max,
             steps=steps,
         )
-        return {"model": model, "gflops": g, "scalar": s, "ratios": None}
+        return {"model": model, "gflops": count(model).gflops, "cost": c, "scalar": s, "ratios": None}
     raise LipsError(f"unknown baseline '{method}'; choose uniform, shaped or global")
 
 

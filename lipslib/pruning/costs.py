@@ -4,8 +4,12 @@
   and predicts alike.
 * `LatencyCost`: measured, never modelled from FLOPs. `measure` times the model interleaved with the base
   (so machine drift cancels) and scales the ratio by the base's time taken when the run started;
-  `predict` (for the bisection of a starting schedule and for per-layer costs) is the per-block table's
-  sum (`lipslib.pruning.latency`) times the base's whole/table factor, which removes the table's own bias.
+  `predict` (for the bisection of a starting schedule and for per-layer costs) is, on PyTorch and ONNX Runtime,
+  the per-block table's sum (`lipslib.pruning.latency`) times the base's whole/table factor, which removes the
+  table's own bias. On OpenVINO a block alone pays for its own network (layout conversions at its edges, a call):
+  its table overestimates the whole by 45–90 % and, scaled by the base's factor, misses a 20–30 % cut's saving
+  by about a tenth (docs: Latency). There `predict` times the whole candidate instead, interleaved with the base,
+  once per structure (cached): a few seconds a candidate.
 Both give per-layer costs (cost saved per unit ratio, pruning one target layer alone at 0.5) for the
 cost-aware steps of `schedule.update`. A latency cost's reference is kept in the run's state, so a
 resumed run compares against the same numbers.
@@ -51,15 +55,21 @@ class LatencyCost:
         threads: int = 1,
         runs: int = 15,
         reference: dict | None = None,
+        precision: str = "default",
     ):
         """`reference` ({'base_ms', 'factor'}) comes from a saved state; without it the base is timed now."""
         from lipslib.pruning.latency import check_runtime, table_ms, time_models
 
-        check_runtime(runtime, threads, imgsz)
-        self.base, self.settings = base, dict(runtime=runtime, imgsz=imgsz, threads=threads, runs=runs)
+        check_runtime(runtime, threads, imgsz, precision=precision)
+        self.base = base
+        self.settings = dict(runtime=runtime, imgsz=imgsz, threads=threads, runs=runs, precision=precision)
+        self.whole = runtime == "openvino"  # predictions by timing the whole candidate (see the module doc)
+        self._predicted: dict[str, float] = {}
+        self._runners = None
         if reference is None:
-            base_ms = time_models({"base": base}, runtime, imgsz=imgsz, threads=threads, runs=runs)["base"]["median_ms"]
-            reference = {"base_ms": base_ms, "factor": base_ms / table_ms(base, **self.settings)}
+            base_ms = time_models({"base": base}, **self.settings)["base"]["median_ms"]
+            factor = 1.0 if self.whole else base_ms / table_ms(base, **self.settings)
+            reference = {"base_ms": base_ms, "factor": factor}
         self.reference = reference
 
     def state(self) -> dict:
@@ -68,27 +78,52 @@ class LatencyCost:
     def measure(self, model: nn.Module) -> float:
         from lipslib.pruning.latency import time_models
 
-        s = self.settings
-        t = time_models(
-            {"base": self.base, "model": model}, s["runtime"], imgsz=s["imgsz"], threads=s["threads"], runs=s["runs"]
-        )
+        t = time_models({"base": self.base, "model": model}, **self.settings)
         return self.reference["base_ms"] * t["model"]["median_ms"] / t["base"]["median_ms"]
 
     def predict(self, model: nn.Module) -> float:
         from lipslib.pruning.latency import table_ms
 
+        if self.whole:
+            return self._whole(model)
         return self.reference["factor"] * table_ms(model, **self.settings)
+
+    def _whole(self, model: nn.Module) -> float:
+        """The candidate timed whole, interleaved with the base (compiled once), scaled by the base's reference
+        time; cached by structure."""
+        import tempfile
+        from pathlib import Path
+
+        from lipslib.datasets import frame_tensor
+        from lipslib.pruning.latency import candidate_runner, interleaved, structure_key
+        from lipslib.runtime import cpu_threads
+
+        s = self.settings
+        key = structure_key(model, s["runtime"], s["imgsz"], s["threads"], s["precision"])
+        if key not in self._predicted:
+            if self._runners is None:
+                from ultralytics.utils import ASSETS
+
+                tmp = Path(tempfile.mkdtemp(prefix="lipslib-predict-"))
+                x = frame_tensor(ASSETS / "bus.jpg", s["imgsz"])
+                self._runners = (
+                    tmp,
+                    x,
+                    candidate_runner(self.base, s["runtime"], x, s["threads"], tmp, s["precision"]),
+                )
+            tmp, x, base_run = self._runners
+            with cpu_threads(s["threads"]):
+                run = candidate_runner(model, s["runtime"], x, s["threads"], tmp, s["precision"])
+                times = interleaved({"base": base_run, "model": run}, s["runs"])
+            ratio = sorted(times["model"])[len(times["model"]) // 2] / sorted(times["base"])[len(times["base"]) // 2]
+            self._predicted[key] = self.reference["base_ms"] * ratio
+        return self._predicted[key]
 
     def layer_costs(
         self, base: nn.Module, criterion: str = "l1", round_to: int | None = None, probe: float = 0.5
     ) -> dict[str, float]:
-        """Milliseconds each target layer saves per unit ratio: the block table's prediction, scaled by the
-        base's whole/table factor."""
-        from lipslib.pruning.latency import table_ms
-
-        return probe_savings(
-            base, lambda m: table_ms(m, **self.settings), criterion, probe, round_to, scale=self.reference["factor"]
-        )
+        """Milliseconds each target layer saves per unit ratio, by `predict`."""
+        return probe_savings(base, self.predict, criterion, probe, round_to)
 
 
 def probe_savings(
@@ -111,7 +146,9 @@ def cost_model(latency=None, base: nn.Module | None = None, saved: dict | None =
     if latency is None:
         return GflopsCost()
     reference = {k: saved[k] for k in ("base_ms", "factor")} if saved else None
-    return LatencyCost(base, latency.runtime, latency.imgsz, latency.threads, latency.runs, reference)
+    return LatencyCost(
+        base, latency.runtime, latency.imgsz, latency.threads, latency.runs, reference, latency.precision
+    )
 
 
 def bisect(make, target: float, measure, lo: float = 0.0, hi: float = 0.9, steps: int = 14):

@@ -1,13 +1,16 @@
 """Latency as a cost, measured on the runtime a model will run on, never modelled from FLOPs.
 
-Whole models: batch-`batch` forward on a real letterboxed frame, PyTorch (fused, fp32) or ONNX Runtime
-(Ultralytics' ONNX export, what deployments run), models interleaved round by round so that machine drift
-hits all alike; median and quartiles. Subnormal floats are flushed (they are slow on x86 and appear in
-different amounts in trained and random-init weights), so models are timed on their arithmetic.
+Whole models: batch-`batch` forward on a real letterboxed frame, in PyTorch (fused, fp32), ONNX Runtime or
+OpenVINO (Ultralytics' export, what deployments run; `lipslib.deploy`), in the precision asked for (`default`: the
+runtime's own choice, which for OpenVINO on a CPU with bf16 is bf16; `f32`; `int8`) and recorded in the one it ran
+in, models interleaved round by round so that machine drift hits all alike; median and quartiles. Subnormal
+floats are flushed (they are slow on x86 and appear in different amounts in trained and random-init weights), so
+models are timed on their arithmetic.
 
 Per block: a YOLO forward is a chain of top-level blocks (`model.model[i]`), and a block's time depends
 on its own widths and input shape only. `block_table` times every block alone on the input it receives in
-a real forward (for ONNX Runtime each block is exported on its own), and caches each time on disk under a
+a real forward (for ONNX Runtime and OpenVINO each block is exported on its own; OpenVINO in `default` or `f32`
+precision: INT8 is a whole-model property, calibrated once), and caches each time on disk under a
 key of the machine, runtime, threads, the block's structure (its printed module tree: every width) and
 its input shapes, so the pruned copies a loop tries re-time only the blocks they change. The table's sum
 predicts the whole model; `table_error` reports how well.
@@ -32,31 +35,40 @@ import torch.nn as nn
 from lipslib.cfg import RUNTIMES
 from lipslib.errors import LipsError
 from lipslib.pruning.engine import fused, load_model, save_checkpoint
-from lipslib.runtime import cpu_threads, keep_threads
+from lipslib.runtime import cpu_threads
 
 CACHE_ENV = "LIPS_LATENCY_CACHE"
 
 
-def machine_key(runtime: str, threads: int) -> str:
-    """What a time is valid for: processor, cores, library versions, runtime and threads."""
+def machine_key(runtime: str, threads: int, precision: str = "default") -> str:
+    """What a time is valid for: processor, cores, library versions, runtime, precision and threads."""
     import onnxruntime
 
-    return "|".join(
-        [
-            platform.processor() or platform.machine(),
-            str(os.cpu_count()),
-            torch.__version__,
-            onnxruntime.__version__,
-            runtime,
-            str(threads),
-        ]
-    )
+    parts = [
+        platform.processor() or platform.machine(),
+        str(os.cpu_count()),
+        torch.__version__,
+        onnxruntime.__version__,
+    ]
+    if runtime == "openvino":
+        import openvino
+
+        parts += [openvino.__version__]
+    parts += [runtime, str(threads)] + ([precision] if precision != "default" or runtime == "openvino" else [])
+    return "|".join(parts)
 
 
-def check_runtime(runtime: str, threads: int, imgsz: int, batch: int = 1, runs: int = 1) -> None:
-    """Refuse, before any work, a runtime that is unknown or not here, and sizes, threads or runs out of range."""
+def check_runtime(
+    runtime: str, threads: int, imgsz: int, batch: int = 1, runs: int = 1, precision: str = "default"
+) -> None:
+    """Refuse, before any work, a runtime that is unknown or not installed, a precision it does not have, and
+    sizes, threads or runs out of range."""
+    from lipslib.deploy import check_installed, check_precision
+
     if runtime not in RUNTIMES:
         raise LipsError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
+    check_precision(runtime, precision)
+    check_installed(runtime)
     if runtime == "cuda" and not torch.cuda.is_available():
         raise LipsError("runtime cuda needs a CUDA GPU, and this machine has none; use torch or onnxruntime")
     if not isinstance(threads, int) or threads < 1:
@@ -76,14 +88,29 @@ def _inference(model: nn.Module) -> nn.Module:
     return net
 
 
-def _onnx(module: nn.Module, inputs: tuple, threads: int, path: Path):
-    """An ONNX Runtime session of `module` on `inputs` (legacy TorchScript exporter, as Ultralytics uses)."""
-    import onnxruntime as ort
-
+def _onnx_file(module: nn.Module, inputs: tuple, path: Path) -> Path:
+    """`module` on `inputs` exported to ONNX (legacy TorchScript exporter, as Ultralytics uses)."""
     with torch.no_grad():
         torch.onnx.export(
             module, inputs, str(path), opset_version=17, dynamo=False, input_names=[f"x{i}" for i in range(len(inputs))]
         )
+    return path
+
+
+def _openvino(module: nn.Module, inputs: tuple, threads: int, path: Path, precision: str):
+    """A runner of `module` on `inputs` in OpenVINO (compiled from its ONNX export), in `precision`."""
+    from lipslib.deploy import compile_openvino
+
+    compiled, _ = compile_openvino(_onnx_file(module, inputs, path), precision, threads)
+    request, feed = compiled.create_infer_request(), {i: t.numpy() for i, t in enumerate(inputs)}
+    return lambda: request.infer(feed)
+
+
+def _onnx(module: nn.Module, inputs: tuple, threads: int, path: Path):
+    """An ONNX Runtime session of `module` on `inputs`."""
+    import onnxruntime as ort
+
+    _onnx_file(module, inputs, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -91,29 +118,72 @@ def _onnx(module: nn.Module, inputs: tuple, threads: int, path: Path):
     return lambda: session.run(None, feed)
 
 
-def whole_runner(weights, runtime: str, x: torch.Tensor, threads: int, tmp: Path, gpu=None) -> Callable[[], object]:
+def whole_runner(
+    weights,
+    runtime: str,
+    x: torch.Tensor,
+    threads: int,
+    tmp: Path,
+    gpu=None,
+    precision: str = "default",
+    calibration: list | None = None,
+) -> Callable[[], object]:
     """A zero-argument forward of a whole model on `x`: PyTorch (on `gpu`, a CUDA torch.device, when given,
-    synchronised), or Ultralytics' ONNX export in ONNX Runtime on the CPU."""
-    model = load_model(weights)
+    synchronised), or the model as Ultralytics exports it (`lipslib.deploy.export`) in ONNX Runtime or OpenVINO on
+    the CPU, in `precision` (int8: calibrated on `calibration`, `deploy.calibration_batches`' batches; None: the
+    sample frames). The runner's `precision` attribute says what it runs in (OpenVINO reports it; bf16 on AMX)."""
+    from lipslib.deploy import exported_model, onnx_runner, openvino_runner
+
+    exported = None if isinstance(weights, nn.Module) else exported_model(weights)
+    model = load_model(weights) if exported is None else None
     if runtime == "cuda":
         gpu = gpu or torch.device("cuda", 0)
     if runtime in ("torch", "cuda") and gpu is not None:
         net, gx = fused(copy.deepcopy(model)).to(gpu), x.to(gpu)
-        return lambda: (net(gx), torch.cuda.synchronize(gpu))
+        return _tagged(lambda: (net(gx), torch.cuda.synchronize(gpu)), "f32")
     if runtime == "torch":
         net = fused(copy.deepcopy(model))
-        return lambda: net(x)
-    import onnxruntime as ort
-    from ultralytics import YOLO
+        return _tagged(lambda: net(x), "f32")
+    if exported is None:  # as a user deploys it: Ultralytics' export, INT8 calibrated like `lips export`
+        exported = _export(model, runtime, precision, x, tmp, calibration)
+    if runtime == "onnxruntime":
+        return _tagged(onnx_runner(exported, x, threads), "int8" if precision == "int8" else "f32")
+    run, ran = openvino_runner(exported, x, precision, threads)
+    return _tagged(run, f"int8+{ran}" if precision == "int8" else ran)
+
+
+def _tagged(run: Callable[[], object], precision: str) -> Callable[[], object]:
+    def runner():
+        return run()
+
+    runner.precision = precision
+    return runner
+
+
+def _export(model: nn.Module, runtime: str, precision: str, x: torch.Tensor, tmp: Path, calibration) -> Path:
+    from lipslib.deploy import _ultralytics_export, calibration_batches
 
     pt = save_checkpoint(model, tmp / f"m{len(list(tmp.iterdir()))}.pt")
-    with keep_threads():  # the exporter's select_device would set the count PyTorch runners are timed with
-        onnx = YOLO(str(pt)).export(format="onnx", imgsz=x.shape[-1], batch=x.shape[0], verbose=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
-    name, feed = session.get_inputs()[0].name, x.numpy()
-    return lambda: session.run(None, {name: feed})
+    int8 = precision == "int8"
+    if int8 and calibration is None:
+        calibration = calibration_batches(None, imgsz=x.shape[-1])
+    fmt = "openvino" if runtime == "openvino" else "onnx"
+    return _ultralytics_export(pt, fmt, int8, x.shape[-1], x.shape[0], calibration if int8 else None)
+
+
+def candidate_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int, tmp: Path, precision: str):
+    """A runner of a pruned copy for predictions: its fused inference copy exported to ONNX and compiled (OpenVINO)
+    or opened (ONNX Runtime) directly — the same network as Ultralytics' export, in a second rather than several."""
+    net = _inference(model)
+    path = tmp / f"c{len(list(tmp.iterdir()))}.onnx"
+    if runtime == "openvino":
+        return _openvino(net, (x,), threads, path, precision)
+    return _onnx(net, (x,), threads, path)
+
+
+def structure_key(model: nn.Module, runtime: str, imgsz: int, threads: int, precision: str) -> str:
+    """What a whole model's time depends on: the machine, runtime, precision, threads, size and every width."""
+    return hashlib.sha1(f"{machine_key(runtime, threads, precision)}|{imgsz}|{model!r}".encode()).hexdigest()
 
 
 def interleaved(runners: dict[str, Callable[[], object]], runs: int = 15, warmup: int = 3) -> dict[str, list[float]]:
@@ -155,18 +225,28 @@ def time_models(
     threads: int = 1,
     runs: int = 15,
     warmup: int = 3,
+    precision: str = "default",
+    data=None,
 ) -> dict[str, dict]:
-    """{label: summary} for {label: weights or module}, timed interleaved on one real frame (`image`, default
-    Ultralytics' bus.jpg) on `runtime` with `threads` threads."""
+    """{label: summary} for {label: weights, exported model or module}, timed interleaved on one real frame
+    (`image`, default Ultralytics' bus.jpg) on `runtime` with `threads` threads, in `precision`; each summary says
+    the precision the model ran in. INT8 calibrates on `data`'s train split (64 images), else on Ultralytics' two
+    sample images (enough to time, not to score)."""
     from ultralytics.utils import ASSETS
 
     from lipslib.datasets import frame_tensor
+    from lipslib.deploy import calibration_batches
 
-    check_runtime(runtime, threads, imgsz, batch, runs)
+    check_runtime(runtime, threads, imgsz, batch, runs, precision)
     x = frame_tensor(image or ASSETS / "bus.jpg", imgsz).repeat(batch, 1, 1, 1)
+    calibration = calibration_batches(data, "train", 64, imgsz) if precision == "int8" and data else None
     with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
-        runners = {k: whole_runner(w, runtime, x, threads, Path(tmp)) for k, w in models.items()}
-        return {k: summary(t) for k, t in interleaved(runners, runs, warmup).items()}
+        runners = {
+            k: whole_runner(w, runtime, x, threads, Path(tmp), precision=precision, calibration=calibration)
+            for k, w in models.items()
+        }
+        times = interleaved(runners, runs, warmup)
+        return {k: {**summary(t), "precision": runners[k].precision} for k, t in times.items()}
 
 
 OP_KINDS = {  # kind: substrings of the aten op names it covers (the first kind that matches wins)
@@ -231,10 +311,14 @@ class _Block(nn.Module):
         return self.block(list(xs) if self.listed else xs[0])
 
 
-def _part_runners(parts: dict, runtime: str, threads: int, tmp: Path) -> dict[str, Callable[[], object]]:
-    """Zero-argument runners of {key: (module, inputs)} on a runtime (ONNX Runtime: each exported alone)."""
+def _part_runners(
+    parts: dict, runtime: str, threads: int, tmp: Path, precision: str = "default"
+) -> dict[str, Callable[[], object]]:
+    """Zero-argument runners of {key: (module, inputs)} on a runtime (ONNX Runtime, OpenVINO: each exported alone)."""
     if runtime == "onnxruntime":
         return {k: _onnx(m, a, threads, tmp / f"{k}.onnx") for k, (m, a) in parts.items()}
+    if runtime == "openvino":
+        return {k: _openvino(m, a, threads, tmp / f"{k}.onnx", precision) for k, (m, a) in parts.items()}
     if runtime == "cuda":
         gpu = torch.device("cuda", 0)
         moved = {k: (copy.deepcopy(m).to(gpu), tuple(t.to(gpu) for t in a)) for k, (m, a) in parts.items()}
@@ -277,16 +361,19 @@ def block_table(
     threads: int = 1,
     runs: int = 15,
     cache: Path | None = None,
+    precision: str = "default",
 ) -> list[dict]:
     """Per top-level block of `model` (weights or module): {'block', 'type', 'ms', 'cached'} on `runtime`, each
     block timed alone on its real input (a zero input of batch × 3 × imgsz × imgsz through the network),
     interleaved with the other uncached blocks; times are read from and written to `cache`."""
-    check_runtime(runtime, threads, imgsz, batch, runs)
+    check_runtime(runtime, threads, imgsz, batch, runs, precision)
+    if precision == "int8":
+        raise LipsError("per-block tables are not made in int8 (calibration is per whole model): use default or f32")
     cache = Path(cache) if cache else default_cache()
     store = json.loads(cache.read_text()) if cache.is_file() else {}
     net = _inference(load_model(model))
     x = torch.zeros(batch, 3, imgsz, imgsz)
-    machine = machine_key(runtime, threads)
+    machine = machine_key(runtime, threads, precision)
     rows, todo = [], {}
     with torch.inference_mode():
         inputs = block_inputs(net, x)
@@ -300,7 +387,7 @@ def block_table(
             todo[key] = (_Block(block, listed).eval(), args)
     if todo:
         with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
-            measured = interleaved(_part_runners(todo, runtime, threads, Path(tmp)), runs)
+            measured = interleaved(_part_runners(todo, runtime, threads, Path(tmp), precision), runs)
         store.update({k: statistics.median(t) for k, t in measured.items()})
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp_file = cache.with_suffix(".tmp")
@@ -317,12 +404,19 @@ def table_ms(model, **kw) -> float:
 
 
 def table_error(
-    models: dict[str, object], runtime: str = "torch", imgsz: int = 640, threads: int = 1, runs: int = 15
+    models: dict[str, object],
+    runtime: str = "torch",
+    imgsz: int = 640,
+    threads: int = 1,
+    runs: int = 15,
+    precision: str = "default",
 ) -> dict[str, dict]:
     """How well a block table predicts a whole forward: for each model, its blocks and the whole model (the
     same export for ONNX Runtime) timed in the same interleaved rounds, so that load and drift hit both
     alike. {label: {'table_ms', 'whole_ms', 'error'}}."""
-    check_runtime(runtime, threads, imgsz, runs=runs)
+    check_runtime(runtime, threads, imgsz, runs=runs, precision=precision)
+    if precision == "int8":
+        raise LipsError("per-block tables are not made in int8 (calibration is per whole model): use default or f32")
     out = {}
     for label, weights in models.items():
         net = _inference(load_model(weights))
@@ -335,7 +429,7 @@ def table_error(
         with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
             times = {
                 k: statistics.median(t)
-                for k, t in interleaved(_part_runners(parts, runtime, threads, Path(tmp)), runs).items()
+                for k, t in interleaved(_part_runners(parts, runtime, threads, Path(tmp), precision), runs).items()
             }
         whole = times.pop("whole")
         out[label] = {"table_ms": sum(times.values()), "whole_ms": whole, "error": sum(times.values()) / whole - 1}

@@ -12,7 +12,7 @@ import torch.nn as nn
 from lipslib.datasets import check_data
 from lipslib.errors import LipsError, first_line
 from lipslib.files import check_writable, write_json
-from lipslib.pruning.engine import cost, load_model
+from lipslib.pruning.engine import Cost, cost, load_model
 from lipslib.runtime import cpu_threads, use_threads
 
 
@@ -68,8 +68,10 @@ def evaluate(
     Validation uses rect batches, as `yolo val` and `YOLO.val()` do, so the mAP equals Ultralytics' own.
 
     Args:
-        model: a checkpoint, a model yaml or a module (see `load_model`).
-        data: a dataset yaml (a path, or a name under `$LIPS_ASSETS/datasets/`).
+        model: a checkpoint, a model yaml or a module (see `load_model`); or an exported model (`lipslib.deploy`:
+            an `*_openvino_model/` folder, an `.onnx` file, or `lips export`'s output folder), validated by
+            Ultralytics in its runtime (square letterbox at its static size and batch; its cost from the
+            export's record).
         imgsz: validation image size.
         batch: validation batch size.
         device: `cpu`, `0`, `0,1`, … ; None lets Ultralytics choose (the first GPU when present).
@@ -88,11 +90,18 @@ def evaluate(
     Examples:
         >>> evaluate("lips_iter24_best.pt", "coco128.yaml", imgsz=320)["map50_95"]  # doctest: +SKIP
     """
+    from lipslib.deploy import export_record, exported_model
+
     if out:
         check_writable(out)
     info = check_data(data, splits=(split,))
-    net = load_model(model)
-    c = cost(net, cost_imgsz)
+    exported = None if isinstance(model, nn.Module) else exported_model(model)
+    if exported is not None:  # Ultralytics' AutoBackend runs it; its cost is that of the checkpoint it came from
+        net, rec = str(exported), export_record(exported)
+        c = Cost(gflops=rec.get("gflops", float("nan")), params=rec.get("params", 0))
+    else:
+        net = load_model(model)
+        c = cost(net, cost_imgsz)
     t0 = time.perf_counter()
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
     stats = run_validator(validator, net, model, info, split, threads)
@@ -143,7 +152,10 @@ def image_matches(
     info = check_data(data, splits=(split,))
     validator = make_validator(info, imgsz=imgsz, batch=batch, device=device, split=split, threads=threads)
     validator.metrics.clear_stats = lambda: None  # Ultralytics clears them once it has the mAP; keep them
-    run_validator(validator, load_model(model), model, info, split, threads)
+    from lipslib.deploy import exported_model
+
+    exported = None if isinstance(model, nn.Module) else exported_model(model)
+    run_validator(validator, str(exported) if exported else load_model(model), model, info, split, threads)
     stats = validator.metrics.stats
     keys = ("tp", "conf", "pred_cls", "target_cls")
     return [dict(zip(keys, values)) for values in zip(*(stats[k] for k in keys))]
