@@ -85,8 +85,12 @@ METHODS = (
     "uniform_recon_distill",
     "lips_recon_lsq_distill",
     "uniform_recon_lsq_distill",
+    "shaped_recon_lsq_distill",
+    "search_recon_lsq_distill",  # allocation search after reconstruction (lipslib.pipeline.search)
+    "uniform_recon_greedy_distill",  # greedy second-order channel choice (lsq_greedy)
 )
 RECOVER = RECOVERIES["recover"]
+DEPTH = {"3.4": (0.136, 0.120), "3": (0.112, None)}  # the best model's mAP50-95 goal, and before fine-tuning
 DEFAULT_OUT = "reports/bench/baselines.json"
 
 
@@ -227,7 +231,7 @@ def main():
     params = load_params(a.params, a.profile, {**common, **PLAIN})
     # Stage I once per channel choice and recovery that a schedule built on it uses (distillation plays no part)
     stage = {m: split_method(m)[1].removesuffix("_distill") for m in pruned_methods}
-    needs = {v for m, v in stage.items() if split_method(m)[0] in ("lips", "shaped")}
+    needs = {v for m, v in stage.items() if split_method(m)[0] in ("lips", "shaped", "search")}
     importance_paths = {
         v: stage1(load_params(a.params, a.profile, {**common, **RECOVERIES[v]}), work, v) for v in sorted(needs)
     }
@@ -298,11 +302,12 @@ def main():
         # what the Stage I allocation alone buys: the shaped one-shot over uniform, same channel choice and recovery
         with_suffix = lambda kind, s: f"{kind}_{s}" if s else kind  # noqa: E731
         allocation = {
-            f"{with_suffix('shaped', s)}_over_{with_suffix('uniform', s)}": ratio_interval(
-                maps[with_suffix("shaped", s)], maps[with_suffix("uniform", s)]
+            f"{with_suffix(kind, s)}_over_{with_suffix('uniform', s)}": ratio_interval(
+                maps[with_suffix(kind, s)], maps[with_suffix("uniform", s)]
             )
             for s in dict.fromkeys(split_method(m)[1] for m in rows)
-            if with_suffix("shaped", s) in maps and with_suffix("uniform", s) in maps
+            for kind in ("shaped", "search", "lips")
+            if with_suffix(kind, s) in maps and with_suffix("uniform", s) in maps
         }
         keep_rows(rows, kept, budget)
         result["budgets"].append(
@@ -389,6 +394,24 @@ def goals(budgets: list[dict], base_map: float) -> dict:
                 out.setdefault("reconstruction_over_repair_before_ft_ge_3", {}).setdefault(key, {})[m] = get(
                     ms, m, "map50_95_before_ft"
                 ) / max(get(ms, m, "map50_95_before_ft_repair"), 1e-9)
+        current = {m: r for m, r in ms.items() if not r.get("other_run")}
+        if key in DEPTH and current:  # the paper's depth: the best model, before and after fine-tuning
+            best = max(current, key=lambda m: current[m]["map50_95"])
+            before = max(current, key=lambda m: current[m].get("map50_95_before_ft") or 0)
+            out.setdefault("depth", {})[key] = {
+                "best": best,
+                "map50_95": current[best]["map50_95"],
+                "goal": DEPTH[key][0],
+                "best_before_ft": before,
+                "map50_95_before_ft": current[before].get("map50_95_before_ft"),
+                "goal_before_ft": DEPTH[key][1],
+            }
+        alloc = {
+            k: g for k, g in (b.get("allocation_gain") or {}).items() if k.endswith("_over_uniform_recon_lsq_distill")
+        }
+        if alloc:
+            top = max(alloc, key=lambda k: alloc[k]["ratio_median"])
+            out.setdefault("allocation_over_uniform_ge_1.10", {})[key] = {"best": top, **alloc[top]}
         for v in ("recon", "recon_lsq"):
             if get(ms, f"lips_{v}") and get(ms, f"uniform_{v}", "lips_ratio"):  # a kept row may have no ratio
                 r = ms[f"uniform_{v}"]

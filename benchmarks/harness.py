@@ -27,6 +27,7 @@ from lipslib.datasets import calibration_images
 from lipslib.errors import LipsError
 from lipslib.files import write_json
 from lipslib.pipeline.loop import optimize, prepare_data
+from lipslib.pipeline.search import allocation_search
 from lipslib.pruning.baselines import at_gflops, tracked
 from lipslib.pruning.costs import cost_model
 from lipslib.pruning.engine import load_model, prune, save_checkpoint
@@ -49,6 +50,13 @@ RECOVERIES = {  # a method's suffix → its channel choice and recovery; the par
         **PLAIN,
         "recover.reconstruct": True,
         "optimize.criterion": "lsq",
+        "recover.distill": "outputs",
+    },
+    # greedy second-order channel choice (lsq_greedy), least squares, distillation
+    "recon_greedy_distill": {
+        **PLAIN,
+        "recover.reconstruct": True,
+        "optimize.criterion": "lsq_greedy",
         "recover.distill": "outputs",
     },
 }
@@ -258,20 +266,42 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
     base = load_model(params["base"])
     s = params["schedule"]
     kind, _ = split_method(method)
-    data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
+    data, select, report = prepare_data(params["data"], params["optimize"]["report"], out)
     calibration = calibrated(params, base, data)
     latency = loop_settings(params).latency
-    pruned = at_gflops(
-        kind,
-        base,
-        budget,
-        importance=importance,
-        spread=float(s["spread"]),
-        r_max=float(s["r_max"]),
-        criterion=calibration[1],
-        round_to=s["round_to"],
-        cost=None if latency is None else cost_model(latency, base).predict,
-    )
+    if kind == "search":  # the schedule chosen on the selection split among cuts recovered as the run says
+        found = allocation_search(
+            base,
+            importance,
+            budget,
+            data,
+            select=select,
+            images=calibration[0],
+            recovery=Recovery.from_params(params["recover"]),
+            criterion=calibration[1],
+            round_to=s["round_to"],
+            r_max=float(s["r_max"]),
+            imgsz=params["imgsz"],
+            device=params["device"],
+            threads=params["threads"],
+            gram_cache=calibration[2],
+        )
+        write_json(out / "search.json", found)
+        best = found["best"]
+        pruned = {"ratios": best["ratios"], "gflops": best["gflops"], "cost": best["gflops"], "scalar": None}
+        kind = "shaped"  # the cut is a shaped schedule of (perturbed) importance: made again by its ratios
+    else:
+        pruned = at_gflops(
+            kind,
+            base,
+            budget,
+            importance=importance,
+            spread=float(s["spread"]),
+            r_max=float(s["r_max"]),
+            criterion=calibration[1],
+            round_to=s["round_to"],
+            cost=None if latency is None else cost_model(latency, base).predict,
+        )
     scores = cut_scores(kind, base, pruned, params, data, report, out, calibration)
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
     tuned = finetune(out / "pruned.pt", data, out / "ft", **loop_settings(params).finetune_args(epochs=epochs))

@@ -76,6 +76,50 @@ def _cell(text: str) -> str:
     return text.replace("%%", "%").replace("|", "\\|").replace("{", "\\{").replace("}", "\\}")
 
 
+def _arguments(p: argparse.ArgumentParser) -> list[str]:
+    """The rows of a parser's argument table (nested subcommands are listed as their own sections)."""
+    rows = []
+    for a in p._actions:
+        if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        names = ", ".join(f"`{o}`" for o in a.option_strings) or f"`{a.metavar or a.dest}`"
+        if a.option_strings and a.nargs != 0:
+            names += f" `{a.metavar or a.dest.upper()}`"
+        default = "" if a.default in (None, False, argparse.SUPPRESS) or a.required else f"`{a.default}`"
+        text = _cell(a.help or "")
+        if a.choices:
+            text += f" (one of: {', '.join(f'`{c}`' for c in a.choices)})"
+        if isinstance(a, argparse._AppendAction):
+            text += " (repeatable)"
+        optional = a.nargs in ("?", "*") if not a.option_strings else not a.required
+        need = "" if optional else "required"
+        rows.append(f"| {names} | {need} | {default} | {text} |")
+    return ["| argument | | default | description |", "| :--- | :--- | :--- | :--- |", *rows] if rows else []
+
+
+def _section(name: str, help_text: str, p: argparse.ArgumentParser, level: str = "##") -> list[str]:
+    """A command's section: its purpose, usage, arguments, then each of its own subcommands (e.g. `assets build`)."""
+    p.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=88)
+    out = [
+        "",
+        f"{level} {name}",
+        "",
+        (help_text or "").rstrip(".") + ".",
+        "",
+        "```text",
+        p.format_usage().strip().replace("usage: ", "", 1),
+        "```",
+        "",
+        *_arguments(p),
+    ]
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            helps = {c.dest: c.help for c in a._choices_actions}
+            for sub_name, sub in a.choices.items():
+                out += _section(f"{name} {sub_name}", helps.get(sub_name), sub, level + "#")
+    return out
+
+
 def cli_reference() -> str:
     """Every `lips` command: its purpose, usage and arguments, from the parser itself."""
     from lipslib.cli import build_parser
@@ -86,34 +130,7 @@ def cli_reference() -> str:
     out = [f"`{parser.prog}` — {parser.description}.", "", "| command | what it does |", "| :--- | :--- |"]
     out += [f"| [`{name}`](#{name}) | {_cell(helps.get(name) or '')} |" for name in sub.choices]
     for name, p in sub.choices.items():
-        p.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=88)
-        out += [
-            "",
-            f"## {name}",
-            "",
-            (helps.get(name) or "").rstrip(".") + ".",
-            "",
-            "```text",
-            p.format_usage().strip().replace("usage: ", "", 1),
-            "```",
-            "",
-        ]
-        rows = []
-        for a in p._actions:
-            if isinstance(a, argparse._HelpAction):
-                continue
-            names = ", ".join(f"`{o}`" for o in a.option_strings) or f"`{a.metavar or a.dest}`"
-            if a.option_strings and a.nargs != 0:
-                names += f" `{a.metavar or a.dest.upper()}`"
-            default = "" if a.default in (None, False, argparse.SUPPRESS) or a.required else f"`{a.default}`"
-            text = _cell(a.help or "")
-            if a.choices:
-                text += f" (one of: {', '.join(f'`{c}`' for c in a.choices)})"
-            if isinstance(a, argparse._AppendAction):
-                text += " (repeatable)"
-            need = "required" if a.required or not (a.option_strings or a.nargs in ("?", "*")) else ""
-            rows.append(f"| {names} | {need} | {default} | {text} |")
-        out += ["| argument | | default | description |", "| :--- | :--- | :--- | :--- |", *rows]
+        out += _section(name, helps.get(name), p)
     return "\n".join(out)
 
 

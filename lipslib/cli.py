@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from lipslib.cfg import (
+    CALIBRATED_CRITERIA,
     CRITERION_NAMES,
     DEPLOY_FORMATS,
     DISTILL_MODES,
@@ -92,9 +93,9 @@ def cmd_prune(a):
     reconstruct = default("recover.reconstruct") and bool(a.data) if a.reconstruct is None else a.reconstruct
     repair = default("recover.repair") and bool(a.data) if a.repair is None else a.repair
     recovery = Recovery(repair=repair, reconstruct=reconstruct, ridge=a.ridge, images=a.images)
-    calibrates = recovery.refits or a.criterion == "lsq"
+    calibrates = recovery.refits or a.criterion in CALIBRATED_CRITERIA
     if calibrates and not a.data:
-        what = "--reconstruct" if reconstruct else "--repair" if repair else "--criterion lsq"
+        what = "--reconstruct" if reconstruct else "--repair" if repair else f"--criterion {a.criterion}"
         raise LipsError(f"{what} calibrates on images: add --data D (its train split, e.g. --data coco_val2193.yaml)")
     images = calibration_images(a.data, a.split, a.images, a.calibration_imgsz) if calibrates else None
     model = engine.load_model(a.weights)

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lipslib.cfg import SENSITIVITY_MODES
+from lipslib.cfg import CALIBRATED_CRITERIA, SENSITIVITY_MODES
 from lipslib.datasets import calibration_images, check_data, split_images
 from lipslib.errors import LipsError, first_line
 from lipslib.files import check_writable, write_json
@@ -39,7 +39,7 @@ from lipslib.pruning.engine import CRITERION_NAMES, Cost, conv_shapes, cost_coun
 from lipslib.pruning.layers import default_targets, validate_layers
 from lipslib.pruning.memo import Recorder, bytes_per_image, reuse
 from lipslib.recovery import Recovery, recover
-from lipslib.recovery.lsq import LeastSquaresCriterion, channel_criterion
+from lipslib.recovery.lsq import channel_criterion
 from lipslib.recovery.lsq import grams as conv_grams
 from lipslib.runtime import cpu_threads, fp32_kernels, select_device, thread_count
 from lipslib.train.validator import device_arg, make_validator, run_validator
@@ -326,9 +326,7 @@ def run_sensitivity(
     if out:
         check_writable(Path(out) / "layer_importance.json")
     recovery = recovery if recovery is not None and recovery.refits else None
-    calibrating = recovery or (
-        Recovery(repair=False, reconstruct=False) if criterion == LeastSquaresCriterion.name else None
-    )
+    calibrating = recovery or (Recovery(repair=False, reconstruct=False) if criterion in CALIBRATED_CRITERIA else None)
     t0 = time.perf_counter()
     info = check_data(data, splits=(split,) + ((calibration_split,) if calibrating else ()))
     base = load_model(weights)
@@ -347,7 +345,7 @@ def run_sensitivity(
     chosen_by = criterion
     if calibrating:
         calibration = calibration_images(data, calibration_split, calibrating.images, imgsz)
-        if calibrating.reconstruct or criterion == LeastSquaresCriterion.name:
+        if calibrating.reconstruct or criterion in CALIBRATED_CRITERIA:
             grams = reconstruction_grams(base, calibration, dev, calibrating)  # once: any cut may reach any consumer
             chosen_by = channel_criterion(criterion, base, calibration, grams, calibrating.ridge)
     with fp32_kernels():

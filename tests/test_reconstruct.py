@@ -2,6 +2,8 @@
 outputs) closer to the base's on images it never saw than bias repair does, works with BatchNorm and against a warm
 copy's donor, keeps its Grams within the stated bound, and saves a checkpoint plain Ultralytics loads."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -266,3 +268,30 @@ def test_channels_chosen_for_the_refit_keep_more_of_the_base_than_l1(iter01, ima
     assert gap["lsq"] < 0.9 * gap["l1"], gap
     with pytest.raises(LipsError, match="calibration images"):
         engine.prune(iter01, ratios, criterion="lsq")
+
+
+def test_greedy_channel_choice_keeps_one_of_two_copies(iter01, coco128):
+    """Two exact copies of one channel each predict the other: `lsq`, scoring each with the other present, finds
+    both free to remove; the greedy choice removes one, rescores, and keeps the other."""
+    from lipslib.datasets import calibration_images
+    from lipslib.pruning.engine import prune
+    from lipslib.recovery.lsq import _places, channel_criterion
+
+    base = copy.deepcopy(iter01)
+    layer = "model.1.conv"
+    conv = base.get_submodule(layer)
+    with torch.no_grad():
+        conv.weight[1] = conv.weight[0]
+        conv.bias[1] = conv.bias[0]
+    images = calibration_images(coco128, "train", 16, 160)
+    found: dict = {}
+    ratio = {layer: 2.5 / conv.out_channels}  # two channels go
+    kept = {}
+    for name in ("lsq", "lsq_greedy"):
+        criterion = channel_criterion(name, base, images, found)
+        res = prune(base, ratio, criterion=criterion, log=False, track=True)
+        rows, _ = _places(res.origin[f"{layer}.weight"], conv.weight.shape)
+        kept[name] = {int(r) for r in rows}
+        assert len(kept[name]) == conv.out_channels - 2
+    assert len({0, 1} & kept["lsq_greedy"]) == 1, kept["lsq_greedy"]
+    assert not {0, 1} & kept["lsq"]  # the failure the greedy choice is for

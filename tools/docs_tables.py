@@ -47,6 +47,9 @@ METHODS = {  # record key → label, in the order the tables list them
     "uniform_recon_distill": "uniform + reconstruction + distillation",
     "lips_recon_lsq_distill": "**LIPS, lsq + reconstruction + distillation**",
     "uniform_recon_lsq_distill": "uniform, lsq + reconstruction + distillation",
+    "shaped_recon_lsq_distill": "shaped, lsq + reconstruction + distillation",
+    "search_recon_lsq_distill": "allocation search, lsq + reconstruction + distillation",
+    "uniform_recon_greedy_distill": "uniform, greedy lsq + reconstruction + distillation",
 }
 VECTORS = {"stage1": "Stage I order", "shuffled": "shuffled", "paper_iter24": "authors' iter-24 order"}
 
@@ -579,6 +582,82 @@ def sweep_section(doc: dict) -> str:
     )
 
 
+# ---------------------------------------------------------------- deployment (bench_deploy.py)
+
+DEPLOY_METHODS = {
+    "base": "base (iter-01)",
+    "uniform_ms": "uniform, ms target, widths of 16",
+    "shaped_ms": "shaped, ms target, widths of 16",
+    "lips_ms": "**LIPS, ms target, widths of 16**",
+    "uniform_gflops": "uniform, GFLOPs target, widths as cut",
+    "lips_gflops": "**LIPS, GFLOPs target, widths as cut**",
+}
+
+
+def deploy_section(doc: dict) -> str:
+    s = doc["settings"]
+    rows = {m: doc["rows"][m] for m in sorted(doc["rows"], key=lambda m: list(DEPLOY_METHODS).index(m))}
+    order = {"openvino": 0, "onnxruntime": 1, "default": 0, "f32": 1, "int8": 2}
+    lat_keys = sorted(
+        rows["base"]["latency"], key=lambda k: [order.get(p, int(p) if p.isdigit() else 9) for p in k.split("/")]
+    )
+    ran = rows["base"]["latency"][s["headline"]].get("precision", "")
+    head = (
+        f"**Measured on** {machine(doc)} ({', '.join(doc['machine'].get('isa') or []) or 'no AVX-512'}), OpenVINO "
+        f"{doc['machine'].get('openvino', '?')}; {minutes(doc.get('seconds'))} in all. **Models** from "
+        f"`{rows['base']['weights']}` on `{s['data']}`, {s['epochs']} fine-tune epochs each, lsq channels, least "
+        f"squares and distillation; ms targets {s['target_ms']:g} ms (= {s['fraction']:g} × the base's "
+        f"{s['base_ms_at_start']:.2f} ms, {s['headline']}, {s['latency_imgsz']} px), GFLOPs targets "
+        f"{s['target_gflops']:g} (what LIPS reached in ms). **Latency** median of {s['runs']} interleaved runs per "
+        f"model, {s['latency_imgsz']} px, batch 1; OpenVINO's default precision ran in **{ran}**. **Accuracy** "
+        f"mAP50-95 on the {s['report_images']:,} `{s['report_split']}` images at {s['imgsz']} px (95 % interval): "
+        "PyTorch (rect batches), and each export (square letterbox, static size); INT8 calibrated on 300 "
+        "fine-tune images."
+    )
+    timing = table(
+        ["model", "GFLOPs"] + [f"{k} ms" for k in lat_keys] + ["time / GFLOPs saved"],
+        [
+            [DEPLOY_METHODS.get(m, m), num(r["gflops"], 3)]
+            + [num(r["latency"][k]["median_ms"], 2) for k in lat_keys]
+            + [num(r.get("time_per_gflops_saved"), 2)]
+            for m, r in rows.items()
+        ],
+        "lr" + "r" * (len(lat_keys) + 1),
+    )
+    accuracy = table(
+        ["model", "PyTorch fp32", "OpenVINO f32", "OpenVINO INT8", "INT8 / f32 (95 %)", "ONNX fp32", "ONNX INT8"],
+        [
+            [
+                DEPLOY_METHODS.get(m, m),
+                f"{num(r['map50_95'])} ({ci(r['map50_95_ci95'])})",
+                num(r["exported"]["openvino_f32"]["map50_95"]),
+                num(r["exported"]["openvino_int8"]["map50_95"]),
+                f"{r['exported']['openvino_int8']['over_fp32']['ratio_median']:.3f} "
+                f"({ci(r['exported']['openvino_int8']['over_fp32']['ratio_ci95'], 3)})",
+                num(r["exported"]["onnx_f32"]["map50_95"]),
+                num(r["exported"]["onnx_int8"]["map50_95"]),
+            ]
+            for m, r in rows.items()
+        ],
+        "lrrrrrr",
+    )
+    pairs = table(
+        ["comparison (PyTorch fp32 mAP)", "median ratio", "95 % interval", "share of resamples > 1"],
+        [
+            [k.replace("_over_", " / "), f"{c['ratio_median']:.2f}", ci(c["ratio_ci95"], 2), f"{c['p_a_beats_b']:.3f}"]
+            for k, c in doc["comparisons"].items()
+        ],
+        "lrrr",
+    )
+    return "\n\n".join([head, timing, accuracy, pairs, "**Goals** " + goals_text(doc["goals"])])
+
+
+def goals_text(goals: dict) -> str:
+    """The booleans of a goals dict as met / not met, its numbers after them."""
+    flags = [f"{k.replace('_', ' ')}: {'met' if v else '**not met**'}" for k, v in goals.items() if isinstance(v, bool)]
+    return "; ".join(flags) + "."
+
+
 # ---------------------------------------------------------------- sections by record
 
 
@@ -609,6 +688,8 @@ def renderer(rel: str):
         return sensitivity_section
     if "sequential" in doc and "parallel" in doc and "per_target" in doc:
         return sweep_section
+    if "rows" in doc and "comparisons" in doc and "exported" in next(iter(doc["rows"].values()), {}):
+        return deploy_section
     return generic_section
 
 

@@ -22,7 +22,9 @@ DEFAULT_FILE = Path(__file__).with_name("default.yaml")
 # The values the choice keys of the config take (and `lips sweep --executor`), defined here, where nothing heavy
 # is imported, so that the CLI offers them as argparse choices without importing torch. The modules that act on
 # them import them from here.
-CRITERION_NAMES = ("l1", "l2", "random", "lsq")  # optimize.criterion: engine.CRITERIA's three, and lsq (recovery.lsq)
+# optimize.criterion: engine.CRITERIA's three, and lsq / lsq_greedy (recovery.lsq: chosen for the refit)
+CRITERION_NAMES = ("l1", "l2", "random", "lsq", "lsq_greedy")
+CALIBRATED_CRITERIA = ("lsq", "lsq_greedy")  # the criteria that need calibration images
 SENSITIVITY_MODES = ("fast", "exact")  # sensitivity.mode
 RECIPES = ("auto", "paper", "bn-free")  # finetune.recipe: auto, or a table of `recipes:`
 DISTILL_MODES = ("none", "outputs", "features")  # recover.distill; features: Ultralytics' own distill_model / dis

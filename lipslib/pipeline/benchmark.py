@@ -65,27 +65,40 @@ def latency_table(
     threads: int = 1,
     onnx: bool = True,
     device=None,
+    openvino: bool | None = None,
+    calibration: list | None = None,
 ) -> pd.DataFrame:
     """Batch-1 forward latency (ms, no NMS) of each {label: weights} on one real frame, median of `runs`
-    (`lipslib.pruning.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, and PyTorch
-    CUDA when `device` (None: Ultralytics' choice) is a GPU; ratios to `base` (a label) next to the
-    GFLOPs ratio."""
+    (`lipslib.pruning.latency`: interleaved, denormals flushed): PyTorch and ONNX Runtime on the CPU, OpenVINO in
+    its default precision (the one it ran in: `openvino_precision`) and in INT8 (calibrated on `calibration`,
+    `deploy.calibration_batches`' batches; None: the sample frames), and PyTorch CUDA when `device` (None:
+    Ultralytics' choice) is a GPU; ratios to `base` (a label) next to the GFLOPs ratio. `openvino`: None
+    measures it where the package is installed."""
     from lipslib.pruning.latency import interleaved, whole_runner
     from lipslib.train.validator import device_arg
 
     _check_base(models, base)
     dev = select_device(device_arg(device), verbose=False)
     x = frame_tensor(image, imgsz)
+    if openvino is None:
+        import importlib.util
+
+        openvino = importlib.util.find_spec("openvino") is not None
     backends = {
-        "torch_cpu": ("torch", None),
-        **({"onnxruntime_cpu": ("onnxruntime", None)} if onnx else {}),
-        **({"torch_cuda": ("torch", dev)} if dev.type == "cuda" else {}),
+        "torch_cpu": ("torch", None, "default"),
+        **({"onnxruntime_cpu": ("onnxruntime", None, "default")} if onnx else {}),
+        **(
+            {"openvino_cpu": ("openvino", None, "default"), "openvino_int8_cpu": ("openvino", None, "int8")}
+            if openvino
+            else {}
+        ),
+        **({"torch_cuda": ("torch", dev, "default")} if dev.type == "cuda" else {}),
     }
     with cpu_threads(threads), tempfile.TemporaryDirectory() as tmp:
         runners = {
-            (k, b): whole_runner(w, rt, x, threads, Path(tmp), gpu)
+            (k, b): whole_runner(w, rt, x, threads, Path(tmp), gpu, precision=p, calibration=calibration)
             for k, w in models.items()
-            for b, (rt, gpu) in backends.items()
+            for b, (rt, gpu, p) in backends.items()
         }
         times = interleaved(runners, runs, warmup)
     rows = [
@@ -97,6 +110,7 @@ def latency_table(
             "imgsz": imgsz,
             "runs": runs,
             **{f"{b}_ms": statistics.median(times[(k, b)]) for b in backends},
+            **({"openvino_precision": runners[(k, "openvino_cpu")].precision} if openvino else {}),
         }
         for k, w in models.items()
     ]
@@ -139,8 +153,18 @@ def run_benchmark(
     points.to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
     benchmark_figure(points, out / "figures" / "benchmark.png")
     image = image or split_images(check_data(data, splits=(split,)), split)[0]
+    from lipslib.deploy import calibration_batches
+
     lat = latency_table(
-        models, image, base or next(iter(models)), imgsz=latency_imgsz, runs=runs, threads=threads, device=device
+        models,
+        image,
+        base or next(iter(models)),
+        imgsz=latency_imgsz,
+        runs=runs,
+        threads=threads,
+        device=device,
+        # INT8 timing calibrated on the fine-tune images where the data has them (it is timed, not scored here)
+        calibration=calibration_batches(data, "train", 64, latency_imgsz) if check_data(data).get("train") else None,
     )
     lat.to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
     return points, lat

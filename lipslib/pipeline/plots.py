@@ -294,3 +294,36 @@ def deploy_pareto(result: dict, path):
     )
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     return _save(fig, path)
+
+
+def epochs_figure(result: dict, path):
+    """LIPS and uniform mAP50-95 against fine-tune epochs (95 % intervals), and LIPS / uniform with its paired
+    interval: does the allocation's gain shrink, stay or grow with training?"""
+    df = pd.DataFrame(result["rows"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, colour in (("lips", "tab:red"), ("uniform", "tab:blue")):
+        y = df[key].map(lambda r: r["map50_95"])
+        lo = df[key].map(lambda r: r["map50_95_ci95"][0])
+        hi = df[key].map(lambda r: r["map50_95_ci95"][1])
+        a.errorbar(
+            df.epochs,
+            y,
+            yerr=[(y - lo).clip(lower=0), (hi - y).clip(lower=0)],
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=key,
+        )
+    a.set(xlabel="fine-tune epochs", ylabel="mAP50-95 (test images)", title=f"{result['budget']:g} GFLOPs")
+    a.legend(fontsize=8)
+    r = df.lips_over_uniform
+    lo = df.lips_over_uniform_ci95.map(lambda c: c[0])
+    hi = df.lips_over_uniform_ci95.map(lambda c: c[1])
+    b.errorbar(df.epochs, r, yerr=[(r - lo).clip(lower=0), (hi - r).clip(lower=0)], marker="s", capsize=3, color="k")
+    b.axhline(1.0, ls="--", c="grey", lw=0.8)
+    b.set(xlabel="fine-tune epochs", ylabel="LIPS / uniform", title="the allocation's gain")
+    for ax in (a, b):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(df.epochs), [str(e) for e in df.epochs])
+    fig.tight_layout()
+    return _save(fig, path)

@@ -47,8 +47,9 @@ def _detector(path):
     from ultralytics import YOLO
 
     from lipslib.assets.resolve import resolve_weights
+    from lipslib.deploy import exported_model
 
-    weights = resolve_weights(path)
+    weights = exported_model(path) or resolve_weights(path)  # a checkpoint, or an export (OpenVINO, ONNX)
     try:
         model = YOLO(str(weights))
     except Exception as e:
@@ -59,8 +60,12 @@ def _detector(path):
 
 
 def _gflops(weights) -> float:
+    from lipslib.deploy import export_record, exported_model
     from lipslib.pruning.engine import cost, load_model
 
+    exported = exported_model(weights)
+    if exported is not None:  # the checkpoint it was exported from, as its record says
+        return export_record(exported).get("gflops", float("nan"))
     return cost(load_model(weights)).gflops
 
 
@@ -121,7 +126,8 @@ def compare_video(
     Args:
         video: a video file (a path, or a name under `$LIPS_ASSETS/videos/`).
         model_orig: the original checkpoint (left in the side-by-side video).
-        model_pruned: the pruned checkpoint (right).
+        model_pruned: the pruned checkpoint (right); either may be an export (`lips export`: an OpenVINO folder
+            or an ONNX file), run by Ultralytics in its runtime.
         args_yaml: an Ultralytics args.yaml whose inference settings (imgsz, conf, iou, device, half, max_det,
             classes) both models use; conf null → 0.25, as the authors' script reads it.
         gflops_orig: the banner's GFLOPs for the original (default: counted).

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from lipslib.assets.resolve import resolve_weights
-from lipslib.cfg import CRITERION_NAMES
+from lipslib.cfg import CALIBRATED_CRITERIA, CRITERION_NAMES
 from lipslib.errors import LipsError
 from lipslib.pruning.layers import validate_layers
 
@@ -34,7 +34,7 @@ CRITERIA = {
 # and `lsq`, channel choice aware of reconstruction: it needs calibration images, so it is resolved into a
 # criterion object where images are at hand (lipslib.recovery.lsq.channel_criterion). CRITERION_NAMES, the four
 # names, lives in lipslib.cfg (the CLI's choices, without torch); it must name exactly these:
-assert CRITERION_NAMES == (*CRITERIA, "lsq"), "lipslib.cfg.CRITERION_NAMES disagrees with engine.CRITERIA"
+assert CRITERION_NAMES == (*CRITERIA, *CALIBRATED_CRITERIA), "lipslib.cfg.CRITERION_NAMES disagrees with CRITERIA"
 LOG_COLUMNS = [
     "layer_name",
     "ratio",
@@ -241,9 +241,9 @@ def prune(
         True
     """
     scorer = getattr(criterion, "scores", None)  # a data-aware criterion (lipslib.recovery.lsq.LeastSquaresCriterion)
-    if criterion == "lsq":
+    if criterion in CALIBRATED_CRITERIA:
         raise LipsError(
-            "criterion lsq needs calibration images: resolve it with lipslib.recovery.lsq.channel_criterion"
+            f"criterion {criterion} needs calibration images: resolve it with lipslib.recovery.lsq.channel_criterion"
         )
     if scorer is None and criterion not in CRITERIA:
         raise LipsError(f"unknown pruning criterion '{criterion}'; choose one of {', '.join(CRITERION_NAMES)}")

@@ -375,6 +375,95 @@ class LeastSquaresCriterion:
         return score if used else None
 
 
+class GreedyLeastSquaresCriterion(LeastSquaresCriterion):
+    """`lsq` that removes one channel at a time and rescores the rest (`optimize.criterion: lsq_greedy`).
+
+    `lsq` scores every channel alone, with all the others present: two channels that predict each other both look
+    redundant, and both can go. Here the layer's channels are ranked by a greedy removal: the channel whose loss
+    s_c is smallest goes first, then every consumer's refit weights θ and inverse regularised Gram are updated as
+    if it were gone (the block downdate of optimal brain surgeon: θ_r −= (G⁻¹)_rc S_c θ_c,
+    G⁻¹_rr −= (G⁻¹)_rc S_c (G⁻¹)_cr, with S_c = ((G⁻¹)_cc)⁻¹), and the next one is chosen on what is left; the
+    engine then removes the first k. Exact least squares within one layer's cut, from the same Grams: no extra
+    forward pass. Consumers are taken as in the base (the inputs other groups removed are not accounted for).
+    """
+
+    name = "lsq_greedy"
+
+    def __init__(self, base: nn.Module, gram_cache: dict, ridge: float | str = 1e-3):
+        super().__init__(base, gram_cache, ridge)
+        self.modules = dict(base.named_modules())
+        self.grams = gram_cache
+        self.ridge = 1e-3 if ridge == "auto" else float(ridge)
+        self._orders: dict = {}
+
+    def scores(self, group, names: dict, probe: dict) -> torch.Tensor | None:
+        """The removal step of each channel of the group's root (0: first to go), from the joint greedy over the
+        dense consumers that read it; None (L1) when none has a Gram. The order does not depend on how many
+        channels go, so it is computed once per layer and consumers (a bisection prunes the same layer often)."""
+        from torch_pruning.pruner import function
+
+        n = len(group[0].idxs)
+        consumers, key = [], []  # (name, {root position: base channel})
+        for i, (dep, idxs) in enumerate(group):
+            layer = dep.layer
+            name = names.get(layer)
+            if dep.pruning_fn != function.prune_conv_in_channels or name not in self.grams or layer.groups != 1:
+                continue
+            ref = self.modules[name]
+            kk = ref.kernel_size[0] * ref.kernel_size[1]
+            here = (probe[name].weight[0, :, 0, 0].long() // kk) % ref.in_channels  # current input → base channel
+            channels = {int(pos): int(here[idx]) for pos, idx in zip(group[i].root_idxs, idxs)}
+            consumers.append((name, channels))
+            key.append((name, tuple(sorted(channels.items()))))
+        if not consumers:
+            return None
+        key = (n, tuple(key))
+        if key not in self._orders:
+            self._orders[key] = self._greedy(n, consumers)
+        return self._orders[key].clone()
+
+    def _greedy(self, n: int, consumers: list) -> torch.Tensor:
+        state = []  # per consumer: inverse regularised Gram, refit θ, (positions, their Gram column blocks)
+        for name, channels in consumers:
+            ref = self.modules[name]
+            kk = ref.kernel_size[0] * ref.kernel_size[1]
+            gram = self.grams[name].sum(0)
+            d = gram.shape[0] - 1
+            a = gram.clone()
+            diag = torch.arange(d, device=gram.device)
+            a[diag, diag] += self.ridge * a[diag, diag].mean()
+            w = ref.weight.detach().double().to(gram.device).reshape(ref.out_channels, -1)
+            b = ref.bias.detach().double().to(gram.device) if ref.bias is not None else w.new_zeros(ref.out_channels)
+            positions = torch.tensor(sorted(channels))
+            base = torch.tensor([channels[int(p)] for p in positions], device=gram.device)
+            blocks = base[:, None] * kk + torch.arange(kk, device=gram.device)  # P × k²
+            state.append([torch.linalg.inv(a), torch.cat([w.T, b[None]]), positions, blocks])
+        order = torch.full((n,), float(n), dtype=torch.float64)
+        alive = torch.ones(n, dtype=torch.bool)
+        for step in range(n - 1):  # the last channel is never removed (a layer keeps one at least)
+            loss = torch.zeros(n, dtype=torch.float64)
+            for inv, theta, positions, blocks in state:
+                live = alive[positions]
+                idx = blocks[live]  # L × k²
+                s = torch.linalg.inv(inv[idx[:, :, None], idx[:, None, :]])  # L × k² × k²
+                t_c = theta[idx]  # L × k² × out
+                loss[positions[live]] += torch.einsum("lko,lkj,ljo->l", t_c, s, t_c).cpu()
+            loss[~alive] = float("inf")
+            gone = int(torch.argmin(loss))
+            order[gone], alive[gone] = step, False
+            for consumer in state:
+                inv, theta, positions, blocks = consumer
+                hit = (positions == gone).nonzero().flatten()
+                for j in hit.tolist():
+                    c = blocks[j]
+                    s = torch.linalg.inv(inv[c][:, c])
+                    col = inv[:, c]  # (G⁻¹)_·c
+                    theta -= col @ (s @ theta[c])
+                    inv -= col @ s @ col.T
+                    inv[c, :], inv[:, c], theta[c] = 0.0, 0.0, 0.0
+        return order
+
+
 def _saliency(conv: nn.Conv2d, gram: torch.Tensor, ridge: float) -> torch.Tensor:
     """s_c of every input channel of `conv` (see LeastSquaresCriterion), from its Gram of [patches, 1]."""
     kk = conv.kernel_size[0] * conv.kernel_size[1]
@@ -393,11 +482,12 @@ def channel_criterion(criterion, base: nn.Module, images, gram_cache: dict, ridg
     """`criterion` as `engine.prune` takes it: a name of `engine.CRITERIA` as it is; `lsq` → a LeastSquaresCriterion
     over the Grams of every dense conv of `base`, computed into `gram_cache` where missing (`images`: the calibration
     images, or a function that returns them, called only if Grams are missing)."""
-    if criterion != LeastSquaresCriterion.name:
+    if criterion not in (LeastSquaresCriterion.name, GreedyLeastSquaresCriterion.name):
         return criterion
     names = [n for n, m in base.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
     missing = [n for n in names if n not in gram_cache]
     if missing:
         ref = base if device is None else _on(base, device)
         gram_cache.update(grams(ref, images() if callable(images) else images, missing))
-    return LeastSquaresCriterion(base, {n: gram_cache[n] for n in names}, ridge)
+    kind = LeastSquaresCriterion if criterion == LeastSquaresCriterion.name else GreedyLeastSquaresCriterion
+    return kind(base, {n: gram_cache[n] for n in names}, ridge)
