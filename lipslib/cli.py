@@ -737,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         **_from_config(
             "latency.precision",
-            "default: the runtime's own (OpenVINO: bf16 where the CPU has it); f32; int8 (openvino, onnxruntime)",
+            "the runtime's own precision (OpenVINO: bf16 where the CPU has it), f32, or int8 (openvino, onnxruntime)",
             choices=PRECISIONS,
         ),
     )

@@ -408,7 +408,7 @@ def test_the_seeds_compare_video_spellings_parse_as_the_hyphenated_ones():
     assert (seed["model_orig"], seed["frame_step"], seed["max_frames"], seed["gflops_pruned"]) == ("a.pt", 5, 9, 3.7)
 
 
-def test_comparison_py_keeps_the_seeds_flags():
+def test_comparison_py_keeps_the_authors_flags():
     from conftest import ROOT
 
     run = [sys.executable, "comparison.py"]
@@ -438,6 +438,8 @@ def test_weights_is_the_flag_everywhere():
         "val",
         "sensitivity",
         "benchmark",
+        "export",
+        "align",
     }
 
 

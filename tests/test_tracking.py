@@ -97,6 +97,7 @@ def test_ultralytics_dvclive_callback_is_kept_out_of_fine_tunes(
         check_data(coco128, splits=("train", "val")),
         tmp_path / "ft",
         "auto",
+        None,
         {"epochs": 1, "device": "cpu"},
     )
 
