@@ -98,9 +98,12 @@ def models(args, work: Path) -> tuple[dict, dict]:
         )["base"]["median_ms"]
         target_ms = round(args.fraction * base_ms, 2)
         write_json(saved, {"base_ms": base_ms, "target_ms": target_ms, "fraction": args.fraction})
+    # Stage I on the fine-tune split, each cut recovered as the models are; the loops read it too
+    path = stage1(load_params(args.params, args.profile, {**common, "schedule.target_ms": target_ms}), work, RECOVERY)
+    common["optimize.importance"] = str(path)
     ms_params = load_params(args.params, args.profile, {**common, "schedule.target_ms": target_ms})
     epochs = ms_params["optimize"]["iterations"] * ms_params["finetune"]["epochs"]
-    importance = load_importance(str(stage1(ms_params, work, RECOVERY)), base)
+    importance = load_importance(str(path), base)
     rows = {}
     for method in MS:
         kind = method.split("_")[0]

@@ -295,3 +295,38 @@ def test_greedy_channel_choice_keeps_one_of_two_copies(iter01, coco128):
         assert len(kept[name]) == conv.out_channels - 2
     assert len({0, 1} & kept["lsq_greedy"]) == 1, kept["lsq_greedy"]
     assert not {0, 1} & kept["lsq"]  # the failure the greedy choice is for
+
+
+def test_a_refit_of_an_unpruned_model_changes_nothing(iter01, coco128):
+    from lipslib.datasets import calibration_images
+    from lipslib.recovery.lsq import refit_sequential
+
+    images = calibration_images(coco128, "train", 4, 160)
+    for refit in (lambda r: reconstruct(r, iter01, images), lambda r: refit_sequential(r, iter01, images)):
+        res = engine.prune(iter01, {"model.1.conv": 0.0}, log=False, track=True)
+        assert refit(res) == {}  # no conv lost an input: nothing to fit
+        assert all(torch.equal(a, b) for a, b in zip(res.model.state_dict().values(), iter01.state_dict().values()))
+
+
+def test_search_and_greedy_refuse_bad_values_in_one_line(iter01):
+    from lipslib.pipeline.search import allocation_search, candidates
+
+    with pytest.raises(LipsError, match="test reports and chooses nothing"):
+        allocation_search(iter01, {"model.1.conv": 1.0}, 3.4, "coco_val2193.yaml", select="test")
+    with pytest.raises(LipsError, match="must be ≥ 0"):
+        candidates({"a": 1.0}, draws=-1)
+    with pytest.raises(LipsError, match="criterion lsq_greedy needs calibration images"):
+        engine.prune(iter01, {"model.1.conv": 0.2}, criterion="lsq_greedy")
+
+
+def test_the_allocation_search_scores_on_the_selection_split_only(iter01, monkeypatch):
+    import lipslib.pruning.baselines as baselines
+    import lipslib.train.validator as validator
+    from lipslib.pipeline.search import allocation_search
+
+    splits = []
+    monkeypatch.setattr(baselines, "at_gflops", lambda *a, **k: {"model": iter01, "ratios": {}, "gflops": 4.0})
+    monkeypatch.setattr(validator, "evaluate", lambda *a, split, **k: splits.append(split) or {"map50_95": 0.1})
+    importance = dict.fromkeys(default_targets(iter01), 0.5)
+    found = allocation_search(iter01, importance, 3.4, "coco_val2193.yaml", draws=2, progress=False)
+    assert len(found["tried"]) == 7 and set(splits) == {"val"} and found["split"] == "val"

@@ -306,6 +306,76 @@ def reconstruct(
     return report
 
 
+def refit_sequential(
+    res: PruneResult, base: nn.Module, images: torch.Tensor, ridge: float = 1e-2, batch: int = 16
+) -> dict[str, float]:
+    """Refit, in place and in network order, every conv of `res.model` that lost input channels, on the pruned
+    copy's *own* inputs (after the refits before it) with the base's conv outputs as targets.
+
+    `reconstruct` fits each conv on the base's inputs, so it never chases the errors of the convs before it, and
+    never corrects them either; this fit does, at the price of one pass of both models over the images per conv
+    (minutes, not seconds). Measured once against `reconstruct` (the Evidence page, `refit.json`): kept as an
+    experiment, not a recovery option.
+
+    Args:
+        res: a copy of `base` pruned with track=True (BN-free: the fit writes the conv's bias).
+        base: the model it was pruned from.
+        images: calibration images (N×3×H×W in [0, 1]).
+        ridge: λ, relative to the mean diagonal of each conv's input Gram.
+        batch: images per forward.
+
+    Returns:
+        {conv name: the fit's squared error on the images over the target's}.
+
+    Raises:
+        LipsError: a copy without channel origins, or a conv without a bias (a BatchNorm model).
+
+    Examples:
+        >>> res = prune(base, ratios, track=True)                                # doctest: +SKIP
+        >>> refit_sequential(res, base, calibration_images("coco128.yaml"))     # doctest: +SKIP
+    """
+    todo = plans(res, base)
+    copy_modules, base_modules, report = dict(res.model.named_modules()), dict(base.named_modules()), {}
+    net, ref = res.model.eval(), base.eval()
+    for name, plan in todo.items():
+        conv, target_conv = copy_modules[name], base_modules[name]
+        if conv.bias is None:
+            raise LipsError(f"{name} has no bias: the sequential refit is for BN-free models (fused, as iter-01)")
+        rows, ref_rows = plan.rows.to(conv.weight.device), plan.ref_rows.to(conv.weight.device)
+        d = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] + 1
+        gram = torch.zeros(d, d, dtype=torch.float64)
+        cross = torch.zeros(d, len(rows), dtype=torch.float64)
+        scale = torch.zeros((), dtype=torch.float64)
+        seen: dict = {}
+        h_in = conv.register_forward_pre_hook(lambda m, args, s=seen: s.__setitem__("x", args[0].detach()))
+        h_out = target_conv.register_forward_hook(lambda m, args, out, s=seen: s.__setitem__("y", out.detach()))
+        try:
+            with torch.no_grad(), fp32_kernels():
+                for i in range(0, len(images), batch):
+                    x = images[i : i + batch]
+                    ref(x)
+                    net(x)
+                    for xi, yi in zip(seen["x"], seen["y"]):
+                        p = F.unfold(xi[None], conv.kernel_size, conv.dilation, conv.padding, conv.stride)[0]
+                        p = torch.cat([p, p.new_ones(1, p.shape[1])]).double()
+                        y = yi[ref_rows].reshape(len(rows), -1).double()
+                        gram += p @ p.T
+                        cross += p @ y.T
+                        scale += (y * y).sum()
+        finally:
+            h_in.remove(), h_out.remove()
+        a = gram.clone()
+        diag = torch.arange(d - 1)
+        a[diag, diag] += ridge * a[diag, diag].mean()
+        theta = torch.linalg.solve(a, cross)  # d × rows
+        residual = float(scale - 2 * (theta * cross).sum() + (theta * (gram @ theta)).sum()) / max(float(scale), 1e-30)
+        with torch.no_grad():
+            conv.weight[rows] = theta[:-1].T.reshape(len(rows), *conv.weight.shape[1:]).to(conv.weight)
+            conv.bias[rows] = theta[-1].to(conv.bias)
+        report[name] = residual
+    return report
+
+
 def _on(model: nn.Module, device) -> nn.Module:
     """`model`, or a copy of it on `device` (a torch device or a params.yaml device string) when it is elsewhere."""
     if not isinstance(device, torch.device):
