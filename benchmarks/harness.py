@@ -183,6 +183,24 @@ def cut_scores(kind: str, base, cut: dict, params: dict, data, report: str, out:
     return scores
 
 
+def tuned_scores(weights, params: dict, data, report: str, epochs: int, out: Path) -> dict:
+    """Fine-tune `weights` for `epochs` as the run's params say (into out/ft) and score it on the report split:
+    the fields every method's row shares."""
+    ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
+    tuned = finetune(weights, data, out / "ft", **loop_settings(params).finetune_args(epochs=epochs))
+    after = evaluate(tuned["weights"], data, split=report, **ev)
+    return {
+        "gflops": after["gflops"],
+        "params": after["params"],
+        "map50_95": after["map50_95"],
+        "map50": after["map50"],
+        "selection_map50_95": tuned["map50_95"],
+        "epochs_model": epochs,
+        "epochs_total": epochs,
+        "weights": tuned["weights"],
+    }
+
+
 def control(params: dict, epochs: int, work: Path) -> dict:
     """The unpruned base through the same fine-tuning as the one-shot methods (plain): what fine-tuning alone does."""
     out = work / "control"
@@ -193,18 +211,9 @@ def control(params: dict, epochs: int, work: Path) -> dict:
     data, _, report = prepare_data(params["data"], params["optimize"]["report"], out)
     ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
     before = evaluate(params["base"], data, split=report, **ev)
-    tuned = finetune(params["base"], data, out / "ft", **loop_settings(params).finetune_args(epochs=epochs))
-    after = evaluate(tuned["weights"], data, split=report, **ev)
     result = {
-        "gflops": after["gflops"],
-        "params": after["params"],
+        **tuned_scores(params["base"], params, data, report, epochs, out),
         "map50_95_before_ft": before["map50_95"],
-        "map50_95": after["map50_95"],
-        "map50": after["map50"],
-        "selection_map50_95": tuned["map50_95"],
-        "epochs_model": epochs,
-        "epochs_total": epochs,
-        "weights": tuned["weights"],
         "seconds": round(time.perf_counter() - t0),
     }
     write_json(done, result)
@@ -303,22 +312,12 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
             cost=None if latency is None else cost_model(latency, base).predict,
         )
     scores = cut_scores(kind, base, pruned, params, data, report, out, calibration)
-    ev = dict(imgsz=params["imgsz"], device=params["device"], threads=params["threads"])
-    tuned = finetune(out / "pruned.pt", data, out / "ft", **loop_settings(params).finetune_args(epochs=epochs))
-    after = evaluate(tuned["weights"], data, split=report, **ev)
     result = {
-        "gflops": after["gflops"],
-        "params": after["params"],
+        **tuned_scores(out / "pruned.pt", params, data, report, epochs, out),
         "scalar": pruned["scalar"],
         "predicted_cost": pruned["cost"],
         **{k: v for k, v in scores.items() if k != "model"},
-        "map50_95": after["map50_95"],
-        "map50": after["map50"],
-        "selection_map50_95": tuned["map50_95"],
-        "epochs_model": epochs,
-        "epochs_total": epochs,
         "ratios": pruned["ratios"],
-        "weights": tuned["weights"],
         "seconds": round(time.perf_counter() - t0),
     }
     write_json(done, result)
