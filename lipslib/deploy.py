@@ -78,7 +78,7 @@ def calibration_batches(data=None, split: str = "train", images: int = 300, imgs
     return [{"img": (t[None] * 255).round().to(torch.uint8)} for t in x]
 
 
-def _ultralytics_export(weights: Path, fmt: str, int8: bool, imgsz: int, batch: int, calibration: list | None) -> Path:
+def run_exporter(weights: Path, fmt: str, int8: bool, imgsz: int, batch: int, calibration: list | None) -> Path:
     """Ultralytics' Exporter on a checkpoint, its INT8 calibration images replaced by `calibration`."""
     from ultralytics import YOLO
     from ultralytics.engine.exporter import Exporter
@@ -167,7 +167,7 @@ def export(
     with tempfile.TemporaryDirectory() as tmp:
         source = path if out is None else save_checkpoint(model, Path(tmp) / path.name)
         try:
-            exported = _ultralytics_export(source, format, int8, imgsz, batch, calibration)
+            exported = run_exporter(source, format, int8, imgsz, batch, calibration)
         except LipsError:
             raise
         except Exception as e:  # Ultralytics' exporter raises plain exceptions (AssertionError, RuntimeError, …)

@@ -161,14 +161,14 @@ def _tagged(run: Callable[[], object], precision: str) -> Callable[[], object]:
 
 
 def _export(model: nn.Module, runtime: str, precision: str, x: torch.Tensor, tmp: Path, calibration) -> Path:
-    from lipslib.deploy import _ultralytics_export, calibration_batches
+    from lipslib.deploy import calibration_batches, run_exporter
 
     pt = save_checkpoint(model, tmp / f"m{len(list(tmp.iterdir()))}.pt")
     int8 = precision == "int8"
     if int8 and calibration is None:
         calibration = calibration_batches(None, imgsz=x.shape[-1])
     fmt = "openvino" if runtime == "openvino" else "onnx"
-    return _ultralytics_export(pt, fmt, int8, x.shape[-1], x.shape[0], calibration if int8 else None)
+    return run_exporter(pt, fmt, int8, x.shape[-1], x.shape[0], calibration if int8 else None)
 
 
 def candidate_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: int, tmp: Path, precision: str):
