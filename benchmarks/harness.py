@@ -26,11 +26,11 @@ from lipslib.cfg.settings import loop_settings
 from lipslib.datasets import calibration_images
 from lipslib.errors import LipsError
 from lipslib.files import write_json
-from lipslib.pipeline.loop import optimize, prepare_data
+from lipslib.pipeline.loop import load_base, optimize, prepare_data
 from lipslib.pipeline.search import allocation_search
 from lipslib.pruning.baselines import at_gflops, tracked
 from lipslib.pruning.costs import cost_model
-from lipslib.pruning.engine import load_model, prune, save_checkpoint
+from lipslib.pruning.engine import prune, save_checkpoint
 from lipslib.recovery import Recovery, recover
 from lipslib.recovery.lsq import channel_criterion
 from lipslib.sensitivity import run_sensitivity
@@ -248,7 +248,7 @@ def loop(params: dict, out: Path) -> dict:
     if Recovery.from_params(params["recover"]).refits:
         scores = out / "before_ft.json"
         if not scores.is_file():
-            base = load_model(params["base"])
+            base = load_base(loop_settings(params))
             found = cut_scores(
                 "lips",
                 base,
@@ -272,7 +272,7 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
     if done.is_file():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
-    base = load_model(params["base"])
+    base = load_base(loop_settings(params))
     s = params["schedule"]
     kind, _ = split_method(method)
     data, select, report = prepare_data(params["data"], params["optimize"]["report"], out)

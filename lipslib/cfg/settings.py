@@ -107,6 +107,7 @@ class LoopSettings:
         rule: the update rule's gains.
         start: the first schedule.
         round_to: kept widths rounded to multiples of this, or None.
+        pad: the base padded up to multiples of round_to by zero channels before any cut (`load_base`).
         criterion: which channels a cut removes (l1 | l2 | random | lsq).
         report: half | test | val (`REPORTS`).
         iterations: the loop's iterations.
@@ -140,6 +141,7 @@ class LoopSettings:
     recipes: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     latency: LatencySettings | None = None
+    pad: bool = False
 
     @property
     def cost_unit(self) -> str:
@@ -204,6 +206,8 @@ def loop_settings(params: dict, base_cost: float | None = None) -> LoopSettings:
         raise LipsError(f"finetune.epochs must be an integer ≥ 1, got {ft['epochs']!r}")
     if s["round_to"] is not None and not _integer(s["round_to"]):
         raise LipsError(f"schedule.round_to must be an integer ≥ 1 (e.g. 8) or null, got {s['round_to']!r}")
+    if not isinstance(s["pad"], bool) or (s["pad"] and not _integer(s["round_to"], 2)):
+        raise LipsError(f"schedule.pad must be true or false, and true needs schedule.round_to ≥ 2; got {s['pad']!r}")
     latency = None
     if s["target_ms"] is not None:
         lat = params["latency"]
@@ -241,6 +245,7 @@ def loop_settings(params: dict, base_cost: float | None = None) -> LoopSettings:
         rule=rule,
         start=start,
         round_to=s["round_to"],
+        pad=s["pad"],
         criterion=o["criterion"],
         report=o["report"],
         iterations=o["iterations"],

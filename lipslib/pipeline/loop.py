@@ -172,7 +172,7 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
             f"{out} holds a run with other parameters (changed: {', '.join(changed)}); "
             f"use another --out or delete {out} to start fresh"
         )
-    base = load_model(cfg.base)
+    base = load_base(cfg)
     calibration = None
     base_grams: dict = {}  # the base's Grams: reconstruction of every fresh copy, and the lsq criterion
 
@@ -292,6 +292,17 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
         write_json(state_file, state)  # the iteration is done from here on
         _write_history(out, state["done"])
     return _finish(out, state, targets, cfg.best_cost_tol)
+
+
+def load_base(cfg: LoopSettings):
+    """The model every cut starts from: `cfg.base`, with `cfg.pad` its widths padded up to multiples of `round_to`
+    by zero channels (same outputs; `pruning.align`), so that every kept width is a multiple."""
+    base = load_model(cfg.base)
+    if cfg.pad:
+        from lipslib.pruning.align import padded, rounded_up
+
+        base = padded(base, rounded_up(base, cfg.round_to))
+    return base
 
 
 def cost_step(
