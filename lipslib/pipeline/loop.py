@@ -47,6 +47,7 @@ HISTORY_COLUMNS = [
     "cost",
 ]
 FINGERPRINT_IGNORES = ("threads", "profile")  # may change between a run and its resume
+MS_GRID = 6  # a bisection on measured ms scans this many cuts first (`costs.bisect`: ms need not fall everywhere)
 
 
 def split_halves(data, out: Path) -> Path:
@@ -83,9 +84,10 @@ def calibrate(
     steps: int = 14,
     measure=None,
     round_to: int | None = None,
+    grid: int = 0,
 ) -> tuple[float, dict[str, float], float]:
     """The scalar s of a schedule family `shape(s) -> ratios` at which pruning `base` costs `target`
-    (`measure`: a model's cost, default GFLOPs). Returns (s, ratios, cost)."""
+    (`measure`: a model's cost, default GFLOPs; `grid`: see `costs.bisect`). Returns (s, ratios, cost)."""
     s, _, c = bisect(
         lambda x: prune(base, shape(x), criterion=criterion, round_to=round_to, log=False).model,
         target,
@@ -93,6 +95,7 @@ def calibrate(
         lo,
         hi,
         steps,
+        grid,
     )
     return s, shape(s), c
 
@@ -368,6 +371,7 @@ def initial_ratios(
             hi=rule.r_max,
             measure=(costs or GflopsCost()).predict,
             round_to=cfg.round_to,
+            grid=0 if cfg.latency is None else MS_GRID,
         )[1]
     return shape(float(start.ratio))
 

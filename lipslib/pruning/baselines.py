@@ -197,6 +197,7 @@ def at_gflops(
             measure,
             hi=r_max,
             steps=steps,
+            grid=0 if cost is None else 6,  # measured ms need not fall everywhere (`costs.bisect`)
         )
         return {"model": model, "gflops": count(model).gflops, "cost": c, "scalar": s, "ratios": shape(s)}
     if method == "global":
@@ -206,6 +207,7 @@ def at_gflops(
             measure,
             hi=r_max,
             steps=steps,
+            grid=0 if cost is None else 6,
         )
         return {"model": model, "gflops": count(model).gflops, "cost": c, "scalar": s, "ratios": None}
     raise LipsError(f"unknown baseline '{method}'; choose uniform, shaped or global")
