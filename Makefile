@@ -34,7 +34,7 @@ demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 # The paper profile at CPU scale (params.yaml profile `rehearsal`): the paper's code paths on every CI —
-# yolo11n's shapes with BatchNorm (the authors' iter-01 inside yolo11n.yaml, built by `lips inflate`), the seed's
+# yolo11n's shapes with BatchNorm (the authors' iter-01 inside yolo11n.yaml, built by `lips inflate`), the paper's
 # recipe with warm-up, cost on the fused copy, coco_val2193 in Ultralytics' COCO layout — all five notebooks,
 # into $(REHEARSAL)/ (runs) and $(REHEARSAL)/reports/. Minutes on 2 cores. On a GPU: make rehearsal SET=device=0
 REHEARSAL ?= runs/rehearsal

@@ -5,7 +5,8 @@ latency at 640 px on OpenVINO in its default precision, one thread), at equal fi
 epochs), every pruned model with `lsq` channels, least-squares reconstruction and output distillation:
   base            the base itself;
   uniform_ms      one ratio on every LIPS target, bisected to `--fraction` × the base's measured ms, kept widths
-                  rounded to multiples of 16 (`schedule.round_to`), predicted by timing whole candidates;
+                  rounded to multiples of 16 or left at the base's width where nearer (`schedule.round_to`),
+                  predicted by timing whole candidates;
   shaped_ms       the importance-shaped schedule (Stage I, `schedule.spread`), the same way;
   lips_ms         the LIPS loop with `schedule.target_ms` at that fraction, the same rounding;
   uniform_gflops  uniform at the GFLOPs lips_ms reached, widths as the ratio leaves them (no rounding);
@@ -195,6 +196,8 @@ def main():
     if not 0 < a.fraction < 1:
         raise LipsError(f"--fraction {a.fraction}: the target is a share of the base's time, in (0, 1)")
     threads = [int(t) for t in parse_floats(a.threads, "threads", "1,2")]
+    if 1 not in threads:
+        raise LipsError(f"--threads {a.threads}: the goals are measured on 1 thread; include it, e.g. --threads 1,2")
     work, t0 = Path(a.work), time.perf_counter()
     trained, settings = models(a, work)
     data, _, report = prepare_data(a.data, a.report, work)

@@ -267,7 +267,7 @@ def loop(params: dict, out: Path) -> dict:
 def one_shot(method: str, params: dict, importance: dict, budget: float, epochs: int, out: Path) -> dict:
     """Prune once to `budget` (a baseline method), optionally repair, fine-tune `epochs`, score. The budget is in
     the run's cost unit: GFLOPs, or milliseconds on the `latency:` settings when `schedule.target_ms` is set (the
-    cut then bisected on the per-block table's prediction, `costs.LatencyCost.predict`)."""
+    cut then bisected on the cost's prediction, `costs.LatencyCost.predict`)."""
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -278,6 +278,8 @@ def one_shot(method: str, params: dict, importance: dict, budget: float, epochs:
     data, select, report = prepare_data(params["data"], params["optimize"]["report"], out)
     calibration = calibrated(params, base, data)
     latency = loop_settings(params).latency
+    if kind == "search" and latency is not None:
+        raise LipsError("the allocation search cuts to a GFLOPs budget; run it without schedule.target_ms")
     if kind == "search":  # the schedule chosen on the selection split among cuts recovered as the run says
         found = allocation_search(
             base,
@@ -413,7 +415,7 @@ def map50_95(images: list[dict]) -> float:
 def bootstrap_maps(
     matches: dict[str, list[dict]], resamples: int = 1000, seed: int = 0, progress: bool = False
 ) -> dict[str, np.ndarray]:
-    """Each model's mAP50-95 (`evaluate.image_matches` per model, the same images) over the same `resamples`
+    """Each model's mAP50-95 (`validator.image_matches` per model, the same images) over the same `resamples`
     resamples of the images with replacement: paired, so any two rows give a ratio's distribution."""
     from tqdm.auto import tqdm
 
@@ -457,6 +459,6 @@ def ratio_interval(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def paired_bootstrap(a: list[dict], b: list[dict], resamples: int = 1000, seed: int = 0) -> dict:
-    """`ratio_interval` of models a and b (`evaluate.image_matches` on the same images)."""
+    """`ratio_interval` of models a and b (`validator.image_matches` on the same images)."""
     maps = bootstrap_maps({"a": a, "b": b}, resamples, seed)
     return {**ratio_interval(maps["a"], maps["b"]), "images": len(a)}

@@ -14,7 +14,9 @@ The folders follow the method; dependencies point downward only:
     train/      Ultralytics' trainer (keeping the pruned architecture) and validator (one metrics record)
     sensitivity Stage I, on pruning + recovery + train
     schedule    the initial schedule and the gate rule: pure functions, no torch
-    pipeline/   the LIPS loop and its resume, sweeps, the notebook runner, tracking, replay, benchmark, video, plots
+    pipeline/   the LIPS loop and its resume, sweeps, the notebook runner, tracking, replay, benchmark, video, plots,
+                the allocation search
+    deploy      exports for OpenVINO and ONNX (INT8 too), run as the runtime runs them
     cli         `lips`, an argparse front over the same functions
 
 with, under all of them, `errors` (the one exception type), `assets` (where files come from), `files`

@@ -346,16 +346,21 @@ def cmd_finetune(a):
 
 
 def cmd_val(a):
+    from lipslib.cfg import default
+    from lipslib.deploy import export_record, exported_model
     from lipslib.train.validator import evaluate
 
+    exported = exported_model(a.weights)
+    imgsz = a.imgsz or (export_record(exported).get("imgsz") if exported else None) or default("imgsz")
     with _quiet(a.json):
-        rec = evaluate(a.weights, a.data, imgsz=a.imgsz, batch=a.batch, device=a.device, split=a.split, out=a.out)
+        rec = evaluate(a.weights, a.data, imgsz=imgsz, batch=a.batch, device=a.device, split=a.split, out=a.out)
     if a.json:
         print(json.dumps(rec, indent=2))
     else:
+        params = "?" if rec["params"] is None else f"{rec['params'] / 1e6:.3f}"
         print(
             f"{a.weights}: mAP50-95 {rec['map50_95']:.4f}, mAP50 {rec['map50']:.4f} on {rec['images']} images "
-            f"({rec['split']}, imgsz {a.imgsz}); {rec['gflops']:.3f} GFLOPs, {rec['params'] / 1e6:.3f} M params"
+            f"({rec['split']}, imgsz {imgsz}); {rec['gflops']:.3f} GFLOPs, {params} M params"
         )
 
 
@@ -667,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--criterion",
         **_from_config(
             "optimize.criterion",
-            "channel choice: by weight, or lsq (what the rest cannot predict; needs --data)",
+            "channel choice: by weight, or lsq / lsq_greedy (what the rest cannot predict; needs --data)",
             choices=CRITERION_NAMES,
         ),
     )
@@ -818,10 +823,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run folder (args.yaml, results.csv, weights/)")
     s.set_defaults(func=cmd_finetune)
 
-    s = sub.add_parser("val", help="mAP (Ultralytics validator) + GFLOPs/params of a checkpoint")
-    s.add_argument("--weights", required=True)
+    s = sub.add_parser("val", help="mAP (Ultralytics validator) + GFLOPs/params of a checkpoint or an export")
+    s.add_argument("--weights", required=True, help="a checkpoint, or an export (lips export's --out folder)")
     s.add_argument("--data", required=True)
-    s.add_argument("--imgsz", **_from_config("imgsz", "", int))
+    s.add_argument(
+        "--imgsz",
+        type=int,
+        default=None,
+        help="validation size (an export's own size for an export, else the config's imgsz)",
+    )
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--split", default="val")
@@ -842,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--criterion",
         **_from_config(
             "optimize.criterion",
-            "channel choice (lsq: calibrated on --data's train split)",
+            "channel choice (lsq, lsq_greedy: calibrated on --data's train split)",
             choices=CRITERION_NAMES,
         ),
     )
@@ -856,7 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     s.add_argument(
-        "--workers", type=int, default=None, help="processes for --mode fast (default: one per CPU thread; 1 on a GPU)"
+        "--workers", type=int, default=None, help="processes for --mode fast (default: one per CPU core; 1 on a GPU)"
     )
     s.add_argument(
         "--memo-gib",

@@ -41,8 +41,8 @@ def check_precision(runtime: str, precision: str) -> None:
         )
 
 
-def check_installed(runtime: str) -> None:
-    """One line naming the package to install when a runtime's library is missing."""
+def check_installed(runtime: str, precision: str = "default") -> None:
+    """One line naming the package to install when a runtime's library (or, for OpenVINO INT8, NNCF) is missing."""
     needs = {"openvino": ("openvino", "openvino nncf"), "onnxruntime": ("onnxruntime", "onnxruntime")}
     if runtime not in needs:
         return
@@ -51,6 +51,8 @@ def check_installed(runtime: str) -> None:
         __import__(module)
     except ImportError:
         raise LipsError(f"runtime {runtime} needs the {module} package: pip install {packages}") from None
+    if runtime == "openvino" and precision == "int8":
+        check_installed_nncf()
 
 
 def sample_frames(imgsz: int) -> torch.Tensor:
@@ -176,7 +178,7 @@ def export(
             out.mkdir(parents=True, exist_ok=True)
             exported = Path(shutil.move(str(exported), out / exported.name))
     write_json(
-        (exported if exported.is_dir() else exported.parent) / RECORD,
+        record_path(exported),
         {
             "source": str(weights),
             "format": format,
@@ -222,20 +224,29 @@ def exported_model(path: str | os.PathLike) -> Path | None:
     return None
 
 
+def record_path(model: Path) -> Path:
+    """Where `export` writes an export's record: inside an OpenVINO folder, beside an ONNX file (its own name)."""
+    return model / RECORD if model.is_dir() else model.with_name(f"{model.stem}.{RECORD}")
+
+
 def export_record(model: Path) -> dict:
-    """`export`'s record beside an exported model ({} for an export lipslib did not make)."""
-    record = (model if model.is_dir() else model.parent) / RECORD
+    """`export`'s record of an exported model ({} for an export lipslib did not make)."""
+    record = record_path(model)
+    if not record.is_file() and not model.is_dir():  # an ONNX export made before records had its name
+        record = model.parent / RECORD
     return json.loads(record.read_text()) if record.is_file() else {}
 
 
 def compile_openvino(model, precision: str = "default", threads: int = 1):
     """An OpenVINO model (an IR path, or an `openvino.Model`) compiled for the CPU for latency: one stream,
-    `threads` threads, and fp32 inference when `precision` is `f32`. Returns (compiled model, the inference
-    precision it runs in: bf16 / f16 / f32, as OpenVINO reports it)."""
+    `threads` threads, and fp32 inference when `precision` is `f32` or `int8` (an INT8 model's float parts — the
+    head's decoding, its sigmoid — then run in f32, as on the CPUs without bf16 that most users have, so INT8 is
+    compared with forced f32 like for like). Returns (compiled model, the inference precision its float parts run
+    in: bf16 / f16 / f32, as OpenVINO reports it)."""
     import openvino as ov
 
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": int(threads)}
-    if precision == "f32":
+    if precision in ("f32", "int8"):
         config["INFERENCE_PRECISION_HINT"] = "f32"
     compiled = ov.Core().compile_model(model if not isinstance(model, (str, Path)) else str(model), "CPU", config)
     return compiled, compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # bf16, f16 or f32

@@ -70,8 +70,9 @@ def portable(obj, base: str | os.PathLike | None = None):
     """
     roots = [(Path(base or Path.cwd()).resolve(), "")]
     assets = os.environ.get("LIPS_ASSETS")
-    if assets and Path(assets).is_dir():
-        roots.insert(0, (Path(assets).resolve(), "$LIPS_ASSETS/"))
+    if assets and Path(assets).expanduser().is_dir():
+        roots.append((Path(assets).expanduser().resolve(), "$LIPS_ASSETS/"))
+    roots.sort(key=lambda r: -len(r[0].parts))  # the deeper folder first: a checkout inside the assets, or the reverse
 
     def walk(value):
         if isinstance(value, dict):

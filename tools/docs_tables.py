@@ -586,9 +586,9 @@ def sweep_section(doc: dict) -> str:
 
 DEPLOY_METHODS = {
     "base": "base (iter-01)",
-    "uniform_ms": "uniform, ms target, widths of 16",
-    "shaped_ms": "shaped, ms target, widths of 16",
-    "lips_ms": "**LIPS, ms target, widths of 16**",
+    "uniform_ms": "uniform, ms target, widths rounded to 16",
+    "shaped_ms": "shaped, ms target, widths rounded to 16",
+    "lips_ms": "**LIPS, ms target, widths rounded to 16**",
     "uniform_gflops": "uniform, GFLOPs target, widths as cut",
     "lips_gflops": "**LIPS, GFLOPs target, widths as cut**",
 }

@@ -1,5 +1,5 @@
 """The loop's settings, typed: `loop_settings` parses `load_params`' dict once, at the edge, and refuses bad values
-before any compute; the loop and the helpers below it (`costs.cost_model`, `optimize.initial_ratios`, the
+before any compute; the loop and the helpers below it (`costs.cost_model`, `loop.initial_ratios`, the
 fine-tune's distillation arguments) take the typed settings, never the raw dict.
 
 The dict stays what is recorded (`state.json`'s fingerprint, `args.yaml`): it is the file's own shape.
@@ -36,7 +36,7 @@ class LatencySettings:
     """The `latency:` settings: how a model's latency is measured (schedule.target_ms, `lips latency`).
 
     Args:
-        runtime: torch | onnxruntime | cuda.
+        runtime: torch | onnxruntime | openvino | cuda.
         imgsz: the deployment image size, a multiple of 32.
         threads: intra-op threads of the timed runs.
         runs: interleaved runs after warm-up; the median counts.
@@ -108,7 +108,7 @@ class LoopSettings:
         start: the first schedule.
         round_to: kept widths rounded to multiples of this, or None.
         pad: the base padded up to multiples of round_to by zero channels before any cut (`load_base`).
-        criterion: which channels a cut removes (l1 | l2 | random | lsq).
+        criterion: which channels a cut removes (l1 | l2 | random | lsq | lsq_greedy).
         report: half | test | val (`REPORTS`).
         iterations: the loop's iterations.
         best_cost_tol: best = highest selection mAP with cost ≤ target·(1 + tol).
@@ -179,7 +179,7 @@ def loop_settings(params: dict, base_cost: float | None = None) -> LoopSettings:
     """Parse and check `load_params`' dict for the loop, before any compute.
 
     Args:
-        params: `config.load_params`' result (a notebook's `nb.params`).
+        params: `cfg.load_params`' result (a notebook's `nb.params`).
         base_cost: the base's cost in the loop's unit; adds the check that the target is below it.
 
     Returns:

@@ -300,11 +300,19 @@ def optimize(params: dict, out: str | os.PathLike = "runs", progress: bool = Tru
 def load_base(cfg: LoopSettings):
     """The model every cut starts from: `cfg.base`, with `cfg.pad` its widths padded up to multiples of `round_to`
     by zero channels (same outputs; `pruning.align`), so that every kept width is a multiple."""
+    from lipslib.pruning.engine import has_batchnorm
+
     base = load_model(cfg.base)
     if cfg.pad:
         from lipslib.pruning.align import padded, rounded_up
 
-        base = padded(base, rounded_up(base, cfg.round_to))
+        if has_batchnorm(base):  # padding fuses the base: its recipe (auto) would change with it
+            raise LipsError(
+                f"schedule.pad pads BN-free models (fused, as the authors' checkpoints); {cfg.base} has "
+                "BatchNorm: fuse it first or leave pad off"
+            )
+        wanted = rounded_up(base, cfg.round_to)
+        base = padded(base, wanted) if wanted else base
     return base
 
 

@@ -16,6 +16,7 @@ into it with its removed channels at zero (`inflate`), then pruned to the padded
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -65,7 +66,7 @@ def padded(model: nn.Module | str, wanted: dict[str, int], rtol: float = 1e-5) -
     """
     from lipslib.pruning.inflate import inflate
 
-    model = fused(load_model(model))
+    model = fused(copy.deepcopy(load_model(model)))  # fusing is in place: the caller's module stays as it is
     have = widths(model)
     full_model = unpruned(model)
     full = widths(full_model)
@@ -112,16 +113,18 @@ def align(
     tol: float = 0.01,
     progress: bool = True,
 ) -> tuple[nn.Module, dict]:
-    """Pad each target layer's width up to `multiple` where the runtime's block table says the model gets faster.
+    """Pad each target layer's width up to `multiple` where the runtime says the model gets faster.
 
-    Greedy, one layer at a time in the network's order: a layer's padding is kept when the table's sum drops by
-    more than `tol` (relative), given the paddings kept so far. The function is unchanged (zero channels); only
+    Greedy, one layer at a time in the network's order: a layer's padding is kept when the predicted time drops by
+    more than `tol` (relative), given the paddings kept so far. Predictions are `costs.LatencyCost.predict`'s: the
+    per-block table (PyTorch, ONNX Runtime), or on OpenVINO the whole candidate timed against the model (its
+    blocks alone overestimate and misjudge savings there). The function is unchanged (zero channels); only
     time and GFLOPs move (GFLOPs up: the zero channels are counted as multiplications, which they are).
 
     Args:
         model: a pruned checkpoint or module.
         multiple: the channel multiple to pad to (16 for fp32/bf16 kernels, 32 for int8 ones).
-        runtime: where it is timed (`latency.block_table`): openvino, onnxruntime or torch.
+        runtime: where it is timed: openvino, onnxruntime or torch.
         imgsz: the deployment image size.
         threads: intra-op threads of the timed runs.
         runs: interleaved runs per block after warm-up (tables are cached across calls).
@@ -130,8 +133,8 @@ def align(
         progress: a tqdm bar over the layers.
 
     Returns:
-        (the aligned model, {'before_ms', 'after_ms' (the table's predictions), 'padded': {layer: [from, to]},
-        'tried': layers tried}).
+        (the aligned model, {'before_ms', 'after_ms' (predictions), 'padded': {layer: [from, to]}, 'tried': layers
+        tried}).
 
     Raises:
         LipsError: a multiple < 2, or what `padded` and `block_table` refuse.
@@ -141,20 +144,21 @@ def align(
     """
     from tqdm.auto import tqdm
 
-    from lipslib.pruning.latency import table_ms
+    from lipslib.pruning.costs import LatencyCost
 
     if not isinstance(multiple, int) or multiple < 2:
         raise LipsError(f"align multiple must be an integer ≥ 2 (e.g. 16), got {multiple!r}")
-    model = fused(load_model(model))
+    model = fused(copy.deepcopy(load_model(model)))
     settings = dict(runtime=runtime, imgsz=imgsz, threads=threads, runs=runs, precision=precision)
+    predict = LatencyCost(model, runtime, imgsz, threads, runs, precision=precision).predict
     candidates = rounded_up(model, multiple)
     have = widths(model)
     kept: dict[str, int] = {}
-    best_ms = before_ms = table_ms(model, **settings)
+    best_ms = before_ms = predict(model)
     best = model
     for name in tqdm(candidates, desc=f"align to {multiple}", disable=not progress):
         trial = padded(model, {**kept, name: candidates[name]})
-        ms = table_ms(trial, **settings)
+        ms = predict(trial)
         if ms < best_ms * (1 - tol):
             kept[name], best_ms, best = candidates[name], ms, trial
     report = {

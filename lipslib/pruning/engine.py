@@ -32,7 +32,7 @@ CRITERIA = {
     "random": lambda: tp.importance.RandomImportance(),
 }
 # and `lsq`, channel choice aware of reconstruction: it needs calibration images, so it is resolved into a
-# criterion object where images are at hand (lipslib.recovery.lsq.channel_criterion). CRITERION_NAMES, the four
+# criterion object where images are at hand (lipslib.recovery.lsq.channel_criterion). CRITERION_NAMES, the five
 # names, lives in lipslib.cfg (the CLI's choices, without torch); it must name exactly these:
 assert CRITERION_NAMES == (*CRITERIA, *CALIBRATED_CRITERIA), "lipslib.cfg.CRITERION_NAMES disagrees with CRITERIA"
 LOG_COLUMNS = [

@@ -68,7 +68,7 @@ def check_runtime(
     if runtime not in RUNTIMES:
         raise LipsError(f"unknown runtime '{runtime}'; choose one of {', '.join(RUNTIMES)}")
     check_precision(runtime, precision)
-    check_installed(runtime)
+    check_installed(runtime, precision)
     if runtime == "cuda" and not torch.cuda.is_available():
         raise LipsError("runtime cuda needs a CUDA GPU, and this machine has none; use torch or onnxruntime")
     if not isinstance(threads, int) or threads < 1:
@@ -132,10 +132,18 @@ def whole_runner(
     synchronised), or the model as Ultralytics exports it (`lipslib.deploy.export`) in ONNX Runtime or OpenVINO on
     the CPU, in `precision` (int8: calibrated on `calibration`, `deploy.calibration_batches`' batches; None: the
     sample frames). The runner's `precision` attribute says what it runs in (OpenVINO reports it; bf16 on AMX)."""
-    from lipslib.deploy import exported_model, onnx_runner, openvino_runner
+    from lipslib.deploy import export_record, exported_model, onnx_runner, openvino_runner
 
     exported = None if isinstance(weights, nn.Module) else exported_model(weights)
     model = load_model(weights) if exported is None else None
+    if exported is not None:  # an export runs in its own runtime, in the precision it was exported in
+        kind = "onnxruntime" if exported.suffix == ".onnx" else "openvino"
+        was = export_record(exported).get("precision")
+        if runtime != kind:
+            raise LipsError(f"{exported} is an export for {kind}; time it with --runtime {kind}")
+        if was is not None and (was == "int8") != (precision == "int8"):
+            asked = "int8" if was == "int8" else "default or f32"
+            raise LipsError(f"{exported} was exported in {was}; time it with --precision {asked}")
     if runtime == "cuda":
         gpu = gpu or torch.device("cuda", 0)
     if runtime in ("torch", "cuda") and gpu is not None:
@@ -176,9 +184,9 @@ def candidate_runner(model: nn.Module, runtime: str, x: torch.Tensor, threads: i
     or opened (ONNX Runtime) directly — the same network as Ultralytics' export, in a second rather than several."""
     net = _inference(model)
     path = tmp / f"c{len(list(tmp.iterdir()))}.onnx"
-    if runtime == "openvino":
-        return _openvino(net, (x,), threads, path, precision)
-    return _onnx(net, (x,), threads, path)
+    run = _openvino(net, (x,), threads, path, precision) if runtime == "openvino" else _onnx(net, (x,), threads, path)
+    path.unlink(missing_ok=True)  # compiled / loaded: a long loop times hundreds of candidates
+    return run
 
 
 def structure_key(model: nn.Module, runtime: str, imgsz: int, threads: int, precision: str) -> str:

@@ -307,7 +307,7 @@ def reconstruct(
 
 
 def refit_sequential(
-    res: PruneResult, base: nn.Module, images: torch.Tensor, ridge: float = 1e-2, batch: int = 16
+    res: PruneResult, base: nn.Module, images: torch.Tensor, ridge: float = 1e-3, batch: int = 16
 ) -> dict[str, float]:
     """Refit, in place and in network order, every conv of `res.model` that lost input channels, on the pruned
     copy's *own* inputs (after the refits before it) with the base's conv outputs as targets.
@@ -507,7 +507,9 @@ class GreedyLeastSquaresCriterion(LeastSquaresCriterion):
             positions = torch.tensor(sorted(channels))
             base = torch.tensor([channels[int(p)] for p in positions], device=gram.device)
             blocks = base[:, None] * kk + torch.arange(kk, device=gram.device)  # P × k²
-            state.append([torch.linalg.inv(a), torch.cat([w.T, b[None]]), positions, blocks])
+            inv = torch.linalg.inv(a)
+            # θ: the ridge fit of the consumer's own output from all its inputs (θ_ref itself when λ = 0)
+            state.append([inv, inv @ (gram @ torch.cat([w.T, b[None]])), positions, blocks])
         order = torch.full((n,), float(n), dtype=torch.float64)
         alive = torch.ones(n, dtype=torch.bool)
         for step in range(n - 1):  # the last channel is never removed (a layer keeps one at least)
@@ -549,8 +551,9 @@ def _saliency(conv: nn.Conv2d, gram: torch.Tensor, ridge: float) -> torch.Tensor
 
 
 def channel_criterion(criterion, base: nn.Module, images, gram_cache: dict, ridge: float | str = 1e-3, device=None):
-    """`criterion` as `engine.prune` takes it: a name of `engine.CRITERIA` as it is; `lsq` → a LeastSquaresCriterion
-    over the Grams of every dense conv of `base`, computed into `gram_cache` where missing (`images`: the calibration
+    """`criterion` as `engine.prune` takes it: a name of `engine.CRITERIA` as it is; `lsq` → a LeastSquaresCriterion,
+    `lsq_greedy` → a GreedyLeastSquaresCriterion, over the Grams of every dense conv of `base`, computed into
+    `gram_cache` where missing (`images`: the calibration
     images, or a function that returns them, called only if Grams are missing)."""
     if criterion not in (LeastSquaresCriterion.name, GreedyLeastSquaresCriterion.name):
         return criterion

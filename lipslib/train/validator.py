@@ -98,7 +98,8 @@ def evaluate(
     exported = None if isinstance(model, nn.Module) else exported_model(model)
     if exported is not None:  # Ultralytics' AutoBackend runs it; its cost is that of the checkpoint it came from
         net, rec = str(exported), export_record(exported)
-        c = Cost(gflops=rec.get("gflops", float("nan")), params=rec.get("params", 0))
+        c = Cost(gflops=rec.get("gflops", float("nan")), params=rec.get("params"))
+        cost_imgsz = rec.get("cost_imgsz", 640)  # the record's count (at 640, the paper's convention)
     else:
         net = load_model(model)
         c = cost(net, cost_imgsz)
