@@ -56,6 +56,7 @@ def test_ultralytics_ddp_files_rebuild_the_pruned_trainer(pruned, coco128, tmp_p
         info,
         tmp_path / "run",
         "auto",
+        None,  # the default config's recipes
         dict(epochs=1, imgsz=96, batch=8, device="cpu", fraction=0.05, workers=0),
     )
     trainer = PrunedTrainer(overrides=args)

@@ -278,7 +278,8 @@ def test_killed_worker_rerun_finishes_and_does_not_redo_finished_targets(assets,
 
 @pytest.fixture
 def dvc_repo(tmp_path):
-    """A git + DVC repository holding this pipeline's params.yaml, notebooks and stages config, sensitivity and
+    """A git + DVC repository holding this pipeline's params.yaml (and the defaults under it), notebooks and stages
+    config, sensitivity and
     optimize (their lipslib dependencies dropped: lipslib runs from the installed package), and dvc.lock as
     committed here: a clean clone, whose DVC cache holds nothing."""
     repo = tmp_path / "repo"
@@ -287,6 +288,8 @@ def dvc_repo(tmp_path):
         shutil.copy(ROOT / name, repo)
     for name in ("notebooks", "params"):
         shutil.copytree(ROOT / name, repo / name)
+    (repo / "lipslib" / "cfg").mkdir(parents=True)  # the defaults file stage config reads as params
+    shutil.copy(ROOT / "lipslib" / "cfg" / "default.yaml", repo / "lipslib" / "cfg")
     stages = {}
     for name in ("config", "sensitivity", "optimize"):
         stage = dict(STAGES[name])
