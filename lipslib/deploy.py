@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,10 @@ def run_exporter(weights: Path, fmt: str, int8: bool, imgsz: int, batch: int, ca
         "quantize": 8 if int8 else None,
         "mode": "export",
     }
-    with keep_threads():  # the exporter's select_device sets the process's thread count for good
+    with keep_threads(), warnings.catch_warnings():  # the exporter's select_device sets the thread count for good
+        # OpenVINO's and ONNX's converters trace with torch.jit.trace, which torch now flags as deprecated on every
+        # call: a notice per export that says nothing about the model (it filled notebook 04 with eight of them)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
         return Path(CalibratedExporter(overrides=args, _callbacks=yolo.callbacks)(model=yolo.model))
 
 

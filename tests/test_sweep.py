@@ -278,26 +278,28 @@ def test_killed_worker_rerun_finishes_and_does_not_redo_finished_targets(assets,
 
 @pytest.fixture
 def dvc_repo(tmp_path):
-    """A git + DVC repository holding this pipeline's params.yaml (and the defaults under it), notebooks and stages
-    config, sensitivity and
-    optimize (their lipslib dependencies dropped: lipslib runs from the installed package), and dvc.lock as
-    committed here: a clean clone, whose DVC cache holds nothing."""
+    """A git + DVC repository holding this pipeline's params.yaml, notebooks and stages config, sensitivity and
+    optimize (their lipslib dependencies and params files dropped: lipslib runs from the installed package, and a
+    lipslib/ folder in the repository would shadow it), and dvc.lock as committed here: a clean clone, whose DVC
+    cache holds nothing."""
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in ("params.yaml", "dvc.lock"):
         shutil.copy(ROOT / name, repo)
     for name in ("notebooks", "params"):
         shutil.copytree(ROOT / name, repo / name)
-    (repo / "lipslib" / "cfg").mkdir(parents=True)  # the defaults file stage config reads as params
-    shutil.copy(ROOT / "lipslib" / "cfg" / "default.yaml", repo / "lipslib" / "cfg")
     stages = {}
     for name in ("config", "sensitivity", "optimize"):
         stage = dict(STAGES[name])
         stage["deps"] = [d for d in stage["deps"] if d.startswith(("notebooks", "runs/"))]
+        files = [(p if isinstance(p, str) else next(iter(p)), p) for p in stage.get("params", [])]
+        stage["params"] = [p for f, p in files if not f.startswith("lipslib/")]
         stages[name] = stage
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     lock["stages"] = {k: v for k, v in lock["stages"].items() if k in stages}
+    for v in lock["stages"].values():
+        v["params"] = {f: p for f, p in v.get("params", {}).items() if not f.startswith("lipslib/")}
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
     def run(*cmd):

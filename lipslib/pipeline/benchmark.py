@@ -150,7 +150,7 @@ def run_benchmark(
     points = pd.concat(
         [published_points(), measured_points(models, data, imgsz=imgsz, split=split, source=source, device=device)]
     )
-    points.to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
+    _portable(points).to_csv(out / "tables" / "benchmark.csv", index=False, float_format="%.4f")
     benchmark_figure(points, out / "figures" / "benchmark.png")
     image = image or split_images(check_data(data, splits=(split,)), split)[0]
     from lipslib.deploy import calibration_batches
@@ -166,5 +166,12 @@ def run_benchmark(
         # INT8 timing calibrated on the fine-tune images where the data has them (it is timed, not scored here)
         calibration=calibration_batches(data, "train", 64, latency_imgsz) if check_data(data).get("train") else None,
     )
-    lat.to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
+    _portable(lat).to_csv(out / "tables" / "latency.csv", index=False, float_format="%.4f")
     return points, lat
+
+
+def _portable(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with the paths in its text columns as `files.portable` writes them (records that travel)."""
+    from lipslib.files import portable
+
+    return table.assign(**{c: table[c].map(portable) for c in table.select_dtypes("object").columns})
