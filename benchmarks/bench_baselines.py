@@ -309,9 +309,21 @@ def main():
             for kind in ("shaped", "search", "lips")
             if with_suffix(kind, s) in maps and with_suffix("uniform", s) in maps
         }
+        # what the greedy channel choice buys: each `greedy` row over the same method with `lsq` channels
+        channels = {
+            f"{m}_over_{m.replace('_greedy', '_lsq')}": ratio_interval(maps[m], maps[m.replace("_greedy", "_lsq")])
+            for m in rows
+            if "_greedy" in m and m.replace("_greedy", "_lsq") in maps
+        }
         keep_rows(rows, kept, budget)
         result["budgets"].append(
-            {"budget": budget, "methods": rows, "recovery_gain": gains, "allocation_gain": allocation}
+            {
+                "budget": budget,
+                "methods": rows,
+                "recovery_gain": gains,
+                "allocation_gain": allocation,
+                "channel_gain": channels,
+            }
         )
         steps.update()
     steps.close()

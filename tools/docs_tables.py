@@ -165,7 +165,7 @@ def baselines_table(doc: dict) -> str:
     rows = []
     for budget, label, m in method_rows(doc):
         row = [
-            f"{budget:g}",
+            f"{budget:.1f}",
             label,
             num(m["gflops"], 3),
             num(m.get("map50_95_before_ft")),
@@ -201,7 +201,7 @@ def gain_table(doc: dict, field: str = "recovery_gain", what: str = "gain of rec
             label = f"{METHODS.get(method, method).strip('*')} / {METHODS.get(other, other).strip('*')}"
             rows.append(
                 [
-                    f"{b['budget']:g}",
+                    f"{b['budget']:.1f}",
                     label,
                     f"{g['ratio_median']:.2f}",
                     ci(g["ratio_ci95"], 2),
@@ -215,7 +215,11 @@ def gain_table(doc: dict, field: str = "recovery_gain", what: str = "gain of rec
 
 def baselines_section(doc: dict) -> str:
     parts = [baselines_measured_on(doc), baselines_table(doc)]
-    for field, what in (("recovery_gain", "gain of recovery"), ("allocation_gain", "gain of the Stage I allocation")):
+    for field, what in (
+        ("recovery_gain", "gain of recovery"),
+        ("allocation_gain", "gain of the allocation"),
+        ("channel_gain", "gain of the greedy channel choice"),
+    ):
         gain = gain_table(doc, field, what)
         if gain:
             parts.append(gain)
@@ -253,7 +257,7 @@ def headline(doc: dict | None = None) -> str:
         ratio = m.get("lips_ratio")
         rows.append(
             [
-                f"{budget:g}",
+                f"{budget:.1f}",
                 METHODS[key],
                 num(m["gflops"], 2),
                 f"{num(m['map50_95'])} ({ci(m.get('map50_95_ci95'))})",

@@ -314,8 +314,8 @@ def refit_sequential(
 
     `reconstruct` fits each conv on the base's inputs, so it never chases the errors of the convs before it, and
     never corrects them either; this fit does, at the price of one pass of both models over the images per conv
-    (minutes, not seconds). Measured once against `reconstruct` (the Evidence page, `refit.json`): kept as an
-    experiment, not a recovery option.
+    (minutes, not seconds). An experiment, not a recovery option: `benchmarks/bench_refit.py` measures it against
+    `reconstruct`.
 
     Args:
         res: a copy of `base` pruned with track=True (BN-free: the fit writes the conv's bias).
