@@ -87,9 +87,12 @@ METHODS = (
     "uniform_recon_lsq_distill",
     "shaped_recon_lsq_distill",
     "search_recon_lsq_distill",  # allocation search after reconstruction (lipslib.pipeline.search)
-    "uniform_recon_greedy_distill",  # greedy second-order channel choice (lsq_greedy)
+    *(f"{kind}_recon_greedy_distill" for kind in ("uniform", "shaped", "lips")),  # greedy channel choice
 )
 RECOVER = RECOVERIES["recover"]
+# the greedy rows' Stage I is the lsq one: a layer's importance is measured with the same refit, and the greedy
+# choice differs from lsq only in which channels a cut removes
+STAGE1 = {"recon_greedy": "recon_lsq"}
 DEPTH = {"3.4": (0.136, 0.120), "3": (0.112, None)}  # the best model's mAP50-95 goal, and before fine-tuning
 DEFAULT_OUT = "reports/bench/baselines.json"
 
@@ -230,7 +233,7 @@ def main():
     }
     params = load_params(a.params, a.profile, {**common, **PLAIN})
     # Stage I once per channel choice and recovery that a schedule built on it uses (distillation plays no part)
-    stage = {m: split_method(m)[1].removesuffix("_distill") for m in pruned_methods}
+    stage = {m: STAGE1.get(v, v) for m in pruned_methods for v in [split_method(m)[1].removesuffix("_distill")]}
     needs = {v for m, v in stage.items() if split_method(m)[0] in ("lips", "shaped", "search")}
     importance_paths = {
         v: stage1(load_params(a.params, a.profile, {**common, **RECOVERIES[v]}), work, v) for v in sorted(needs)
@@ -384,11 +387,9 @@ def goals(budgets: list[dict], base_map: float) -> dict:
     """The goals of the recovery work and of the hard budget, from this run's rows."""
     get = lambda ms, m, k="map50_95": (ms.get(m) or {}).get(k)  # noqa: E731
     out = {}
-    if len(budgets) > 1:  # the hard budget: the lower of two or more
-        hard = min(budgets, key=lambda b: b["budget"])["methods"]
-        out[f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}"] = (get(hard, "lips") or 0) / max(
-            get(hard, "uniform") or 1e9, 1e-9
-        )
+    hard = min(budgets, key=lambda b: b["budget"])["methods"] if len(budgets) > 1 else {}
+    if get(hard, "lips") and get(hard, "uniform"):  # the hard budget (the lower of two or more), where both ran
+        out[f"hard_budget_lips_over_uniform_ge_{HARD_GOAL:g}"] = get(hard, "lips") / max(get(hard, "uniform"), 1e-9)
     retention = {"3.7": 0.8, "3.4": 0.65}  # share of the base's mAP the best LIPS model keeps
     for b in budgets:
         ms, key = b["methods"], f"{b['budget']:g}"

@@ -50,6 +50,8 @@ METHODS = {  # record key → label, in the order the tables list them
     "shaped_recon_lsq_distill": "shaped, lsq + reconstruction + distillation",
     "search_recon_lsq_distill": "allocation search, lsq + reconstruction + distillation",
     "uniform_recon_greedy_distill": "uniform, greedy lsq + reconstruction + distillation",
+    "shaped_recon_greedy_distill": "shaped, greedy lsq + reconstruction + distillation",
+    "lips_recon_greedy_distill": "**LIPS, greedy lsq + reconstruction + distillation**",
 }
 VECTORS = {"stage1": "Stage I order", "shuffled": "shuffled", "paper_iter24": "authors' iter-24 order"}
 
@@ -656,6 +658,43 @@ def deploy_section(doc: dict) -> str:
     return "\n\n".join([head, timing, accuracy, pairs, "**Goals** " + goals_text(doc["goals"])])
 
 
+def epochs_section(doc: dict) -> str:
+    """bench_epochs.py: LIPS and uniform at one budget per fine-tuning length, and their paired ratio."""
+    rows = [
+        [
+            str(r["epochs"]),
+            f"{num(r['lips']['map50_95'])} ({ci(r['lips']['map50_95_ci95'])})",
+            f"{num(r['uniform']['map50_95'])} ({ci(r['uniform']['map50_95_ci95'])})",
+            f"{r['lips_over_uniform']:.2f} ({ci(r['lips_over_uniform_ci95'], 2)})",
+            "" if missing(r.get("p_lips_beats_uniform")) else f"{r['p_lips_beats_uniform']:.3f}",
+            f"`{r['record']}`",
+        ]
+        for r in doc["rows"]
+    ]
+    header = ["epochs", "LIPS (95 %)", "uniform (95 %)", "LIPS / uniform (paired 95 %)", "share > 1", "record"]
+    return f"**Measured on** {machine(doc)}, at {doc['budget']:g} GFLOPs.\n\n" + table(header, rows, "rrrrrl")
+
+
+def refit_section(doc: dict) -> str:
+    """bench_refit.py: one cut refit independently and sequentially, scored before fine-tuning."""
+    s = doc["settings"]
+    rows = [
+        [
+            label,
+            num(r["map50_95_before_ft"]),
+            num(r.get("mean_residual")),
+            "" if missing(r.get("seconds")) else f"{r['seconds']:.0f}",
+        ]
+        for label, r in doc["rows"].items()
+    ]
+    head = (
+        f"**Measured on** {machine(doc)}: `{s['base']}` cut uniformly to {s['budget']:g} GFLOPs, channels by "
+        f"`{s['criterion']}`, {s['calibration_images']} calibration images at {s['imgsz']} px, mAP50-95 on "
+        f"`{s['data']}` `{s['report_split']}` before any fine-tuning."
+    )
+    return head + "\n\n" + table(["refit", "mAP50-95", "mean residual", "seconds"], rows, "lrrr")
+
+
 def goals_text(goals: dict) -> str:
     """The booleans of a goals dict as met / not met, its numbers after them."""
     flags = [f"{k.replace('_', ' ')}: {'met' if v else '**not met**'}" for k, v in goals.items() if isinstance(v, bool)]
@@ -694,6 +733,10 @@ def renderer(rel: str):
         return sweep_section
     if "rows" in doc and "comparisons" in doc and "exported" in next(iter(doc["rows"].values()), {}):
         return deploy_section
+    if isinstance(doc.get("rows"), list) and "lips_over_uniform" in (doc["rows"] or [{}])[0]:
+        return epochs_section
+    if "rows" in doc and "calibration_images" in doc.get("settings", {}):
+        return refit_section
     return generic_section
 
 
