@@ -314,9 +314,10 @@ def main():
         }
         # what the greedy channel choice buys: each `greedy` row over the same method with `lsq` channels
         channels = {
-            f"{m}_over_{m.replace('_greedy', '_lsq')}": ratio_interval(maps[m], maps[m.replace("_greedy", "_lsq")])
+            f"{m}_over_{lsq}": ratio_interval(maps[m], maps[lsq])
             for m in rows
-            if "_greedy" in m and m.replace("_greedy", "_lsq") in maps
+            for lsq in [m.replace("_greedy", "_lsq")]
+            if lsq != m and lsq in maps
         }
         keep_rows(rows, kept, budget)
         result["budgets"].append(

@@ -83,6 +83,11 @@ def ci(pair, digits: int = 4) -> str:
     return "" if not pair or any(missing(v) for v in pair) else f"{pair[0]:.{digits}f}–{pair[1]:.{digits}f}"
 
 
+def with_ci(x, pair, digits: int = 4) -> str:
+    """A value and its interval: '0.1251 (0.1054–0.1326)'."""
+    return f"{num(x, digits)} ({ci(pair, digits)})"
+
+
 def table(header: list[str], rows: list[list], align: str | None = None) -> str:
     """A GitHub-flavoured markdown table; `align` one character per column: l, r or c."""
     align = align or "l" + "r" * (len(header) - 1)
@@ -172,13 +177,13 @@ def baselines_table(doc: dict) -> str:
             num(m["gflops"], 3),
             num(m.get("map50_95_before_ft")),
             num(m.get("map50_95_before_ft_repair")),
-            f"{num(m['map50_95'])} ({ci(m.get('map50_95_ci95'))})",
+            with_ci(m["map50_95"], m.get("map50_95_ci95")),
         ]
         if several:
             by_seed = {r["seed"]: r["map50_95"] for r in m.get("seeds") or []}
             row += [num(by_seed.get(s)) for s in seeds] + [num(m.get("map50_95_seed_sd"))]
         ratio = m.get("lips_ratio")
-        row += ["" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})"]
+        row += ["" if missing(ratio) else with_ci(ratio, m.get("lips_ratio_ci95"), 2)]
         rows.append(row)
     c = doc.get("control")
     if c:  # the unpruned base through the same fine-tuning: what training alone does to it
@@ -188,7 +193,7 @@ def baselines_table(doc: dict) -> str:
             num(c["gflops"], 3),
             num(c.get("map50_95_before_ft")),
             "",
-            f"{num(c['map50_95'])} ({ci(c.get('map50_95_ci95'))})",
+            with_ci(c["map50_95"], c.get("map50_95_ci95")),
         ]
         rows.append(row + [""] * (len(header) - len(row)))
     return table(header, rows, "rl" + "r" * (len(header) - 2))
@@ -262,8 +267,8 @@ def headline(doc: dict | None = None) -> str:
                 f"{budget:.1f}",
                 METHODS[key],
                 num(m["gflops"], 2),
-                f"{num(m['map50_95'])} ({ci(m.get('map50_95_ci95'))})",
-                "" if missing(ratio) else f"{ratio:.2f} ({ci(m.get('lips_ratio_ci95'), 2)})",
+                with_ci(m["map50_95"], m.get("map50_95_ci95")),
+                "" if missing(ratio) else with_ci(ratio, m.get("lips_ratio_ci95"), 2),
             ]
         )
     epochs = s["iterations"] * s["epochs_per_iteration"]
@@ -317,7 +322,7 @@ def allocation_section(doc: dict) -> str:
             num(d["gflops"], 3),
             num(d["map50_95_before_ft"]),
             num(d["map50_95"]),
-            f"{d['vs_uniform']:.2f} ({ci(d['vs_uniform_ci95'], 2)})",
+            with_ci(d["vs_uniform"], d["vs_uniform_ci95"], 2),
             f"{d['p_beats_uniform']:.3f}",
         ]
         for d in doc["draws"]
@@ -635,11 +640,14 @@ def deploy_section(doc: dict) -> str:
         [
             [
                 DEPLOY_METHODS.get(m, m),
-                f"{num(r['map50_95'])} ({ci(r['map50_95_ci95'])})",
+                with_ci(r["map50_95"], r["map50_95_ci95"]),
                 num(r["exported"]["openvino_f32"]["map50_95"]),
                 num(r["exported"]["openvino_int8"]["map50_95"]),
-                f"{r['exported']['openvino_int8']['over_fp32']['ratio_median']:.3f} "
-                f"({ci(r['exported']['openvino_int8']['over_fp32']['ratio_ci95'], 3)})",
+                with_ci(
+                    r["exported"]["openvino_int8"]["over_fp32"]["ratio_median"],
+                    r["exported"]["openvino_int8"]["over_fp32"]["ratio_ci95"],
+                    3,
+                ),
                 num(r["exported"]["onnx_f32"]["map50_95"]),
                 num(r["exported"]["onnx_int8"]["map50_95"]),
             ]
@@ -663,10 +671,10 @@ def epochs_section(doc: dict) -> str:
     rows = [
         [
             str(r["epochs"]),
-            f"{num(r['lips']['map50_95'])} ({ci(r['lips']['map50_95_ci95'])})",
-            f"{num(r['uniform']['map50_95'])} ({ci(r['uniform']['map50_95_ci95'])})",
-            f"{r['lips_over_uniform']:.2f} ({ci(r['lips_over_uniform_ci95'], 2)})",
-            "" if missing(r.get("p_lips_beats_uniform")) else f"{r['p_lips_beats_uniform']:.3f}",
+            with_ci(r["lips"]["map50_95"], r["lips"]["map50_95_ci95"]),
+            with_ci(r["uniform"]["map50_95"], r["uniform"]["map50_95_ci95"]),
+            with_ci(r["lips_over_uniform"], r["lips_over_uniform_ci95"], 2),
+            num(r.get("p_lips_beats_uniform"), 3),
             f"`{r['record']}`",
         ]
         for r in doc["rows"]
@@ -683,7 +691,7 @@ def refit_section(doc: dict) -> str:
             label,
             num(r["map50_95_before_ft"]),
             num(r.get("mean_residual")),
-            "" if missing(r.get("seconds")) else f"{r['seconds']:.0f}",
+            num(r.get("seconds"), 0),
         ]
         for label, r in doc["rows"].items()
     ]
